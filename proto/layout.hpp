@@ -1,0 +1,247 @@
+// Shared-memory ABI: every segment's layout, magic and version. A change here is an ABI change: bump
+// kAbiVersion and say so in the commit.
+//
+// Segments of one topic (DESIGN §5):
+//
+//   topic data  "<prefix>.<topic>.data"      written by publishers and the broker, mapped read-only by subscribers
+//   +-------------------------------+  0
+//   | TopicHeader       (6 lines)   |  broker writes once at creation: magic, sizes, fingerprint, lane settings
+//   +-------------------------------+  384
+//   | LaneControl x 4   (1 line ea) |  byte tail per lane (the claim CAS target)
+//   +-------------------------------+  640
+//   | PublisherEntry x kMaxPublishers (2 lines each): state, claim intent, per-lane counters
+//   +-------------------------------+  rings_offset (page aligned)
+//   | ring Critical | ring High | ring Normal | ring Low |   each `capacity` bytes, power of two
+//   +-------------------------------+
+//
+//   topic cursors "<prefix>.<topic>.cursors"  written by subscribers and the broker, mapped read-only by publishers
+//   +-------------------------------+  0
+//   | CursorHeader      (2 lines)   |  magic, sizes, slot high-water, waiter count
+//   +-------------------------------+  128
+//   | SubscriberSlot x kMaxSubscribers (2 lines each): positions per lane, state, parked flag, doorbell, stats
+//   +-------------------------------+
+//
+//   doorbells "<prefix>.doorbells"  written by anyone connected: one futex word per line
+//
+// A ring holds records aligned to 64 bytes:
+//
+//    0               8         12      14        16                24                32
+//   +---------------+---------+-------+---------+-----------------+-----------------+----------------+
+//   | position (u64)| length  | flags | pub id  | sequence (u64)  | timestamp (i64) | payload ...    |
+//   +---------------+---------+-------+---------+-----------------+-----------------+----------------+
+//
+// `position` is the record's own byte position and is written last with release: a reader at position p
+// accepts the record only when it reads exactly p, so bytes of an earlier lap are never taken for a record
+// and nobody zeroes the ring behind the readers.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+
+namespace rvoip::events {
+
+enum class Priority : std::uint8_t { critical = 0, high = 1, normal = 2, low = 3 };
+
+constexpr std::string_view to_string(Priority p) noexcept {
+    switch (p) {
+    case Priority::critical: return "critical";
+    case Priority::high: return "high";
+    case Priority::normal: return "normal";
+    case Priority::low: return "low";
+    }
+    return "?";
+}
+
+enum class Overflow : std::uint8_t { block = 0, fail = 1 };
+
+}  // namespace rvoip::events
+
+namespace rvoip::events::layout {
+
+constexpr std::size_t kLine = 64;  // fixed, not hardware_destructive_interference_size: this is an ABI
+constexpr std::uint32_t kAbiVersion = 1;
+constexpr std::size_t kLanes = 4;
+constexpr std::uint32_t kMaxPublishers = 64;    // per topic
+constexpr std::uint32_t kMaxSubscribers = 64;   // per topic
+constexpr std::uint32_t kMaxDoorbells = 4096;   // per broker
+constexpr std::uint32_t kNoDoorbell = 0xffffffffu;
+constexpr std::size_t kTopicNameMax = 63;
+constexpr std::size_t kTypeNameMax = 95;
+
+constexpr std::uint64_t kTopicDataMagic = 0x5256'4f49'5044'4154ull;  // "RVOIPDAT"
+constexpr std::uint64_t kCursorsMagic = 0x5256'4f49'5043'5552ull;    // "RVOIPCUR"
+constexpr std::uint64_t kDoorbellMagic = 0x5256'4f49'5044'4f4full;   // "RVOIPDOO"
+
+constexpr std::uint64_t kMinCapacity = 4096;
+constexpr std::uint64_t kMaxCapacity = 1ull << 30;
+constexpr std::uint32_t kMaxEventLimit = 16u << 20;  // no lane may allow more than 16 MiB per event
+
+constexpr std::uint64_t align_line(std::uint64_t n) noexcept { return (n + kLine - 1) & ~std::uint64_t(kLine - 1); }
+constexpr bool is_pow2(std::uint64_t v) noexcept { return v && !(v & (v - 1)); }
+
+// ---------------------------------------------------------------------------------------------------
+// Schema fingerprint: a publisher or subscriber whose fingerprint differs from the topic's is refused.
+enum class Kind : std::uint32_t { typed = 1, raw = 2 };
+
+struct Fingerprint {
+    char type_name[kTypeNameMax + 1] = {};  // NUL-terminated
+    std::uint32_t size = 0;                 // sizeof(T); 0 for raw bytes
+    std::uint32_t align = 0;
+    std::uint32_t schema_version = 0;
+    Kind kind = Kind::raw;
+
+    std::string_view name() const noexcept { return {type_name, ::strnlen(type_name, sizeof type_name)}; }
+    friend bool operator==(const Fingerprint& a, const Fingerprint& b) noexcept {
+        return a.name() == b.name() && a.size == b.size && a.align == b.align && a.schema_version == b.schema_version &&
+               a.kind == b.kind;
+    }
+};
+static_assert(sizeof(Fingerprint) == 112);
+
+// Per-lane settings, fixed when the topic is created.
+struct LaneSettings {
+    std::uint64_t capacity = 0;          // ring bytes, power of two
+    std::uint32_t max_event = 0;         // max payload bytes
+    Overflow overflow = Overflow::block;
+    std::uint8_t evict = 0;              // reserved for slow-subscriber eviction
+    std::uint16_t reserved = 0;
+    std::uint32_t block_timeout_ms = 0;  // `block` policy: how long a publish waits for space
+    std::uint32_t reserved2 = 0;
+};
+static_assert(sizeof(LaneSettings) == 24);
+
+// ---------------------------------------------------------------------------------------------------
+// Records.
+enum RecordFlags : std::uint16_t { kRecordData = 0, kRecordPadding = 1 };
+
+struct RecordHeader {
+    std::atomic<std::uint64_t> position;  // written last (release); == own position when committed
+    std::uint32_t length;                 // payload bytes; for padding: total bytes the padding covers
+    std::uint16_t flags;
+    std::uint16_t publisher;              // publisher slot index; 0xffff when written by the broker
+    std::uint64_t sequence;               // the publisher's own sequence on this lane, from 0
+    std::int64_t timestamp_ns;            // CLOCK_MONOTONIC at publish
+};
+static_assert(sizeof(RecordHeader) == 32);
+static_assert(offsetof(RecordHeader, length) == 8);
+static_assert(offsetof(RecordHeader, timestamp_ns) == 24);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+
+constexpr std::uint16_t kBrokerPublisher = 0xffff;
+constexpr std::uint64_t record_size(std::uint64_t payload) noexcept { return align_line(sizeof(RecordHeader) + payload); }
+
+// ---------------------------------------------------------------------------------------------------
+// Topic data segment.
+struct alignas(kLine) TopicHeader {
+    std::uint64_t magic;
+    std::uint32_t abi_version;
+    std::uint32_t header_size;     // sizeof(TopicHeader)
+    std::uint64_t segment_size;
+    std::uint64_t rings_offset;
+    std::uint32_t max_publishers;
+    std::uint32_t topic_id;
+    std::uint64_t created_ns;      // CLOCK_REALTIME, informational
+    char name[kTopicNameMax + 1];
+    Fingerprint fingerprint;
+    LaneSettings lanes[kLanes];
+    std::uint64_t ring_offset[kLanes];
+};
+static_assert(sizeof(TopicHeader) == 6 * kLine);
+static_assert(offsetof(TopicHeader, name) == 48);
+
+struct alignas(kLine) LaneControl {
+    std::atomic<std::uint64_t> tail;  // next byte position to claim; never wraps
+    std::uint8_t pad[kLine - 8];      // the tail is the hottest shared word: alone on its line
+};
+static_assert(sizeof(LaneControl) == kLine);
+
+enum class SlotState : std::uint32_t { free = 0, active = 1, dead = 2, evicted = 3 };
+
+struct alignas(kLine) PublisherEntry {
+    // line 0: written by the broker (state, pid) and by the owning publisher (intent)
+    std::atomic<std::uint32_t> state;            // SlotState
+    std::uint32_t pid;
+    // Claim intent (DESIGN §4): the (position, length) a publisher is about to claim on `intent_lane`,
+    // written before its CAS and cleared after its commit. intent_length 0 = no claim in flight.
+    std::atomic<std::uint64_t> intent_position;
+    std::atomic<std::uint32_t> intent_length;
+    std::atomic<std::uint32_t> intent_lane;
+    std::uint8_t pad0[kLine - 24];
+    // line 1: counters, written only by the owner (single writer: relaxed load + store, never an RMW)
+    std::atomic<std::uint64_t> published[kLanes];
+    std::atomic<std::uint32_t> full[kLanes];      // publishes refused or delayed by a full lane
+    std::atomic<std::uint32_t> timeouts[kLanes];  // `block` publishes that gave up
+};
+static_assert(sizeof(PublisherEntry) == 2 * kLine);
+static_assert(offsetof(PublisherEntry, published) == kLine);
+
+constexpr std::uint64_t kLaneControlOffset = sizeof(TopicHeader);
+constexpr std::uint64_t kPublisherTableOffset = kLaneControlOffset + kLanes * sizeof(LaneControl);
+constexpr std::uint64_t kPage = 4096;
+
+constexpr std::uint64_t rings_offset(std::uint32_t max_publishers) noexcept {
+    return (kPublisherTableOffset + std::uint64_t(max_publishers) * sizeof(PublisherEntry) + kPage - 1) & ~(kPage - 1);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Topic cursors segment.
+struct alignas(kLine) CursorHeader {
+    std::uint64_t magic;
+    std::uint32_t abi_version;
+    std::uint32_t header_size;
+    std::uint64_t segment_size;
+    std::uint32_t max_subscribers;
+    std::uint32_t topic_id;
+    std::uint8_t pad0[kLine - 32];
+    // line 1
+    std::atomic<std::uint32_t> slot_limit;  // broker: 1 + highest slot index ever used; scans stop here
+    std::atomic<std::uint32_t> waiters;     // consumers parked (or about to park) on this topic
+    std::uint8_t pad1[kLine - 8];
+};
+static_assert(sizeof(CursorHeader) == 2 * kLine);
+
+struct alignas(kLine) SubscriberSlot {
+    // line 0: positions are written by the subscriber (release) and read by publishers on a gate refresh
+    std::atomic<std::uint64_t> position[kLanes];
+    std::atomic<std::uint32_t> state;     // SlotState, written by the broker
+    std::atomic<std::uint32_t> parked;    // 1 while the owner is parked or about to park
+    std::uint32_t doorbell;               // index into the doorbell segment, written by the broker
+    std::uint32_t pid;
+    std::uint8_t pad0[kLine - 48];
+    // line 1: counters, single writer (the subscriber)
+    std::atomic<std::uint64_t> received[kLanes];
+    std::atomic<std::uint64_t> lagged;
+    std::atomic<std::uint64_t> wakeups;
+    std::uint8_t pad1[kLine - 48];
+};
+static_assert(sizeof(SubscriberSlot) == 2 * kLine);
+static_assert(offsetof(SubscriberSlot, state) == 32);
+
+constexpr std::uint64_t cursors_size(std::uint32_t max_subscribers) noexcept {
+    return sizeof(CursorHeader) + std::uint64_t(max_subscribers) * sizeof(SubscriberSlot);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Doorbell segment: one futex word per parked consumer, each alone on its line.
+struct alignas(kLine) DoorbellHeader {
+    std::uint64_t magic;
+    std::uint32_t abi_version;
+    std::uint32_t count;
+    std::uint64_t segment_size;
+    std::uint8_t pad[kLine - 24];
+};
+struct alignas(kLine) Doorbell {
+    std::atomic<std::uint32_t> word;  // a wake-up counter; futex waits on its value
+    std::uint8_t pad[kLine - 4];
+};
+static_assert(sizeof(Doorbell) == kLine);
+
+constexpr std::uint64_t doorbells_size(std::uint32_t count) noexcept {
+    return sizeof(DoorbellHeader) + std::uint64_t(count) * sizeof(Doorbell);
+}
+
+}  // namespace rvoip::events::layout

@@ -1,0 +1,441 @@
+#include "proto/messages.hpp"
+
+#include <cstring>
+#include <type_traits>
+#include <bit>
+
+namespace rvoip::events::proto {
+namespace {
+
+// Little-endian field writer. The machines we run on are little endian; memcpy keeps it alignment-safe.
+static_assert(std::endian::native == std::endian::little, "the wire format is little endian");
+
+class Writer {
+public:
+    template <class T>
+        requires std::is_arithmetic_v<T>
+    void put(T v) {
+        auto at = buf_.size();
+        buf_.resize(at + sizeof v);
+        std::memcpy(buf_.data() + at, &v, sizeof v);
+    }
+    void put_fixed(std::string_view s, std::size_t field) {  // NUL-padded fixed field
+        auto at = buf_.size();
+        buf_.resize(at + field);
+        std::memcpy(buf_.data() + at, s.data(), std::min(s.size(), field));
+    }
+    void put_string(std::string_view s) {  // u16 length + bytes
+        put<std::uint16_t>(static_cast<std::uint16_t>(std::min<std::size_t>(s.size(), 0xffff)));
+        auto at = buf_.size();
+        buf_.resize(at + std::min<std::size_t>(s.size(), 0xffff));
+        std::memcpy(buf_.data() + at, s.data(), buf_.size() - at);
+    }
+    void put_fingerprint(const layout::Fingerprint& f) {
+        put_fixed(f.name(), sizeof f.type_name);
+        put(f.size);
+        put(f.align);
+        put(f.schema_version);
+        put(static_cast<std::uint32_t>(f.kind));
+    }
+    void put_lanes(const std::array<layout::LaneSettings, layout::kLanes>& lanes) {
+        for (auto& l : lanes) {
+            put(l.capacity);
+            put(l.max_event);
+            put(static_cast<std::uint8_t>(l.overflow));
+            put(l.evict);
+            put(l.block_timeout_ms);
+        }
+    }
+    std::vector<std::byte>& bytes() { return buf_; }
+
+private:
+    std::vector<std::byte> buf_;
+};
+
+class Reader {
+public:
+    explicit Reader(std::span<const std::byte> b) : b_(b) {}
+
+    template <class T>
+        requires std::is_arithmetic_v<T>
+    Result<T> get(const char* field) {
+        if (b_.size() - at_ < sizeof(T)) return fail(Errc::malformed, std::string("frame ends inside field '") + field + "'");
+        T v;
+        std::memcpy(&v, b_.data() + at_, sizeof v);
+        at_ += sizeof v;
+        return v;
+    }
+    Result<std::string> get_fixed(std::size_t field, const char* name) {
+        if (b_.size() - at_ < field) return fail(Errc::malformed, std::string("frame ends inside field '") + name + "'");
+        auto p = reinterpret_cast<const char*>(b_.data() + at_);
+        auto len = ::strnlen(p, field);
+        if (len == field) return fail(Errc::malformed, std::string("field '") + name + "' is not NUL-terminated");
+        for (std::size_t i = len; i < field; ++i)
+            if (p[i] != 0) return fail(Errc::malformed, std::string("field '") + name + "' has bytes after its NUL");
+        at_ += field;
+        return std::string(p, len);
+    }
+    Result<std::string> get_string(std::size_t max, const char* name) {
+        auto n = get<std::uint16_t>(name);
+        if (!n) return std::unexpected(n.error());
+        if (*n > max) return fail(Errc::malformed, std::string("field '") + name + "' longer than " + std::to_string(max));
+        if (b_.size() - at_ < *n) return fail(Errc::malformed, std::string("frame ends inside field '") + name + "'");
+        std::string s(reinterpret_cast<const char*>(b_.data() + at_), *n);
+        at_ += *n;
+        return s;
+    }
+    Result<layout::Fingerprint> get_fingerprint() {
+        layout::Fingerprint f;
+        auto name = get_fixed(sizeof f.type_name, "fingerprint.type_name");
+        if (!name) return std::unexpected(name.error());
+        std::memcpy(f.type_name, name->data(), name->size());
+        auto size = get<std::uint32_t>("fingerprint.size");
+        auto align = get<std::uint32_t>("fingerprint.align");
+        auto ver = get<std::uint32_t>("fingerprint.schema_version");
+        auto kind = get<std::uint32_t>("fingerprint.kind");
+        if (!size || !align || !ver || !kind) return fail(Errc::malformed, "frame ends inside the fingerprint");
+        if (*kind != 1 && *kind != 2) return fail(Errc::malformed, "fingerprint.kind " + std::to_string(*kind) + " is not typed(1) or raw(2)");
+        if (name->empty()) return fail(Errc::malformed, "fingerprint.type_name is empty");
+        if (*align != 0 && !layout::is_pow2(*align)) return fail(Errc::malformed, "fingerprint.align is not a power of two");
+        f.size = *size;
+        f.align = *align;
+        f.schema_version = *ver;
+        f.kind = static_cast<layout::Kind>(*kind);
+        return f;
+    }
+    Result<std::array<layout::LaneSettings, layout::kLanes>> get_lanes() {
+        std::array<layout::LaneSettings, layout::kLanes> lanes{};
+        for (auto& l : lanes) {
+            auto cap = get<std::uint64_t>("lane.capacity");
+            auto max = get<std::uint32_t>("lane.max_event");
+            auto ovf = get<std::uint8_t>("lane.overflow");
+            auto ev = get<std::uint8_t>("lane.evict");
+            auto to = get<std::uint32_t>("lane.block_timeout_ms");
+            if (!cap || !max || !ovf || !ev || !to) return fail(Errc::malformed, "frame ends inside lane settings");
+            if (*ovf > 1) return fail(Errc::malformed, "lane.overflow " + std::to_string(*ovf) + " is not block(0) or fail(1)");
+            l.capacity = *cap;
+            l.max_event = *max;
+            l.overflow = static_cast<Overflow>(*ovf);
+            l.evict = *ev;
+            l.block_timeout_ms = *to;
+        }
+        return lanes;
+    }
+    std::size_t remaining() const { return b_.size() - at_; }
+
+private:
+    std::span<const std::byte> b_;
+    std::size_t at_ = 0;
+};
+
+template <class... R>
+Status all_ok(const R&... r) {
+    Status s;
+    ((s = r ? s : Status(std::unexpected(r.error()))), ...);
+    return s;
+}
+
+bool printable(std::string_view s) {
+    for (unsigned char c : s)
+        if (c < 0x20 || c > 0x7e) return false;
+    return true;
+}
+
+void encode_body(Writer& w, const Hello& m) {
+    w.put(m.version_min);
+    w.put(m.version_max);
+    w.put(m.pid);
+    w.put_fixed(m.name, kClientNameMax + 1);
+}
+void encode_body(Writer& w, const HelloOk& m) {
+    w.put(m.version);
+    w.put(m.client_id);
+    w.put(m.broker_pid);
+    w.put(m.abi_version);
+}
+void encode_body(Writer& w, const OpenTopic& m) {
+    w.put_fixed(m.topic, layout::kTopicNameMax + 1);
+    w.put_fingerprint(m.fingerprint);
+    w.put_lanes(m.lanes);
+}
+void encode_body(Writer& w, const TopicOk& m) {
+    w.put(m.topic_id);
+    w.put<std::uint8_t>(m.created ? 1 : 0);
+    w.put_lanes(m.lanes);
+}
+void encode_body(Writer& w, const AddPublisher& m) { w.put(m.topic_id); }
+void encode_body(Writer& w, const PublisherOk& m) {
+    w.put(m.topic_id);
+    w.put(m.slot);
+}
+void encode_body(Writer& w, const AddSubscriber& m) {
+    w.put(m.topic_id);
+    w.put(m.doorbell);
+    w.put(static_cast<std::uint8_t>(m.start));
+}
+void encode_body(Writer& w, const SubscriberOk& m) {
+    w.put(m.topic_id);
+    w.put(m.slot);
+    w.put(m.doorbell);
+    for (auto s : m.start) w.put(s);
+}
+void encode_body(Writer& w, const RemovePublisher& m) {
+    w.put(m.topic_id);
+    w.put(m.slot);
+}
+void encode_body(Writer& w, const RemoveSubscriber& m) {
+    w.put(m.topic_id);
+    w.put(m.slot);
+}
+void encode_body(Writer&, const Ok&) {}
+void encode_body(Writer&, const Stats&) {}
+void encode_body(Writer& w, const StatsReply& m) {
+    w.put(m.clients);
+    auto n = static_cast<std::uint32_t>(std::min(m.topics.size(), kMaxStatsEntries));
+    w.put(n);
+    for (std::uint32_t i = 0; i < n; ++i) {
+        auto& t = m.topics[i];
+        w.put_fixed(t.topic, layout::kTopicNameMax + 1);
+        w.put(t.topic_id);
+        w.put(t.publishers);
+        w.put(t.subscribers);
+        for (auto x : t.tails) w.put(x);
+    }
+}
+void encode_body(Writer& w, const ErrorReply& m) {
+    w.put(static_cast<std::uint16_t>(m.code));
+    w.put_string(std::string_view(m.message).substr(0, kMaxErrorMessage));
+}
+void encode_body(Writer&, const ShutdownNotice&) {}
+
+Result<Body> decode_body(MsgType t, Reader& r) {
+    switch (t) {
+    case MsgType::hello: {
+        Hello m;
+        auto a = r.get<std::uint16_t>("version_min");
+        auto b = r.get<std::uint16_t>("version_max");
+        auto p = r.get<std::uint32_t>("pid");
+        auto n = r.get_fixed(kClientNameMax + 1, "name");
+        if (auto s = all_ok(a, b, p, n); !s) return std::unexpected(s.error());
+        if (*a > *b) return fail(Errc::malformed, "hello: version_min > version_max");
+        if (n->empty() || !printable(*n)) return fail(Errc::malformed, "hello: client name must be 1-31 printable characters");
+        m.version_min = *a;
+        m.version_max = *b;
+        m.pid = *p;
+        m.name = *n;
+        return m;
+    }
+    case MsgType::hello_ok: {
+        HelloOk m;
+        auto v = r.get<std::uint16_t>("version");
+        auto c = r.get<std::uint32_t>("client_id");
+        auto p = r.get<std::uint32_t>("broker_pid");
+        auto a = r.get<std::uint32_t>("abi_version");
+        if (auto s = all_ok(v, c, p, a); !s) return std::unexpected(s.error());
+        m.version = *v;
+        m.client_id = *c;
+        m.broker_pid = *p;
+        m.abi_version = *a;
+        return m;
+    }
+    case MsgType::open_topic: {
+        OpenTopic m;
+        auto n = r.get_fixed(layout::kTopicNameMax + 1, "topic");
+        if (!n) return std::unexpected(n.error());
+        auto f = r.get_fingerprint();
+        if (!f) return std::unexpected(f.error());
+        auto l = r.get_lanes();
+        if (!l) return std::unexpected(l.error());
+        m.topic = *n;
+        m.fingerprint = *f;
+        m.lanes = *l;
+        return m;
+    }
+    case MsgType::topic_ok: {
+        TopicOk m;
+        auto id = r.get<std::uint32_t>("topic_id");
+        auto c = r.get<std::uint8_t>("created");
+        if (auto s = all_ok(id, c); !s) return std::unexpected(s.error());
+        auto l = r.get_lanes();
+        if (!l) return std::unexpected(l.error());
+        m.topic_id = *id;
+        m.created = *c != 0;
+        m.lanes = *l;
+        return m;
+    }
+    case MsgType::add_publisher: {
+        auto id = r.get<std::uint32_t>("topic_id");
+        if (!id) return std::unexpected(id.error());
+        return AddPublisher{*id};
+    }
+    case MsgType::publisher_ok: {
+        auto id = r.get<std::uint32_t>("topic_id");
+        auto s = r.get<std::uint32_t>("slot");
+        if (auto st = all_ok(id, s); !st) return std::unexpected(st.error());
+        return PublisherOk{*id, *s};
+    }
+    case MsgType::add_subscriber: {
+        auto id = r.get<std::uint32_t>("topic_id");
+        auto d = r.get<std::uint32_t>("doorbell");
+        auto st = r.get<std::uint8_t>("start");
+        if (auto s = all_ok(id, d, st); !s) return std::unexpected(s.error());
+        if (*st != static_cast<std::uint8_t>(StartAt::tail))
+            return fail(Errc::malformed, "add_subscriber: start " + std::to_string(*st) + " is not tail(1)");
+        return AddSubscriber{*id, *d, StartAt::tail};
+    }
+    case MsgType::subscriber_ok: {
+        SubscriberOk m;
+        auto id = r.get<std::uint32_t>("topic_id");
+        auto s = r.get<std::uint32_t>("slot");
+        auto d = r.get<std::uint32_t>("doorbell");
+        if (auto st = all_ok(id, s, d); !st) return std::unexpected(st.error());
+        m.topic_id = *id;
+        m.slot = *s;
+        m.doorbell = *d;
+        for (auto& x : m.start) {
+            auto v = r.get<std::uint64_t>("start");
+            if (!v) return std::unexpected(v.error());
+            x = *v;
+        }
+        return m;
+    }
+    case MsgType::remove_publisher:
+    case MsgType::remove_subscriber: {
+        auto id = r.get<std::uint32_t>("topic_id");
+        auto s = r.get<std::uint32_t>("slot");
+        if (auto st = all_ok(id, s); !st) return std::unexpected(st.error());
+        if (t == MsgType::remove_publisher) return RemovePublisher{*id, *s};
+        return RemoveSubscriber{*id, *s};
+    }
+    case MsgType::ok: return Ok{};
+    case MsgType::stats: return Stats{};
+    case MsgType::stats_reply: {
+        StatsReply m;
+        auto c = r.get<std::uint32_t>("clients");
+        auto n = r.get<std::uint32_t>("count");
+        if (auto s = all_ok(c, n); !s) return std::unexpected(s.error());
+        if (*n > kMaxStatsEntries) return fail(Errc::malformed, "stats_reply: count " + std::to_string(*n) + " exceeds the limit");
+        m.clients = *c;
+        for (std::uint32_t i = 0; i < *n; ++i) {
+            TopicStats t;
+            auto name = r.get_fixed(layout::kTopicNameMax + 1, "topic");
+            auto id = r.get<std::uint32_t>("topic_id");
+            auto p = r.get<std::uint32_t>("publishers");
+            auto s = r.get<std::uint32_t>("subscribers");
+            if (auto st = all_ok(name, id, p, s); !st) return std::unexpected(st.error());
+            t.topic = *name;
+            t.topic_id = *id;
+            t.publishers = *p;
+            t.subscribers = *s;
+            for (auto& x : t.tails) {
+                auto v = r.get<std::uint64_t>("tails");
+                if (!v) return std::unexpected(v.error());
+                x = *v;
+            }
+            m.topics.push_back(std::move(t));
+        }
+        return m;
+    }
+    case MsgType::error_reply: {
+        ErrorReply m;
+        auto c = r.get<std::uint16_t>("code");
+        if (!c) return std::unexpected(c.error());
+        if (!is_known(*c) || *c == 0) return fail(Errc::malformed, "error_reply: unknown error code " + std::to_string(*c));
+        auto s = r.get_string(kMaxErrorMessage, "message");
+        if (!s) return std::unexpected(s.error());
+        m.code = static_cast<Errc>(*c);
+        m.message = *s;
+        return m;
+    }
+    case MsgType::shutdown_notice: return ShutdownNotice{};
+    }
+    return fail(Errc::malformed, "unknown message type " + std::to_string(static_cast<unsigned>(t)));
+}
+
+}  // namespace
+
+MsgType type_of(const Body& b) noexcept {
+    return static_cast<MsgType>(b.index() + 1);  // Body's alternatives are listed in MsgType order
+}
+
+std::string_view to_string(MsgType t) noexcept {
+    switch (t) {
+    case MsgType::hello: return "hello";
+    case MsgType::hello_ok: return "hello_ok";
+    case MsgType::open_topic: return "open_topic";
+    case MsgType::topic_ok: return "topic_ok";
+    case MsgType::add_publisher: return "add_publisher";
+    case MsgType::publisher_ok: return "publisher_ok";
+    case MsgType::add_subscriber: return "add_subscriber";
+    case MsgType::subscriber_ok: return "subscriber_ok";
+    case MsgType::remove_publisher: return "remove_publisher";
+    case MsgType::remove_subscriber: return "remove_subscriber";
+    case MsgType::ok: return "ok";
+    case MsgType::stats: return "stats";
+    case MsgType::stats_reply: return "stats_reply";
+    case MsgType::error_reply: return "error_reply";
+    case MsgType::shutdown_notice: return "shutdown_notice";
+    }
+    return "unknown";
+}
+
+std::vector<std::byte> encode(const Message& m) {
+    Writer w;
+    w.put<std::uint32_t>(0);  // length, patched below
+    w.put(static_cast<std::uint16_t>(type_of(m.body)));
+    w.put(kProtocolVersion);
+    w.put(m.correlation);
+    std::visit([&](const auto& b) { encode_body(w, b); }, m.body);
+    auto& bytes = w.bytes();
+    auto len = static_cast<std::uint32_t>(bytes.size());
+    std::memcpy(bytes.data(), &len, sizeof len);
+    return std::move(bytes);
+}
+
+std::uint64_t peek_correlation(std::span<const std::byte> frame) noexcept {
+    std::uint64_t c = 0;
+    if (frame.size() >= kFrameHeaderSize) std::memcpy(&c, frame.data() + 8, sizeof c);
+    return c;
+}
+
+Result<Message> decode(std::span<const std::byte> frame) {
+    if (frame.size() < kFrameHeaderSize)
+        return fail(Errc::malformed, "frame of " + std::to_string(frame.size()) + " bytes is shorter than the 16-byte header");
+    if (frame.size() > kMaxFrame) return fail(Errc::malformed, "frame of " + std::to_string(frame.size()) + " bytes exceeds 64 KiB");
+    Reader r(frame);
+    auto len = r.get<std::uint32_t>("length");
+    auto type = r.get<std::uint16_t>("type");
+    auto ver = r.get<std::uint16_t>("version");
+    auto corr = r.get<std::uint64_t>("correlation");
+    if (auto s = all_ok(len, type, ver, corr); !s) return std::unexpected(s.error());
+    if (*len != frame.size())
+        return fail(Errc::malformed, "frame length field says " + std::to_string(*len) + " but the frame has " +
+                                         std::to_string(frame.size()) + " bytes");
+    if (*ver < kMinProtocolVersion || *ver > kProtocolVersion)
+        return fail(Errc::version_mismatch, "frame version " + std::to_string(*ver) + " is outside the supported " +
+                                                std::to_string(kMinProtocolVersion) + ".." + std::to_string(kProtocolVersion));
+    if (*type < 1 || *type > static_cast<std::uint16_t>(MsgType::shutdown_notice))
+        return fail(Errc::malformed, "unknown message type " + std::to_string(*type));
+    auto t = static_cast<MsgType>(*type);
+    auto body = decode_body(t, r);
+    if (!body) return std::unexpected(body.error().context(std::string(to_string(t))));
+    if (r.remaining() != 0)
+        return fail(Errc::malformed, std::string(to_string(t)) + ": " + std::to_string(r.remaining()) + " trailing bytes");
+    return Message{*corr, std::move(*body)};
+}
+
+Status validate_topic_name(std::string_view name) {
+    auto bad = [&](std::string why) {
+        return fail(Errc::invalid_topic_name, "topic name '" + std::string(name.substr(0, 80)) + "' " + why +
+                                                  " (expected [a-z0-9][a-z0-9_.-]{0,62})");
+    };
+    if (name.empty()) return bad("is empty");
+    if (name.size() > layout::kTopicNameMax) return bad("is longer than 63 characters");
+    auto head = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+    if (!head(name[0])) return bad("must start with a lowercase letter or digit");
+    for (char c : name)
+        if (!head(c) && c != '_' && c != '.' && c != '-') return bad("contains an invalid character");
+    return {};
+}
+
+}  // namespace rvoip::events::proto

@@ -1,0 +1,154 @@
+// Control-plane messages and their codec: the single definition of the wire format.
+//
+// Transport: a Unix SOCK_SEQPACKET socket, one frame per datagram, file descriptors attached with
+// SCM_RIGHTS. Every frame starts with a 16-byte header:
+//
+//    0          4        6         8                 16
+//   +----------+--------+---------+-----------------+---------------------+
+//   | length   | type   | version | correlation id  | body (little endian) |
+//   +----------+--------+---------+-----------------+---------------------+
+//
+// `length` counts the whole frame and must equal the datagram's size. Every reply carries the
+// correlation id of its request; an ErrorReply carries that id, a code and a message. Strings are
+// fixed-size, NUL-padded fields (names) or length-prefixed (messages); decode() checks every field and
+// answers `malformed` with what was wrong.
+#pragma once
+
+#include "proto/errc.hpp"
+#include "proto/layout.hpp"
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace rvoip::events::proto {
+
+constexpr std::uint16_t kProtocolVersion = 1;
+constexpr std::uint16_t kMinProtocolVersion = 1;
+constexpr std::size_t kFrameHeaderSize = 16;
+constexpr std::size_t kMaxFrame = 64 * 1024;
+constexpr std::size_t kMaxErrorMessage = 1024;
+constexpr std::size_t kClientNameMax = 31;
+constexpr std::size_t kMaxStatsEntries = 256;
+
+enum class MsgType : std::uint16_t {
+    hello = 1,
+    hello_ok = 2,
+    open_topic = 3,
+    topic_ok = 4,
+    add_publisher = 5,
+    publisher_ok = 6,
+    add_subscriber = 7,
+    subscriber_ok = 8,
+    remove_publisher = 9,
+    remove_subscriber = 10,
+    ok = 11,
+    stats = 12,
+    stats_reply = 13,
+    error_reply = 14,
+    shutdown_notice = 15,  // broker -> client, unsolicited (correlation 0): the broker is stopping
+};
+
+enum class Role : std::uint8_t { publisher = 1, subscriber = 2 };
+enum class StartAt : std::uint8_t { tail = 1 };
+
+struct Hello {
+    std::uint16_t version_min = kMinProtocolVersion;
+    std::uint16_t version_max = kProtocolVersion;
+    std::uint32_t pid = 0;
+    std::string name;  // client name for logs and the CLI, [1, 31] printable chars
+};
+struct HelloOk {
+    std::uint16_t version = kProtocolVersion;
+    std::uint32_t client_id = 0;
+    std::uint32_t broker_pid = 0;
+    std::uint32_t abi_version = layout::kAbiVersion;
+    // fds: [0] doorbell segment (read-write)
+};
+struct OpenTopic {
+    std::string topic;
+    layout::Fingerprint fingerprint;
+    // Settings to use if this open creates the topic; zero fields take the broker's defaults.
+    std::array<layout::LaneSettings, layout::kLanes> lanes{};
+};
+struct TopicOk {
+    std::uint32_t topic_id = 0;
+    bool created = false;
+    std::array<layout::LaneSettings, layout::kLanes> lanes{};
+};
+struct AddPublisher {
+    std::uint32_t topic_id = 0;
+};
+struct PublisherOk {
+    std::uint32_t topic_id = 0;
+    std::uint32_t slot = 0;
+    // fds: [0] topic data (read-write), [1] topic cursors (read-only)
+};
+struct AddSubscriber {
+    std::uint32_t topic_id = 0;
+    std::uint32_t doorbell = layout::kNoDoorbell;  // share one of this client's doorbells, or allocate one
+    StartAt start = StartAt::tail;
+};
+struct SubscriberOk {
+    std::uint32_t topic_id = 0;
+    std::uint32_t slot = 0;
+    std::uint32_t doorbell = 0;
+    std::array<std::uint64_t, layout::kLanes> start{};
+    // fds: [0] topic data (read-only), [1] topic cursors (read-write)
+};
+struct RemovePublisher {
+    std::uint32_t topic_id = 0;
+    std::uint32_t slot = 0;
+};
+struct RemoveSubscriber {
+    std::uint32_t topic_id = 0;
+    std::uint32_t slot = 0;
+};
+struct Ok {};
+struct Stats {};
+struct TopicStats {
+    std::string topic;
+    std::uint32_t topic_id = 0;
+    std::uint32_t publishers = 0;
+    std::uint32_t subscribers = 0;
+    std::array<std::uint64_t, layout::kLanes> tails{};
+};
+struct StatsReply {
+    std::uint32_t clients = 0;
+    std::vector<TopicStats> topics;
+};
+struct ErrorReply {
+    Errc code = Errc::internal;
+    std::string message;
+};
+struct ShutdownNotice {};
+
+using Body = std::variant<Hello, HelloOk, OpenTopic, TopicOk, AddPublisher, PublisherOk, AddSubscriber, SubscriberOk,
+                          RemovePublisher, RemoveSubscriber, Ok, Stats, StatsReply, ErrorReply, ShutdownNotice>;
+
+struct Message {
+    std::uint64_t correlation = 0;
+    Body body;
+};
+
+MsgType type_of(const Body& b) noexcept;
+std::string_view to_string(MsgType t) noexcept;
+
+// Encodes a message into a frame. Throws nothing; a message whose fields are out of range (a name too
+// long) encodes as given and is refused by the peer's decode, so validation lives in one place.
+std::vector<std::byte> encode(const Message& m);
+
+// Decodes one frame (one datagram). Every field is checked; anything malformed yields Errc::malformed or
+// Errc::version_mismatch with a message that names the field.
+Result<Message> decode(std::span<const std::byte> frame);
+
+// Reads the correlation id of a frame that may be malformed, so an error reply can still carry it.
+std::uint64_t peek_correlation(std::span<const std::byte> frame) noexcept;
+
+// Topic names: [a-z0-9][a-z0-9_.-]{0,62}
+Status validate_topic_name(std::string_view name);
+
+}  // namespace rvoip::events::proto

@@ -1,0 +1,79 @@
+// A topic's mapped segments seen through validated pointers, plus the broker's operations on them.
+//
+// Who calls what:
+//   format_topic / format_cursors / format_doorbells   broker, once, on freshly created segments
+//   attach                                           anyone, after mapping; validates before any use
+//   join_subscriber / leave_subscriber               broker only (the owner of slot states)
+//   claim_publisher / release_publisher              broker only
+//   recover_publisher                                broker only, contract: the publisher's process is gone
+#pragma once
+
+#include "proto/errc.hpp"
+#include "proto/layout.hpp"
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace rvoip::events::shm {
+
+// Pointers into one topic's segments, each checked against the segment's size by attach(). Settings that
+// sizes depend on are copied out, so a peer that scribbles on the header later cannot move our bounds.
+struct TopicMap {
+    layout::TopicHeader* header = nullptr;
+    layout::LaneControl* lanes = nullptr;
+    layout::PublisherEntry* publishers = nullptr;
+    std::array<std::byte*, layout::kLanes> rings{};
+    std::array<layout::LaneSettings, layout::kLanes> settings{};
+    std::uint32_t max_publishers = 0;
+
+    layout::CursorHeader* cursor_header = nullptr;
+    layout::SubscriberSlot* slots = nullptr;
+    std::uint32_t max_subscribers = 0;
+};
+
+struct DoorbellMap {
+    layout::Doorbell* bells = nullptr;
+    std::uint32_t count = 0;
+};
+
+// Broker: writes headers into zero-filled segments of the sizes returned by *_size().
+std::uint64_t topic_data_size(const std::array<layout::LaneSettings, layout::kLanes>& lanes,
+                              std::uint32_t max_publishers = layout::kMaxPublishers) noexcept;
+void format_topic(std::span<std::byte> data, std::string_view name, std::uint32_t topic_id,
+                  const layout::Fingerprint& fp, const std::array<layout::LaneSettings, layout::kLanes>& lanes,
+                  std::uint32_t max_publishers = layout::kMaxPublishers) noexcept;
+void format_cursors(std::span<std::byte> cursors, std::uint32_t topic_id,
+                    std::uint32_t max_subscribers = layout::kMaxSubscribers) noexcept;
+void format_doorbells(std::span<std::byte> bells, std::uint32_t count) noexcept;
+
+// Lane settings a topic may be created with; the message names the lane and the field.
+Status validate_lane(const layout::LaneSettings& s, std::size_t lane);
+
+// Validates magic, ABI version and every size and offset, then returns the view. Either span may be empty
+// (the CLI maps only what it needs).
+Result<TopicMap> attach(std::span<std::byte> data, std::span<std::byte> cursors);
+Result<DoorbellMap> attach_doorbells(std::span<std::byte> bells);
+
+// Broker: activates subscriber slot `slot` and returns its start positions (the lanes' tails). The slot's
+// positions are made visible to publishers before its start is chosen, so no publisher can lap it.
+std::array<std::uint64_t, layout::kLanes> join_subscriber(TopicMap& t, std::uint32_t slot, std::uint32_t doorbell,
+                                                          std::uint32_t pid) noexcept;
+void leave_subscriber(TopicMap& t, std::uint32_t slot) noexcept;
+
+void claim_publisher(TopicMap& t, std::uint32_t slot, std::uint32_t pid) noexcept;
+void release_publisher(TopicMap& t, std::uint32_t slot) noexcept;
+
+// Broker, after the publisher's process is gone: turns its claimed-but-uncommitted records into padding so
+// subscribers move on. Returns `done` when the slot may be reused, `retry` when a live publisher's claim
+// at the same position is still undecided (call again later), never touching a live publisher's record.
+enum class Recovery { done, retry };
+struct RecoveryReport {
+    Recovery outcome = Recovery::done;
+    std::uint64_t padded_bytes = 0;
+};
+RecoveryReport recover_publisher(TopicMap& t, std::uint32_t slot) noexcept;
+
+}  // namespace rvoip::events::shm
