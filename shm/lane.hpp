@@ -102,7 +102,7 @@ public:
     }
 
     // Writes the records of a claim in order: padding where needed, then each record's header, whose
-    // position is stored last with release. fill(i, dst) writes payload i. Returns the claim's end.
+    // position is stored last with release. fill(i, dst) writes payload i.
     template <class SizeOf, class Fill>
     void commit(const Claim& c, std::uint32_t n, SizeOf&& size_of, Fill&& fill, std::int64_t ts) noexcept {
         std::uint64_t pos = c.position;
@@ -118,13 +118,20 @@ public:
         finish(n);
     }
 
-    // Commit of one record whose payload the caller already wrote in place (a loan).
-    void commit_in_place(const Claim& c, std::uint32_t len, std::int64_t ts) noexcept {
-        const std::uint64_t at = skip_padding(c.position, len);
+    // Commit of one record whose payload the caller already wrote in place (a loan claimed for
+    // `claimed` bytes). A shorter `len` leaves the rest of the claim as padding after the record.
+    void commit_in_place(const Claim& c, std::uint32_t claimed, std::uint32_t len, std::int64_t ts) noexcept {
+        const std::uint64_t at = skip_padding(c.position, claimed);
         if (at != c.position) write_padding(c.position, at - c.position);
         publish_header(header_at(at), at, len, ts);
+        const std::uint64_t end = at + layout::record_size(len);
+        if (end < c.end) write_padding(end, c.end - end);
         finish(1);
     }
+
+    // Counters of refused or delayed publishes. Single writer: plain load and store, no shared RMW.
+    void count_full() noexcept { bump(self_->full[lane_]); }
+    void count_timeout() noexcept { bump(self_->timeouts[lane_]); }
 
     // Turns a whole claim into padding (a loan dropped without commit, or moved to another lane).
     void abandon(const Claim& c) noexcept {
@@ -180,13 +187,15 @@ private:
         h->timestamp_ns = ts;
         h->position.store(pos, std::memory_order_release);  // release: pairs with the acquire in LaneReader::peek
     }
-    void finish(std::uint32_t n) noexcept {
+    void finish(std::uint32_t) noexcept {
         self_->intent_length.store(0, std::memory_order_release);  // release: pairs with recover_publisher's acquire
         // Single writer: a plain store, never a shared read-modify-write (DESIGN §4, stats).
         self_->published[lane_].store(sequence_, std::memory_order_relaxed);  // relaxed: read by the CLI only
-        (void)n;
     }
     void wake_parked() noexcept;
+    static void bump(std::atomic<std::uint32_t>& c) noexcept {
+        c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: read by the CLI only
+    }
 
     std::atomic<std::uint64_t>* tail_ = nullptr;
     const layout::LaneControl* lane_ctl_ = nullptr;

@@ -1,0 +1,490 @@
+#include "rvoip/events.hpp"
+
+#include "daemon/broker.hpp"
+#include "proto/channel.hpp"
+
+#include <spdlog/sinks/null_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+namespace rvoip::events {
+
+layout::Fingerprint raw_fingerprint(std::string_view schema, std::uint32_t version) noexcept {
+    layout::Fingerprint f;
+    auto name = schema.substr(0, layout::kTypeNameMax);
+    std::memcpy(f.type_name, name.data(), name.size());
+    f.size = 0;
+    f.align = 1;
+    f.schema_version = version;
+    f.kind = layout::Kind::raw;
+    return f;
+}
+
+namespace detail {
+
+// A broker on a thread of this process, on a private socket and shm prefix.
+class EmbeddedBroker {
+public:
+    static Result<std::unique_ptr<EmbeddedBroker>> start() {
+        static std::atomic<unsigned> counter{0};
+        auto e = std::unique_ptr<EmbeddedBroker>(new EmbeddedBroker());
+        const auto id = std::to_string(::getpid()) + "-" + std::to_string(counter++);
+        e->dir_ = std::filesystem::temp_directory_path() / ("rvoip-events-embedded-" + id);
+        daemon::BrokerConfig cfg;
+        cfg.socket_path = (e->dir_ / "broker.sock").string();
+        cfg.shm_prefix = "rvoip-events-embedded-" + id;
+        cfg.cleanup_on_exit = true;
+        cfg.doorbells = 256;
+        if (!spdlog::get("eventd")) {
+            // Quiet by default inside a user's process; RVOIP_EVENTS_EMBEDDED_LOG=1 shows the broker's log.
+            auto quiet = std::getenv("RVOIP_EVENTS_EMBEDDED_LOG") == nullptr;
+            auto logger = quiet ? std::make_shared<spdlog::logger>("eventd", std::make_shared<spdlog::sinks::null_sink_mt>())
+                                : spdlog::default_logger()->clone("eventd");
+            spdlog::register_logger(logger);
+        }
+        e->broker_ = std::make_unique<daemon::Broker>(cfg);
+        if (auto ok = e->broker_->open(); !ok) return std::unexpected(ok.error().context("embedded broker"));
+        e->thread_ = std::thread([b = e->broker_.get()] { b->run(false); });
+        return e;
+    }
+    ~EmbeddedBroker() {
+        broker_->stop();
+        if (thread_.joinable()) thread_.join();
+        broker_.reset();
+        std::error_code ec;
+        std::filesystem::remove_all(dir_, ec);
+    }
+    std::string socket_path() const { return broker_->config().socket_path; }
+
+private:
+    EmbeddedBroker() = default;
+    std::filesystem::path dir_;
+    std::unique_ptr<daemon::Broker> broker_;
+    std::thread thread_;
+};
+
+// The control connection. Calls are serialised by a mutex: control traffic is rare and never on the
+// data path.
+class Connection {
+public:
+    static Result<std::shared_ptr<Connection>> open(const std::string& path, const std::string& name,
+                                                    std::chrono::milliseconds timeout,
+                                                    std::unique_ptr<EmbeddedBroker> embedded) {
+        auto c = std::shared_ptr<Connection>(new Connection());
+        c->path_ = path;
+        c->embedded_ = std::move(embedded);
+        if (path.size() >= sizeof(sockaddr_un::sun_path))
+            return fail(Errc::invalid_argument, "socket path '" + path + "' is longer than 107 bytes");
+        struct stat st{};
+        if (::stat(path.c_str(), &st) != 0)
+            return fail(Errc::broker_unavailable, "no rvoip-eventd: socket path '" + path + "' does not exist (is the broker running?)");
+        if (!S_ISSOCK(st.st_mode)) return fail(Errc::broker_unavailable, "'" + path + "' is not a socket");
+        c->fd_ = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (c->fd_ < 0) return fail(Errc::internal, std::string("socket: ") + std::strerror(errno));
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+        if (::connect(c->fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+            auto e = errno;
+            return fail(e == EACCES ? Errc::permission_denied : Errc::broker_unavailable,
+                        "cannot connect to rvoip-eventd at '" + path + "': " + std::strerror(e));
+        }
+        timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
+        ::setsockopt(c->fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+
+        auto r = c->call(proto::Hello{proto::kMinProtocolVersion, proto::kProtocolVersion, std::uint32_t(::getpid()), name});
+        if (!r) return std::unexpected(r.error().context("hello"));
+        auto* ok = std::get_if<proto::HelloOk>(&r->body);
+        if (!ok || r->fds.size() != 1) return fail(Errc::malformed, "broker answered hello with an unexpected reply");
+        if (ok->abi_version != layout::kAbiVersion)
+            return fail(Errc::version_mismatch, "broker's shared-memory ABI is " + std::to_string(ok->abi_version) +
+                                                    ", this library's is " + std::to_string(layout::kAbiVersion));
+        c->client_id_ = ok->client_id;
+        auto seg = shm::Segment::map_fd(r->fds[0], shm::Access::read_write, "doorbell segment");
+        r->fds.clear();
+        if (!seg) return std::unexpected(seg.error());
+        auto bells = shm::attach_doorbells(seg->bytes());
+        if (!bells) return std::unexpected(bells.error());
+        c->doorbell_segment_ = std::move(*seg);
+        c->doorbells_ = *bells;
+        return c;
+    }
+
+    ~Connection() {
+        if (fd_ >= 0) ::close(fd_);
+        // embedded_ (if any) stops after our socket is closed: the broker sees us leave first.
+    }
+
+    struct Reply {
+        proto::Body body;
+        std::vector<int> fds;
+        ~Reply() { proto::close_fds(fds); }
+        Reply(proto::Body b, std::vector<int> f) : body(std::move(b)), fds(std::move(f)) {}
+        Reply(Reply&& o) noexcept : body(std::move(o.body)), fds(std::exchange(o.fds, {})) {}
+    };
+
+    // Sends a request and waits for its reply; an ErrorReply becomes the error value.
+    Result<Reply> call(proto::Body request) {
+        std::lock_guard lock(mu_);
+        const std::uint64_t corr = ++next_correlation_;
+        if (auto st = proto::send_message(fd_, proto::Message{corr, std::move(request)}); !st)
+            return fail(Errc::broker_unavailable, "rvoip-eventd at '" + path_ + "' is gone: " + st.error().what());
+        for (;;) {
+            auto f = proto::recv_frame(fd_);
+            if (!f) {
+                if (f.error().code == Errc::would_block)
+                    return fail(Errc::broker_unavailable, "rvoip-eventd at '" + path_ + "' did not answer in time");
+                return fail(Errc::broker_unavailable, "rvoip-eventd at '" + path_ + "' is gone: " + f.error().what());
+            }
+            auto m = proto::decode(f->bytes);
+            if (!m) {
+                proto::close_fds(f->fds);
+                return std::unexpected(m.error().context("reply from the broker"));
+            }
+            if (std::holds_alternative<proto::ShutdownNotice>(m->body)) {
+                stopping_ = true;
+                proto::close_fds(f->fds);
+                continue;
+            }
+            if (m->correlation != corr) {  // a late reply to an earlier call that timed out
+                proto::close_fds(f->fds);
+                continue;
+            }
+            if (auto* e = std::get_if<proto::ErrorReply>(&m->body)) {
+                proto::close_fds(f->fds);
+                return fail(e->code, e->message);
+            }
+            return Reply(std::move(m->body), std::move(f->fds));
+        }
+    }
+
+    const std::string& path() const noexcept { return path_; }
+    const shm::DoorbellMap& doorbells() const noexcept { return doorbells_; }
+    bool stopping() const noexcept { return stopping_; }
+
+private:
+    Connection() = default;
+    std::unique_ptr<EmbeddedBroker> embedded_;  // destroyed after the members below
+    std::mutex mu_;
+    int fd_ = -1;
+    std::string path_;
+    std::uint32_t client_id_ = 0;
+    std::uint64_t next_correlation_ = 0;
+    shm::Segment doorbell_segment_;
+    shm::DoorbellMap doorbells_{};
+    std::atomic<bool> stopping_{false};
+};
+
+namespace {
+
+struct Opened {
+    TopicInfo info;
+    shm::Segment data;
+    shm::Segment cursors;
+    shm::TopicMap map;
+    std::uint32_t slot = 0;
+    proto::Body reply;
+};
+
+// open_topic, then add_publisher or add_subscriber; maps the descriptors and checks that the segments
+// agree with what the broker said.
+Result<Opened> open_topic(Connection& conn, std::string_view topic, const layout::Fingerprint& fp, const TopicOptions& opt,
+                          proto::Role role, std::uint32_t doorbell = layout::kNoDoorbell) {
+    if (auto ok = proto::validate_topic_name(topic); !ok) return std::unexpected(ok.error());
+    proto::OpenTopic req;
+    req.topic = std::string(topic);
+    req.fingerprint = fp;
+    req.lanes = opt.lanes;
+    auto t = conn.call(req);
+    if (!t) return std::unexpected(t.error());
+    auto* tok = std::get_if<proto::TopicOk>(&t->body);
+    if (!tok) return fail(Errc::malformed, "broker answered open_topic with an unexpected reply");
+    Opened o;
+    o.info = TopicInfo{std::string(topic), tok->topic_id, tok->lanes};
+    const bool pub = role == proto::Role::publisher;
+    auto r = pub ? conn.call(proto::AddPublisher{tok->topic_id}) : conn.call(proto::AddSubscriber{tok->topic_id, doorbell, proto::StartAt::tail});
+    if (!r) return std::unexpected(r.error().context("topic '" + o.info.name + "'"));
+    if (r->fds.size() != 2) return fail(Errc::malformed, "broker sent " + std::to_string(r->fds.size()) + " descriptors, expected 2");
+    auto fds = std::exchange(r->fds, {});
+    auto data = shm::Segment::map_fd(fds[0], pub ? shm::Access::read_write : shm::Access::read_only, "topic '" + o.info.name + "' data");
+    auto cursors = shm::Segment::map_fd(fds[1], pub ? shm::Access::read_only : shm::Access::read_write, "topic '" + o.info.name + "' cursors");
+    if (!data) return std::unexpected(data.error());
+    if (!cursors) return std::unexpected(cursors.error());
+    auto map = shm::attach(data->bytes(), cursors->bytes());
+    if (!map) return std::unexpected(map.error().context("topic '" + o.info.name + "'"));
+    for (std::size_t l = 0; l < layout::kLanes; ++l)
+        if (map->settings[l].capacity != tok->lanes[l].capacity || map->settings[l].max_event != tok->lanes[l].max_event)
+            return fail(Errc::corrupt, "topic '" + o.info.name + "': segment settings disagree with the broker's reply");
+    if (!(map->header->fingerprint == fp)) return fail(Errc::corrupt, "topic '" + o.info.name + "': segment fingerprint disagrees");
+    o.data = std::move(*data);
+    o.cursors = std::move(*cursors);
+    o.map = *map;
+    o.reply = std::move(r->body);
+    return o;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------------
+// PublisherCore
+
+Result<std::unique_ptr<PublisherCore>> PublisherCore::open(std::shared_ptr<Connection> conn, std::string_view topic,
+                                                           const layout::Fingerprint& fp, const PublisherOptions& opt) {
+    auto o = open_topic(*conn, topic, fp, opt.topic, proto::Role::publisher);
+    if (!o) return std::unexpected(o.error());
+    auto* ok = std::get_if<proto::PublisherOk>(&o->reply);
+    if (!ok || ok->slot >= o->map.max_publishers) return fail(Errc::malformed, "broker answered add_publisher with an unexpected reply");
+    auto p = std::unique_ptr<PublisherCore>(new PublisherCore());
+    p->conn_ = std::move(conn);
+    p->data_ = std::move(o->data);
+    p->cursors_ = std::move(o->cursors);
+    p->map_ = o->map;
+    p->info_ = std::move(o->info);
+    p->slot_ = ok->slot;
+    for (std::size_t l = 0; l < layout::kLanes; ++l)
+        p->writers_[l] = shm::LaneWriter(p->map_, p->conn_->doorbells(), l, static_cast<std::uint16_t>(ok->slot));
+    return p;
+}
+
+PublisherCore::~PublisherCore() {
+    if (loaned_) abandon_loan();
+    if (conn_) (void)conn_->call(proto::RemovePublisher{info_.id, slot_});
+}
+
+Error PublisherCore::too_large(std::uint32_t n, std::uint32_t lane) const {
+    return Error(Errc::event_too_large, "event of " + std::to_string(n) + " bytes (or batch of " + std::to_string(n) +
+                                            " records) does not fit topic '" + info_.name + "' " +
+                                            std::string(to_string(Priority(lane))) + " lane: max event " +
+                                            std::to_string(map_.settings[lane].max_event) + " bytes, ring " +
+                                            std::to_string(map_.settings[lane].capacity) + " bytes");
+}
+
+std::uint32_t PublisherCore::max_batch_records(std::uint32_t len, Priority p) const noexcept {
+    const auto& s = map_.settings[static_cast<std::size_t>(p) & 3];
+    return static_cast<std::uint32_t>(std::max<std::uint64_t>(1, s.capacity / 4 / layout::record_size(len)));
+}
+
+// Phased back-off while a lane is full: spin, then yield, then sleep in growing steps up to 1 ms. The
+// subscriber does not ring publishers when it frees room (that would put a syscall on every read).
+bool PublisherCore::wait_for_room(shm::LaneWriter&, std::int64_t deadline_ns, std::uint32_t& round) noexcept {
+    const std::int64_t now = shm::monotonic_ns();
+    if (now >= deadline_ns) return false;
+    ++round;
+    if (round < 64) {
+        __builtin_ia32_pause();
+    } else if (round < 128) {
+        std::this_thread::yield();
+    } else {
+        const std::int64_t step = std::min<std::int64_t>(1'000'000, 10'000LL << std::min<std::uint32_t>(round - 128, 7));
+        std::this_thread::sleep_for(std::chrono::nanoseconds(std::min(step, deadline_ns - now)));
+    }
+    return true;
+}
+
+Result<std::byte*> PublisherCore::loan(std::uint32_t len, Priority p) noexcept {
+    if (loaned_) return std::unexpected(Error(Errc::loan_outstanding, "topic '" + info_.name + "': commit or drop the loan in flight first"));
+    auto& w = writers_[static_cast<std::size_t>(p) & 3];
+    auto size_of = [len](std::uint32_t) { return len; };
+    auto c = w.try_claim(1, size_of);
+    if (!c) {
+        auto slow = claim_slow(w, 1, size_of, c.error().code);
+        if (!slow) return std::unexpected(std::move(slow.error()));
+        c = *slow;
+    }
+    loaned_ = true;
+    loan_lane_ = w.lane();
+    loan_len_ = len;
+    loan_claim_ = *c;
+    return w.payload_at(c->position, len);
+}
+
+Status PublisherCore::commit_loan(std::uint32_t len, Priority p) noexcept {
+    if (!loaned_) return std::unexpected(Error(Errc::closed, "no loan in flight"));
+    if (len > loan_len_) return std::unexpected(Error(Errc::event_too_large, "commit of " + std::to_string(len) +
+                                                                                 " bytes exceeds the loan of " + std::to_string(loan_len_)));
+    auto& w = writers_[loan_lane_];
+    loaned_ = false;
+    if ((static_cast<std::uint32_t>(p) & 3) == loan_lane_) {
+        w.commit_in_place(loan_claim_, loan_len_, len, shm::monotonic_ns());
+        w.notify();
+        return {};
+    }
+    // Another lane: copy the built event there, then turn the loaned claim into padding.
+    const std::byte* src = w.payload_at(loan_claim_.position, loan_len_);
+    auto st = publish_n(
+        1, [len](std::uint32_t) { return len; }, [&](std::uint32_t, std::byte* dst) { std::memcpy(dst, src, len); }, p);
+    w.abandon(loan_claim_);
+    w.notify();
+    return st;
+}
+
+void PublisherCore::abandon_loan() noexcept {
+    if (!loaned_) return;
+    loaned_ = false;
+    writers_[loan_lane_].abandon(loan_claim_);
+    writers_[loan_lane_].notify();
+}
+
+// ------------------------------------------------------------------------------------------------------
+// SubscriberCore
+
+Result<std::unique_ptr<SubscriberCore>> SubscriberCore::open(std::shared_ptr<Connection> conn, std::string_view topic,
+                                                             const layout::Fingerprint& fp, const SubscriberOptions& opt) {
+    auto o = open_topic(*conn, topic, fp, opt.topic, proto::Role::subscriber);
+    if (!o) return std::unexpected(o.error());
+    auto* ok = std::get_if<proto::SubscriberOk>(&o->reply);
+    if (!ok || ok->slot >= o->map.max_subscribers || ok->doorbell >= conn->doorbells().count)
+        return fail(Errc::malformed, "broker answered add_subscriber with an unexpected reply");
+    auto s = std::unique_ptr<SubscriberCore>(new SubscriberCore());
+    s->conn_ = std::move(conn);
+    s->data_ = std::move(o->data);
+    s->cursors_ = std::move(o->cursors);
+    s->map_ = o->map;
+    s->info_ = std::move(o->info);
+    s->slot_index_ = ok->slot;
+    s->slot_ = &s->map_.slots[ok->slot];
+    s->bell_ = &s->conn_->doorbells().bells[ok->doorbell].word;
+    s->wait_ = opt.wait;
+    for (std::size_t l = 0; l < layout::kLanes; ++l) s->readers_[l] = shm::LaneReader(s->map_, l, ok->slot, ok->start[l]);
+    return s;
+}
+
+SubscriberCore::~SubscriberCore() {
+    if (conn_) (void)conn_->call(proto::RemoveSubscriber{info_.id, slot_index_});
+}
+
+bool SubscriberCore::any_ready() const noexcept {
+    for (auto& r : readers_)
+        if (r.ready()) return true;
+    return false;
+}
+
+Result<Record> SubscriberCore::next_for(std::chrono::nanoseconds timeout) noexcept {
+    auto r = try_next();
+    if (!r || r->header) return r;
+    const bool forever = timeout.count() < 0;
+    const std::int64_t deadline = forever ? 0 : shm::monotonic_ns() + timeout.count();
+    auto expired = [&] { return !forever && shm::monotonic_ns() >= deadline; };
+
+    // Spin phase (or pure busy-poll).
+    for (std::uint32_t i = 0; wait_.busy_poll || i < wait_.spin; ++i) {
+        if (any_ready()) {
+            r = try_next();
+            if (!r || r->header) return r;
+        }
+        if ((i & 1023) == 1023 && expired()) return std::unexpected(Error(Errc::timeout));
+        __builtin_ia32_pause();
+    }
+    // Park. Dekker handshake with LaneWriter::notify: announce, full fence, re-check, then sleep on the
+    // doorbell's value read before announcing, so a ring in between makes the wait return at once.
+    auto* ch = map_.cursor_header;
+    for (;;) {
+        const std::uint32_t seen = bell_->load(std::memory_order_acquire);  // acquire: pairs with ring()'s release
+        slot_->parked.store(1);
+        ch->waiters.fetch_add(1);
+        std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the fence in LaneWriter::notify
+        r = try_next();
+        if (!r || r->header) {
+            slot_->parked.store(0);
+            ch->waiters.fetch_sub(1);
+            return r;
+        }
+        std::chrono::nanoseconds left(-1);
+        if (!forever) {
+            left = std::chrono::nanoseconds(deadline - shm::monotonic_ns());
+            if (left.count() <= 0) {
+                slot_->parked.store(0);
+                ch->waiters.fetch_sub(1);
+                return std::unexpected(Error(Errc::timeout));
+            }
+        }
+        shm::futex_wait(bell_, seen, left);
+        slot_->parked.store(0);
+        ch->waiters.fetch_sub(1);
+        auto& w = slot_->wakeups;
+        w.store(w.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: single writer, CLI reads
+        r = try_next();
+        if (!r || r->header) return r;
+        if (expired()) return std::unexpected(Error(Errc::timeout));
+    }
+}
+
+}  // namespace detail
+
+// ------------------------------------------------------------------------------------------------------
+// Raw fronts, EventSystem, builder.
+
+Status RawLoan::commit(std::size_t n) && noexcept { return std::move(*this).commit(n, priority_); }
+
+Status RawLoan::commit(std::size_t n, Priority p) && noexcept {
+    auto* c = std::exchange(core_, nullptr);
+    if (!c) return std::unexpected(Error(Errc::closed, "loan already committed"));
+    if (n > bytes_.size()) {
+        c->abandon_loan();
+        return std::unexpected(Error(Errc::event_too_large, "commit of " + std::to_string(n) + " bytes exceeds the loan of " +
+                                                                std::to_string(bytes_.size())));
+    }
+    return c->commit_loan(static_cast<std::uint32_t>(n), p);
+}
+
+Result<RawLoan> RawPublisher::loan(std::size_t max_size, Priority p) noexcept {
+    if (max_size > core_->max_event(p))
+        return std::unexpected(Error(Errc::event_too_large, "loan of " + std::to_string(max_size) + " bytes exceeds topic '" +
+                                                                core_->info().name + "' max event of " +
+                                                                std::to_string(core_->max_event(p))));
+    auto mem = core_->loan(static_cast<std::uint32_t>(max_size), p);
+    if (!mem) return std::unexpected(std::move(mem.error()));
+    return RawLoan(core_.get(), std::span<std::byte>(*mem, max_size), p);
+}
+
+Result<RawPublisher> EventSystem::raw_publisher(std::string_view topic, const PublisherOptions& opt, const layout::Fingerprint& fp) {
+    auto c = detail::PublisherCore::open(conn_, topic, fp, opt);
+    if (!c) return std::unexpected(std::move(c.error()));
+    return RawPublisher(std::move(*c));
+}
+
+Result<RawSubscriber> EventSystem::raw_subscriber(std::string_view topic, const SubscriberOptions& opt, const layout::Fingerprint& fp) {
+    auto c = detail::SubscriberCore::open(conn_, topic, fp, opt);
+    if (!c) return std::unexpected(std::move(c.error()));
+    return RawSubscriber(std::move(*c));
+}
+
+Result<proto::StatsReply> EventSystem::stats() {
+    auto r = conn_->call(proto::Stats{});
+    if (!r) return std::unexpected(r.error());
+    auto* s = std::get_if<proto::StatsReply>(&r->body);
+    if (!s) return fail(Errc::malformed, "broker answered stats with an unexpected reply");
+    return std::move(*s);
+}
+
+const std::string& EventSystem::socket_path() const noexcept { return conn_->path(); }
+bool EventSystem::broker_stopping() const noexcept { return conn_->stopping(); }
+
+Result<EventSystem> EventSystemBuilder::build() const {
+    if (name_.empty() || name_.size() > proto::kClientNameMax)
+        return fail(Errc::invalid_argument, "client name '" + name_ + "' must be 1-31 printable characters");
+    std::unique_ptr<detail::EmbeddedBroker> embedded;
+    std::string path = socket_.empty() ? proto::default_socket_path() : socket_;
+    if (embedded_) {
+        auto e = detail::EmbeddedBroker::start();
+        if (!e) return std::unexpected(e.error());
+        embedded = std::move(*e);
+        path = embedded->socket_path();
+    }
+    auto c = detail::Connection::open(path, name_, timeout_, std::move(embedded));
+    if (!c) return std::unexpected(c.error());
+    return EventSystem(std::move(*c));
+}
+
+}  // namespace rvoip::events

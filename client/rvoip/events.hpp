@@ -1,0 +1,607 @@
+// librvoip-events: publish and receive events between processes through shared memory, Critical first.
+//
+//   auto bus = rvoip::events::EventSystemBuilder().client_name("session").build();      // Result<EventSystem>
+//   auto pub = bus->publisher<CallState>();                                              // Result<Publisher<CallState>>
+//   pub->publish(CallState{...}, Priority::critical);
+//   auto sub = bus->subscriber<CallState>();
+//   if (auto ev = sub->receive()) use(ev->call_id);                                      // zero-copy view
+//
+// Thread model: an EventSystem may be shared by threads (control calls are serialised); each Publisher,
+// Subscriber, Loan and Sample belongs to one thread at a time. A Sample or Loan must not outlive the
+// Subscriber or Publisher it came from.
+#pragma once
+
+#include "proto/errc.hpp"
+#include "proto/layout.hpp"
+#include "proto/messages.hpp"
+#include "shm/lane.hpp"
+#include "shm/segment.hpp"
+#include "shm/topic_map.hpp"
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+namespace rvoip::events {
+
+// ------------------------------------------------------------------------------------------------------
+// Event types.
+
+// Fixed-capacity string for SIP fields (Call-ID, tags, URIs) inside trivially copyable events.
+template <std::size_t N>
+struct FixedString {
+    std::uint32_t len = 0;
+    char chars[N] = {};
+
+    FixedString() = default;
+    FixedString(std::string_view s) noexcept { assign(s); }  // NOLINT: truncates at N, see assign
+    // Copies up to N characters; returns false if `s` was truncated.
+    bool assign(std::string_view s) noexcept {
+        len = static_cast<std::uint32_t>(s.size() < N ? s.size() : N);
+        std::memcpy(chars, s.data(), len);
+        return s.size() <= N;
+    }
+    std::string_view view() const noexcept { return {chars, len <= N ? len : N}; }  // bounded: may come from shm
+    static constexpr std::size_t capacity() noexcept { return N; }
+    friend bool operator==(const FixedString& a, std::string_view b) noexcept { return a.view() == b; }
+};
+
+// Fixed-capacity array (e.g. codecs of an SDP offer).
+template <class T, std::size_t N>
+struct FixedArray {
+    static_assert(std::is_trivially_copyable_v<T>);
+    std::uint32_t count = 0;
+    T items[N] = {};
+
+    bool push_back(const T& v) noexcept {
+        if (count >= N) return false;
+        items[count++] = v;
+        return true;
+    }
+    std::span<const T> view() const noexcept { return {items, count <= N ? count : N}; }
+    static constexpr std::size_t capacity() noexcept { return N; }
+};
+
+// A typed event: trivially copyable, names its topic, optionally a default priority and schema version.
+//   struct CallState { static constexpr std::string_view event_type = "call.state";
+//                      static constexpr Priority default_priority = Priority::high; ... };
+template <class T>
+concept Event = std::is_trivially_copyable_v<T> && alignof(T) <= 32 && requires {
+    { T::event_type } -> std::convertible_to<std::string_view>;
+};
+
+template <Event T>
+constexpr Priority default_priority_of() noexcept {
+    if constexpr (requires { { T::default_priority } -> std::convertible_to<Priority>; }) return T::default_priority;
+    else return Priority::normal;
+}
+
+namespace detail {
+template <class T>
+constexpr std::string_view type_name_of() noexcept {
+    if constexpr (requires { { T::schema_name } -> std::convertible_to<std::string_view>; }) {
+        return T::schema_name;
+    } else {
+        std::string_view p = __PRETTY_FUNCTION__;  // "... type_name_of() [with T = ns::Type; ...]"
+        auto b = p.find("T = ") + 4;
+        auto e = p.find_first_of(";]", b);
+        return p.substr(b, e - b);
+    }
+}
+}  // namespace detail
+
+template <Event T>
+layout::Fingerprint fingerprint_of() noexcept {
+    layout::Fingerprint f;
+    auto name = detail::type_name_of<T>().substr(0, layout::kTypeNameMax);
+    std::memcpy(f.type_name, name.data(), name.size());
+    f.size = sizeof(T);
+    f.align = alignof(T);
+    if constexpr (requires { { T::schema_version } -> std::convertible_to<std::uint32_t>; }) f.schema_version = T::schema_version;
+    f.kind = layout::Kind::typed;
+    return f;
+}
+
+// Raw-bytes topics carry variable-size payloads (a whole SIP message). `schema` names the payload format.
+layout::Fingerprint raw_fingerprint(std::string_view schema = "raw-bytes", std::uint32_t version = 0) noexcept;
+
+// ------------------------------------------------------------------------------------------------------
+// Options.
+
+// Lane settings requested when this open creates the topic; zero fields take the broker's defaults. An
+// existing topic keeps its settings (TopicInfo tells which are in force).
+struct TopicOptions {
+    std::array<layout::LaneSettings, layout::kLanes> lanes{};
+
+    TopicOptions& capacity(Priority p, std::uint64_t bytes) noexcept { return lane(p).capacity = bytes, *this; }
+    TopicOptions& max_event(Priority p, std::uint32_t bytes) noexcept { return lane(p).max_event = bytes, *this; }
+    TopicOptions& overflow(Priority p, Overflow o, std::chrono::milliseconds block_timeout = {}) noexcept {
+        auto& l = lane(p);
+        l.overflow = o;
+        l.block_timeout_ms = static_cast<std::uint32_t>(block_timeout.count());
+        if (!l.capacity && !l.max_event && !l.block_timeout_ms) l.block_timeout_ms = 1000;  // mark the lane as set
+        return *this;
+    }
+    TopicOptions& all(std::uint64_t capacity_bytes, std::uint32_t max_event_bytes) noexcept {
+        for (auto& l : lanes) l.capacity = capacity_bytes, l.max_event = max_event_bytes;
+        return *this;
+    }
+
+private:
+    layout::LaneSettings& lane(Priority p) noexcept { return lanes[static_cast<std::size_t>(p)]; }
+};
+
+// How a blocking receive waits: spin `spin` times re-checking the lanes, then park on the doorbell
+// (futex) until a publisher rings it. busy_poll never parks (one core per such subscriber).
+struct WaitOptions {
+    std::uint32_t spin = 4000;
+    bool busy_poll = false;
+};
+
+struct PublisherOptions {
+    TopicOptions topic;
+};
+struct SubscriberOptions {
+    TopicOptions topic;
+    WaitOptions wait;
+};
+
+struct TopicInfo {
+    std::string name;
+    std::uint32_t id = 0;
+    std::array<layout::LaneSettings, layout::kLanes> lanes{};
+};
+
+// ------------------------------------------------------------------------------------------------------
+// Untyped cores: everything the typed fronts share. Hot paths are inline below.
+namespace detail {
+
+class Connection;
+
+class PublisherCore {
+public:
+    static Result<std::unique_ptr<PublisherCore>> open(std::shared_ptr<Connection> conn, std::string_view topic,
+                                                       const layout::Fingerprint& fp, const PublisherOptions& opt);
+    ~PublisherCore();
+
+    // Publishes n records with one claim. size_of(i) is record i's payload size; fill(i, dst) writes it.
+    template <class SizeOf, class Fill>
+    Status publish_n(std::uint32_t n, SizeOf&& size_of, Fill&& fill, Priority p) noexcept {
+        auto& w = writers_[static_cast<std::size_t>(p) & 3];
+        auto c = w.try_claim(n, size_of);
+        if (!c) [[unlikely]] {
+            auto slow = claim_slow(w, n, size_of, c.error().code);
+            if (!slow) return std::unexpected(std::move(slow.error()));
+            c = *slow;
+        }
+        w.commit(*c, n, size_of, fill, shm::monotonic_ns());
+        w.notify();
+        return {};
+    }
+
+    // Loans: one at a time per publisher. Returns the payload area of a claimed record.
+    Result<std::byte*> loan(std::uint32_t len, Priority p) noexcept;
+    Status commit_loan(std::uint32_t len, Priority p) noexcept;
+    void abandon_loan() noexcept;
+
+    const TopicInfo& info() const noexcept { return info_; }
+    std::uint32_t max_event(Priority p) const noexcept { return writers_[static_cast<std::size_t>(p) & 3].max_event(); }
+    std::uint32_t max_batch_records(std::uint32_t len, Priority p) const noexcept;
+
+private:
+    PublisherCore() = default;
+    template <class SizeOf>
+    Result<shm::LaneWriter::Claim> claim_slow(shm::LaneWriter& w, std::uint32_t n, SizeOf& size_of, Errc first) noexcept;
+    Error too_large(std::uint32_t n, std::uint32_t lane) const;
+    bool wait_for_room(shm::LaneWriter& w, std::int64_t deadline_ns, std::uint32_t& round) noexcept;
+
+    std::shared_ptr<Connection> conn_;
+    shm::Segment data_;
+    shm::Segment cursors_;
+    shm::TopicMap map_;
+    std::array<shm::LaneWriter, layout::kLanes> writers_;
+    TopicInfo info_;
+    std::uint32_t slot_ = 0;
+    // the loan in flight
+    bool loaned_ = false;
+    std::uint32_t loan_lane_ = 0;
+    std::uint32_t loan_len_ = 0;
+    shm::LaneWriter::Claim loan_claim_{};
+};
+
+struct Record {
+    const layout::RecordHeader* header = nullptr;  // nullptr: nothing ready
+    std::uint32_t lane = 0;
+};
+
+class SubscriberCore {
+public:
+    static Result<std::unique_ptr<SubscriberCore>> open(std::shared_ptr<Connection> conn, std::string_view topic,
+                                                        const layout::Fingerprint& fp, const SubscriberOptions& opt);
+    ~SubscriberCore();
+
+    // The next record of the highest non-empty lane, or Record{nullptr} when every lane is empty.
+    Result<Record> try_next() noexcept {
+        for (std::uint32_t l = 0; l < layout::kLanes; ++l) {
+            auto& r = readers_[l];
+            auto h = r.peek();
+            if (!h) [[unlikely]]
+                return std::unexpected(h.error().context("topic '" + info_.name + "' " + std::string(to_string(Priority(l))) + " lane"));
+            if (*h) {
+                r.consume(*h);
+                ++outstanding_[l];
+                auto& c = slot_->received[l];
+                c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: single writer, read by the CLI
+                return Record{*h, l};
+            }
+            if (outstanding_[l] == 0) r.release();  // publish skipped padding, so no publisher waits on it
+        }
+        return Record{};
+    }
+
+    // Like try_next, but waits up to `timeout` (negative: forever) for a record: spin, then park.
+    Result<Record> next_for(std::chrono::nanoseconds timeout) noexcept;
+
+    // A sample of `lane` was released; when none is outstanding the lane's cursor moves on.
+    void release(std::uint32_t lane) noexcept {
+        if (--outstanding_[lane] == 0) readers_[lane].release();
+    }
+
+    const TopicInfo& info() const noexcept { return info_; }
+
+private:
+    SubscriberCore() = default;
+    bool any_ready() const noexcept;
+
+    std::shared_ptr<Connection> conn_;
+    shm::Segment data_;
+    shm::Segment cursors_;
+    shm::TopicMap map_;
+    std::array<shm::LaneReader, layout::kLanes> readers_;
+    std::array<std::uint32_t, layout::kLanes> outstanding_{};
+    layout::SubscriberSlot* slot_ = nullptr;
+    std::atomic<std::uint32_t>* bell_ = nullptr;
+    WaitOptions wait_;
+    TopicInfo info_;
+    std::uint32_t slot_index_ = 0;
+};
+
+template <class SizeOf>
+Result<shm::LaneWriter::Claim> PublisherCore::claim_slow(shm::LaneWriter& w, std::uint32_t n, SizeOf& size_of, Errc first) noexcept {
+    const std::uint32_t lane = w.lane();
+    if (first == Errc::event_too_large) return std::unexpected(too_large(n, lane));
+    for (std::uint32_t i = 0; i < n; ++i)
+        if (size_of(i) > w.max_event()) return std::unexpected(too_large(size_of(i), lane));
+    w.count_full();
+    const auto& s = map_.settings[lane];
+    if (s.overflow == Overflow::fail) return std::unexpected(Error(Errc::full));
+    const std::int64_t deadline = shm::monotonic_ns() + std::int64_t(s.block_timeout_ms) * 1'000'000;
+    std::uint32_t round = 0;
+    for (;;) {
+        auto c = w.try_claim(n, size_of);
+        if (c) return *c;
+        if (c.error().code != Errc::full) return std::unexpected(std::move(c.error()));
+        if (!wait_for_room(w, deadline, round)) {
+            w.count_timeout();
+            return std::unexpected(Error(Errc::timeout));
+        }
+    }
+}
+
+}  // namespace detail
+
+// ------------------------------------------------------------------------------------------------------
+// Typed fronts.
+
+template <Event T>
+class Publisher;
+
+// A record claimed in the ring for building an event in place. Publishes by consuming itself; dropping it
+// uncommitted turns the claim into padding.
+template <Event T>
+class Loan {
+public:
+    Loan(Loan&& o) noexcept : core_(std::exchange(o.core_, nullptr)), value_(o.value_), priority_(o.priority_) {}
+    Loan& operator=(Loan&&) = delete;
+    ~Loan() {
+        if (core_) core_->abandon_loan();
+    }
+    T* operator->() noexcept { return value_; }
+    T& operator*() noexcept { return *value_; }
+
+    Status commit() && noexcept { return std::move(*this).commit(priority_); }
+    // A priority other than the loan's copies the event into that lane.
+    Status commit(Priority p) && noexcept {
+        auto* c = std::exchange(core_, nullptr);
+        if (!c) return std::unexpected(Error(Errc::closed, "loan already committed"));
+        return c->commit_loan(sizeof(T), p);
+    }
+
+private:
+    friend class Publisher<T>;
+    Loan(detail::PublisherCore* c, T* v, Priority p) noexcept : core_(c), value_(v), priority_(p) {}
+    detail::PublisherCore* core_;
+    T* value_;
+    Priority priority_;
+};
+
+template <Event T>
+class Publisher {
+public:
+    static constexpr Priority default_priority = default_priority_of<T>();
+
+    Status publish(const T& ev, Priority p = default_priority) noexcept {
+        return core_->publish_n(
+            1, [](std::uint32_t) { return std::uint32_t(sizeof(T)); },
+            [&](std::uint32_t, std::byte* dst) { std::memcpy(dst, &ev, sizeof(T)); }, p);
+    }
+
+    // Claims room for many events with one CAS per chunk (chunks keep a claim within a quarter of the
+    // lane). On failure `*published` (if given) tells how many went out before the error.
+    Status publish_batch(std::span<const T> evs, Priority p = default_priority, std::size_t* published = nullptr) noexcept {
+        const std::uint32_t chunk = core_->max_batch_records(sizeof(T), p);
+        std::size_t done = 0;
+        while (done < evs.size()) {
+            const auto n = static_cast<std::uint32_t>(std::min<std::size_t>(chunk, evs.size() - done));
+            const T* base = evs.data() + done;
+            auto st = core_->publish_n(
+                n, [](std::uint32_t) { return std::uint32_t(sizeof(T)); },
+                [&](std::uint32_t i, std::byte* dst) { std::memcpy(dst, base + i, sizeof(T)); }, p);
+            if (!st) {
+                if (published) *published = done;
+                return st;
+            }
+            done += n;
+        }
+        if (published) *published = done;
+        return {};
+    }
+
+    // A value-initialised T in the ring, to fill in place and commit.
+    Result<Loan<T>> loan(Priority p = default_priority) noexcept {
+        auto mem = core_->loan(sizeof(T), p);
+        if (!mem) return std::unexpected(std::move(mem.error()));
+        return Loan<T>(core_.get(), ::new (*mem) T{}, p);
+    }
+
+    const TopicInfo& topic() const noexcept { return core_->info(); }
+
+private:
+    friend class EventSystem;
+    explicit Publisher(std::unique_ptr<detail::PublisherCore> c) noexcept : core_(std::move(c)) {}
+    std::unique_ptr<detail::PublisherCore> core_;
+};
+
+// A zero-copy view of one received event, valid until the Sample is destroyed. Its record is not
+// overwritten while the Sample lives: holding Samples holds back publishers of that lane.
+template <class View>
+class BasicSample {
+public:
+    BasicSample() = default;
+    BasicSample(BasicSample&& o) noexcept : core_(std::exchange(o.core_, nullptr)), rec_(o.rec_) {}
+    BasicSample& operator=(BasicSample&& o) noexcept {
+        if (this != &o) {
+            reset();
+            core_ = std::exchange(o.core_, nullptr);
+            rec_ = o.rec_;
+        }
+        return *this;
+    }
+    ~BasicSample() { reset(); }
+
+    Priority priority() const noexcept { return static_cast<Priority>(rec_.lane); }
+    std::uint64_t sequence() const noexcept { return rec_.header->sequence; }   // the publisher's own, per lane
+    std::uint16_t publisher() const noexcept { return rec_.header->publisher; }  // publisher slot on this topic
+    std::int64_t timestamp_ns() const noexcept { return rec_.header->timestamp_ns; }  // CLOCK_MONOTONIC at publish
+    std::span<const std::byte> bytes() const noexcept {
+        return {reinterpret_cast<const std::byte*>(rec_.header + 1), rec_.header->length};
+    }
+    explicit operator bool() const noexcept { return core_ != nullptr; }
+
+    void reset() noexcept {
+        if (core_) std::exchange(core_, nullptr)->release(rec_.lane);
+    }
+
+protected:
+    friend class EventSystem;
+    template <class>
+    friend class BasicSubscriber;
+    BasicSample(detail::SubscriberCore* c, detail::Record r) noexcept : core_(c), rec_(r) {}
+    detail::SubscriberCore* core_ = nullptr;
+    detail::Record rec_{};
+};
+
+template <Event T>
+class Sample : public BasicSample<T> {
+public:
+    using BasicSample<T>::BasicSample;
+    Sample(BasicSample<T>&& b) noexcept : BasicSample<T>(std::move(b)) {}  // NOLINT
+    const T& operator*() const noexcept { return *get(); }
+    const T* operator->() const noexcept { return get(); }
+    const T* get() const noexcept { return std::launder(reinterpret_cast<const T*>(this->rec_.header + 1)); }
+};
+
+using RawSample = BasicSample<std::byte>;
+
+// Receive calls shared by typed and raw subscribers; S is Sample<T> or RawSample.
+template <class S>
+class BasicSubscriber {
+public:
+    // Waits for the next event, Critical first.
+    Result<S> receive() noexcept { return wrap(core_->next_for(std::chrono::nanoseconds(-1))); }
+    // Waits at most `timeout`; Errc::timeout when nothing came.
+    template <class Rep, class Period>
+    Result<S> receive_for(std::chrono::duration<Rep, Period> timeout) noexcept {
+        return wrap(core_->next_for(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
+    }
+    // Never blocks; Errc::would_block when every lane is empty.
+    Result<S> try_receive() noexcept { return wrap(core_->try_next()); }
+
+    // Fills `out` with up to out.size() events without blocking, Critical first; returns how many.
+    // The lanes' cursors advance once, when the batch's samples are released.
+    Result<std::size_t> try_receive_batch(std::span<S> out) noexcept {
+        std::size_t n = 0;
+        while (n < out.size()) {
+            auto r = core_->try_next();
+            if (!r) return n ? Result<std::size_t>(n) : std::unexpected(std::move(r.error()));
+            if (!r->header) break;
+            out[n++] = S(BasicSample<typename ViewOf<S>::type>(core_.get(), *r));
+        }
+        return n;
+    }
+    // Waits up to `timeout` for the first event, then takes what else is ready.
+    template <class Rep, class Period>
+    Result<std::size_t> receive_batch(std::span<S> out, std::chrono::duration<Rep, Period> timeout) noexcept {
+        if (out.empty()) return std::size_t(0);
+        auto first = receive_for(timeout);
+        if (!first) return std::unexpected(std::move(first.error()));
+        out[0] = std::move(*first);
+        auto rest = try_receive_batch(out.subspan(1));
+        return 1 + (rest ? *rest : 0);
+    }
+
+    const TopicInfo& topic() const noexcept { return core_->info(); }
+
+protected:
+    template <class X>
+    struct ViewOf;
+    template <class X>
+    struct ViewOf<Sample<X>> {
+        using type = X;
+    };
+    template <class X>
+    struct ViewOf<BasicSample<X>> {
+        using type = X;
+    };
+
+    friend class EventSystem;
+    explicit BasicSubscriber(std::unique_ptr<detail::SubscriberCore> c) noexcept : core_(std::move(c)) {}
+    Result<S> wrap(Result<detail::Record> r) noexcept {
+        if (!r) return std::unexpected(std::move(r.error()));
+        if (!r->header) return std::unexpected(Error(Errc::would_block));
+        return S(BasicSample<typename ViewOf<S>::type>(core_.get(), *r));
+    }
+    std::unique_ptr<detail::SubscriberCore> core_;
+};
+
+template <Event T>
+class Subscriber : public BasicSubscriber<Sample<T>> {
+    friend class EventSystem;
+    using BasicSubscriber<Sample<T>>::BasicSubscriber;
+};
+
+class RawSubscriber : public BasicSubscriber<RawSample> {
+    friend class EventSystem;
+    using BasicSubscriber<RawSample>::BasicSubscriber;
+};
+
+// A raw record being built in place; commit(n) publishes its first n bytes (n <= the loaned size).
+class RawLoan {
+public:
+    RawLoan(RawLoan&& o) noexcept : core_(std::exchange(o.core_, nullptr)), bytes_(o.bytes_), priority_(o.priority_) {}
+    RawLoan& operator=(RawLoan&&) = delete;
+    ~RawLoan() {
+        if (core_) core_->abandon_loan();
+    }
+    std::span<std::byte> bytes() noexcept { return bytes_; }
+    Status commit(std::size_t n) && noexcept;
+    Status commit(std::size_t n, Priority p) && noexcept;
+
+private:
+    friend class RawPublisher;
+    RawLoan(detail::PublisherCore* c, std::span<std::byte> b, Priority p) noexcept : core_(c), bytes_(b), priority_(p) {}
+    detail::PublisherCore* core_;
+    std::span<std::byte> bytes_;
+    Priority priority_;
+};
+
+class RawPublisher {
+public:
+    Status publish(std::span<const std::byte> payload, Priority p = Priority::normal) noexcept {
+        if (payload.size() > 0xffffffffu) return std::unexpected(Error(Errc::event_too_large));
+        const auto len = static_cast<std::uint32_t>(payload.size());
+        return core_->publish_n(
+            1, [len](std::uint32_t) { return len; },
+            [&](std::uint32_t, std::byte* dst) { std::memcpy(dst, payload.data(), len); }, p);
+    }
+    Status publish(std::string_view text, Priority p = Priority::normal) noexcept {
+        return publish(std::as_bytes(std::span(text.data(), text.size())), p);
+    }
+    // One claim (one CAS) for all payloads; they must fit in the lane together (max_batch_bytes()).
+    Status publish_batch(std::span<const std::span<const std::byte>> payloads, Priority p = Priority::normal) noexcept {
+        return core_->publish_n(
+            static_cast<std::uint32_t>(payloads.size()),
+            [&](std::uint32_t i) { return static_cast<std::uint32_t>(std::min<std::size_t>(payloads[i].size(), 0xffffffffu)); },
+            [&](std::uint32_t i, std::byte* dst) { std::memcpy(dst, payloads[i].data(), payloads[i].size()); }, p);
+    }
+    Result<RawLoan> loan(std::size_t max_size, Priority p = Priority::normal) noexcept;
+
+    std::uint32_t max_event(Priority p = Priority::normal) const noexcept { return core_->max_event(p); }
+    const TopicInfo& topic() const noexcept { return core_->info(); }
+
+private:
+    friend class EventSystem;
+    explicit RawPublisher(std::unique_ptr<detail::PublisherCore> c) noexcept : core_(std::move(c)) {}
+    std::unique_ptr<detail::PublisherCore> core_;
+};
+
+// ------------------------------------------------------------------------------------------------------
+// The system: one control connection to a broker (or an embedded broker), from which publishers and
+// subscribers are made.
+class EventSystem {
+public:
+    template <Event T>
+    Result<Publisher<T>> publisher(const PublisherOptions& opt = {}) {
+        auto c = detail::PublisherCore::open(conn_, T::event_type, fingerprint_of<T>(), opt);
+        if (!c) return std::unexpected(std::move(c.error()));
+        return Publisher<T>(std::move(*c));
+    }
+    template <Event T>
+    Result<Subscriber<T>> subscriber(const SubscriberOptions& opt = {}) {
+        auto c = detail::SubscriberCore::open(conn_, T::event_type, fingerprint_of<T>(), opt);
+        if (!c) return std::unexpected(std::move(c.error()));
+        return Subscriber<T>(std::move(*c));
+    }
+    Result<RawPublisher> raw_publisher(std::string_view topic, const PublisherOptions& opt = {},
+                                       const layout::Fingerprint& fp = raw_fingerprint());
+    Result<RawSubscriber> raw_subscriber(std::string_view topic, const SubscriberOptions& opt = {},
+                                         const layout::Fingerprint& fp = raw_fingerprint());
+
+    // The broker's view: clients, topics, publishers, subscribers, lane tails.
+    Result<proto::StatsReply> stats();
+    const std::string& socket_path() const noexcept;
+    // True once the broker said it is stopping (the data plane keeps working).
+    bool broker_stopping() const noexcept;
+
+private:
+    friend class EventSystemBuilder;
+    explicit EventSystem(std::shared_ptr<detail::Connection> c) noexcept : conn_(std::move(c)) {}
+    std::shared_ptr<detail::Connection> conn_;
+};
+
+class EventSystemBuilder {
+public:
+    // Control socket of the broker; default: $RVOIP_EVENTS_SOCKET or the platform default (see README).
+    EventSystemBuilder& socket_path(std::string p) { socket_ = std::move(p), embedded_ = false; return *this; }
+    // Runs a private broker on a thread of this process (tests, single-process programs).
+    EventSystemBuilder& embedded(bool on = true) { embedded_ = on; return *this; }
+    // Name shown in the broker's logs and the CLI (1-31 printable characters).
+    EventSystemBuilder& client_name(std::string n) { name_ = std::move(n); return *this; }
+    // How long a control call waits for the broker's reply.
+    EventSystemBuilder& control_timeout(std::chrono::milliseconds t) { timeout_ = t; return *this; }
+
+    Result<EventSystem> build() const;
+
+private:
+    std::string socket_;
+    std::string name_ = "client";
+    bool embedded_ = false;
+    std::chrono::milliseconds timeout_{5000};
+};
+
+}  // namespace rvoip::events

@@ -1,0 +1,604 @@
+#include "daemon/broker.hpp"
+
+#include "proto/channel.hpp"
+#include "proto/messages.hpp"
+#include "shm/segment.hpp"
+#include "shm/topic_map.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <unordered_map>
+#include <vector>
+
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+namespace rvoip::events::daemon {
+namespace {
+
+using proto::Message;
+
+constexpr std::uint32_t kMaxTopics = 4096;
+constexpr std::uint32_t kMaxClients = 4096;
+constexpr std::uint32_t kNoOwner = 0;
+
+std::string describe(const layout::Fingerprint& f) {
+    if (f.kind == layout::Kind::raw) return std::string(f.name()) + " (raw bytes, schema v" + std::to_string(f.schema_version) + ")";
+    return std::string(f.name()) + " (" + std::to_string(f.size) + " bytes, align " + std::to_string(f.align) +
+           ", schema v" + std::to_string(f.schema_version) + ")";
+}
+
+int pidfd_open(pid_t pid) noexcept { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+// True once the process behind `pidfd` (or `pid` when no pidfd could be had) has terminated.
+bool process_gone(int pidfd, pid_t pid) noexcept {
+    if (pidfd >= 0) {
+        pollfd p{pidfd, POLLIN, 0};
+        return ::poll(&p, 1, 0) == 1;
+    }
+    return ::kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+struct Topic {
+    std::uint32_t id = 0;
+    std::string name;
+    layout::Fingerprint fingerprint;
+    std::array<layout::LaneSettings, layout::kLanes> lanes{};
+    shm::Segment data;
+    shm::Segment cursors;
+    shm::TopicMap map;
+    std::array<std::uint32_t, layout::kMaxPublishers> publisher_owner{};   // client id, 0 = free
+    std::array<std::uint32_t, layout::kMaxSubscribers> subscriber_owner{};
+};
+
+struct Slot {
+    std::uint32_t topic = 0;
+    std::uint32_t slot = 0;
+};
+
+// What a client holds. A session outlives its connection while its process is alive: a process whose
+// control socket closed may still be publishing and reading through the segments.
+struct Session {
+    int fd = -1;
+    std::uint32_t id = 0;
+    pid_t pid = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    int pidfd = -1;
+    std::string name = "?";
+    bool greeted = false;
+    std::vector<Slot> publishers;
+    std::vector<Slot> subscribers;
+    std::vector<std::uint32_t> doorbells;
+};
+
+}  // namespace
+
+struct Broker::Impl {
+    BrokerConfig cfg;
+    std::shared_ptr<spdlog::logger> log;
+    int listen_fd = -1;
+    int epoll_fd = -1;
+    int stop_fd = -1;
+    int signal_fd = -1;
+    int timer_fd = -1;
+    shm::Segment doorbell_segment;
+    shm::DoorbellMap doorbells;
+    std::vector<std::uint32_t> free_doorbells;
+    std::vector<std::unique_ptr<Topic>> topics;  // index = topic id - 1
+    std::map<std::string, std::uint32_t, std::less<>> topic_ids;
+    std::unordered_map<int, std::unique_ptr<Session>> sessions;  // by socket fd
+    std::vector<std::unique_ptr<Session>> orphans;               // connection closed, process maybe alive
+    std::uint32_t next_client_id = 1;
+    bool timer_armed = false;
+
+    explicit Impl(BrokerConfig c) : cfg(std::move(c)) {
+        log = spdlog::get("eventd");
+        if (!log) log = spdlog::default_logger();
+    }
+
+    ~Impl() {
+        for (auto& [fd, s] : sessions) close_session_fds(*s);
+        for (auto& s : orphans) close_session_fds(*s);
+        for (int fd : {listen_fd, epoll_fd, stop_fd, signal_fd, timer_fd})
+            if (fd >= 0) ::close(fd);
+        if (listen_fd >= 0) ::unlink(cfg.socket_path.c_str());
+        if (cfg.cleanup_on_exit) {
+            for (auto& t : topics) {
+                shm::Segment::remove(t->data.name());
+                shm::Segment::remove(t->cursors.name());
+            }
+            if (doorbell_segment) shm::Segment::remove(doorbell_segment.name());
+        }
+    }
+
+    static void close_session_fds(Session& s) {
+        if (s.fd >= 0) ::close(s.fd);
+        if (s.pidfd >= 0) ::close(s.pidfd);
+        s.fd = s.pidfd = -1;
+    }
+
+    std::string segment_name(std::string_view what) const { return cfg.shm_prefix + "." + std::string(what); }
+
+    // ---------------------------------------------------------------------------------------------
+    // Start-up.
+    Status open() {
+        if (cfg.socket_path.empty()) return fail(Errc::invalid_argument, "no socket path");
+        if (cfg.socket_path.size() >= sizeof(sockaddr_un::sun_path))
+            return fail(Errc::invalid_argument, "socket path '" + cfg.socket_path + "' is longer than 107 bytes");
+        for (char c : cfg.shm_prefix)
+            if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.')
+                return fail(Errc::invalid_argument, "shm prefix '" + cfg.shm_prefix + "' may hold only [A-Za-z0-9_.-]");
+        if (cfg.shm_prefix.empty() || cfg.shm_prefix.size() > 100) return fail(Errc::invalid_argument, "shm prefix must be 1-100 characters");
+        if (cfg.doorbells == 0 || cfg.doorbells > layout::kMaxDoorbells)
+            return fail(Errc::invalid_argument, "doorbell count must be 1.." + std::to_string(layout::kMaxDoorbells));
+        for (std::size_t l = 0; l < layout::kLanes; ++l)
+            if (auto ok = shm::validate_lane(cfg.defaults[l], l); !ok) return std::unexpected(ok.error().context("default lane settings"));
+
+        std::error_code ec;
+        auto dir = std::filesystem::path(cfg.socket_path).parent_path();
+        if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+        if (ec) return fail(Errc::permission_denied, "cannot create socket directory '" + dir.string() + "': " + ec.message());
+
+        listen_fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (listen_fd < 0) return fail(Errc::internal, std::string("socket: ") + std::strerror(errno));
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strncpy(addr.sun_path, cfg.socket_path.c_str(), sizeof addr.sun_path - 1);
+        if (::bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+            if (errno != EADDRINUSE) return bind_error();
+            // A socket file is there: a live broker answers, a stale file refuses.
+            int probe = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+            bool live = ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+            ::close(probe);
+            if (live) {
+                ::close(listen_fd);
+                listen_fd = -1;
+                return fail(Errc::limit_reached, "another rvoip-eventd is already listening on '" + cfg.socket_path + "'");
+            }
+            ::unlink(cfg.socket_path.c_str());
+            if (::bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return bind_error();
+        }
+        // Anyone who can reach the socket may connect; what they may do is decided per request.
+        ::chmod(cfg.socket_path.c_str(), 0666);
+        if (::listen(listen_fd, 128) != 0) return fail(Errc::internal, std::string("listen: ") + std::strerror(errno));
+
+        auto bells = shm::Segment::create(segment_name("doorbells"), layout::doorbells_size(cfg.doorbells));
+        if (!bells) return std::unexpected(bells.error());
+        doorbell_segment = std::move(*bells);
+        shm::format_doorbells(doorbell_segment.bytes(), cfg.doorbells);
+        doorbells = *shm::attach_doorbells(doorbell_segment.bytes());
+        for (std::uint32_t i = cfg.doorbells; i-- > 0;) free_doorbells.push_back(i);
+
+        epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+        stop_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        timer_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        if (epoll_fd < 0 || stop_fd < 0 || timer_fd < 0) return fail(Errc::internal, std::string("epoll setup: ") + std::strerror(errno));
+        watch(listen_fd);
+        watch(stop_fd);
+        watch(timer_fd);
+        log->info("listening on {} (shm prefix '{}', {} doorbells)", cfg.socket_path, cfg.shm_prefix, cfg.doorbells);
+        return {};
+    }
+
+    Status bind_error() {
+        auto e = errno;
+        return fail(e == EACCES ? Errc::permission_denied : Errc::internal,
+                    "cannot bind '" + cfg.socket_path + "': " + std::strerror(e));
+    }
+
+    void watch(int fd) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.fd = fd;
+        ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // The loop.
+    int run(bool handle_signals) {
+        if (handle_signals) {
+            sigset_t set;
+            sigemptyset(&set);
+            sigaddset(&set, SIGINT);
+            sigaddset(&set, SIGTERM);
+            ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+            signal_fd = ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+            watch(signal_fd);
+        }
+        std::array<epoll_event, 64> events;
+        for (;;) {
+            int n = ::epoll_wait(epoll_fd, events.data(), int(events.size()), -1);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                log->error("epoll_wait: {}", std::strerror(errno));
+                return 1;
+            }
+            for (int i = 0; i < n; ++i) {
+                int fd = events[i].data.fd;
+                if (fd == stop_fd) return shutdown("stop requested");
+                if (fd == signal_fd) return shutdown("signal received");
+                if (fd == listen_fd) accept_clients();
+                else if (fd == timer_fd) tick();
+                else serve(fd);
+            }
+        }
+    }
+
+    int shutdown(const char* why) {
+        log->info("stopping: {}; telling {} client(s)", why, sessions.size());
+        for (auto& [fd, s] : sessions) (void)proto::send_message(fd, Message{0, proto::ShutdownNotice{}});
+        return 0;
+    }
+
+    void accept_clients() {
+        for (;;) {
+            int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+            if (fd < 0) return;  // EAGAIN, or a transient failure: epoll tells us again
+            if (sessions.size() >= kMaxClients) {
+                (void)proto::send_message(fd, Message{0, proto::ErrorReply{Errc::limit_reached, "too many clients"}});
+                ::close(fd);
+                continue;
+            }
+            auto s = std::make_unique<Session>();
+            s->fd = fd;
+            s->id = next_client_id++;
+            ucred cred{};
+            socklen_t len = sizeof cred;
+            if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+                s->pid = cred.pid;
+                s->uid = cred.uid;
+                s->gid = cred.gid;
+                s->pidfd = pidfd_open(cred.pid);
+            }
+            watch(fd);
+            log->debug("client {} connected (pid {}, uid {})", s->id, s->pid, s->uid);
+            sessions.emplace(fd, std::move(s));
+        }
+    }
+
+    void serve(int fd) {
+        auto it = sessions.find(fd);
+        if (it == sessions.end()) return;
+        Session& s = *it->second;
+        for (;;) {
+            auto frame = proto::recv_frame(fd);
+            if (!frame) {
+                if (frame.error().code == Errc::would_block) return;
+                if (frame.error().code == Errc::malformed) {  // oversize: answer and go on
+                    reply_error(s, 0, frame.error());
+                    continue;
+                }
+                return disconnect(fd);
+            }
+            // We never accept descriptors from clients.
+            proto::close_fds(frame->fds);
+            auto msg = proto::decode(frame->bytes);
+            if (!msg) {
+                log->warn("client {} (pid {}): {}", s.id, s.pid, msg.error().what());
+                reply_error(s, proto::peek_correlation(frame->bytes), msg.error());
+                continue;
+            }
+            handle(s, *msg);
+        }
+    }
+
+    void reply(Session& s, std::uint64_t corr, proto::Body body, std::vector<int> fds = {}) {
+        auto st = proto::send_message(s.fd, Message{corr, std::move(body)}, fds);
+        proto::close_fds(fds);
+        if (!st) log->debug("client {}: reply not delivered: {}", s.id, st.error().what());
+    }
+    void reply_error(Session& s, std::uint64_t corr, const Error& e) {
+        reply(s, corr, proto::ErrorReply{e.code, e.message.substr(0, proto::kMaxErrorMessage)});
+    }
+
+    void handle(Session& s, const Message& m) {
+        const auto corr = m.correlation;
+        auto type = proto::type_of(m.body);
+        if (!s.greeted && type != proto::MsgType::hello)
+            return reply_error(s, corr, Error(Errc::malformed, std::string(proto::to_string(type)) + " before hello"));
+        Status st = std::visit(
+            [&](const auto& body) -> Status {
+                using B = std::decay_t<decltype(body)>;
+                if constexpr (std::is_same_v<B, proto::Hello>) return on_hello(s, corr, body);
+                else if constexpr (std::is_same_v<B, proto::OpenTopic>) return on_open_topic(s, corr, body);
+                else if constexpr (std::is_same_v<B, proto::AddPublisher>) return on_add_publisher(s, corr, body);
+                else if constexpr (std::is_same_v<B, proto::AddSubscriber>) return on_add_subscriber(s, corr, body);
+                else if constexpr (std::is_same_v<B, proto::RemovePublisher>) return on_remove_publisher(s, corr, body);
+                else if constexpr (std::is_same_v<B, proto::RemoveSubscriber>) return on_remove_subscriber(s, corr, body);
+                else if constexpr (std::is_same_v<B, proto::Stats>) return on_stats(s, corr);
+                else return fail(Errc::malformed, std::string(proto::to_string(type)) + " is not a request");
+            },
+            m.body);
+        if (!st) {
+            log->info("client {} '{}' (pid {}): {} refused: {}", s.id, s.name, s.pid, proto::to_string(type), st.error().what());
+            reply_error(s, corr, st.error());
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Requests.
+    Status on_hello(Session& s, std::uint64_t corr, const proto::Hello& h) {
+        if (s.greeted) return fail(Errc::malformed, "hello sent twice");
+        const auto version = std::min(h.version_max, proto::kProtocolVersion);
+        if (version < std::max(h.version_min, proto::kMinProtocolVersion))
+            return fail(Errc::version_mismatch, "client speaks protocol " + std::to_string(h.version_min) + ".." +
+                                                    std::to_string(h.version_max) + ", broker speaks " +
+                                                    std::to_string(proto::kMinProtocolVersion) + ".." +
+                                                    std::to_string(proto::kProtocolVersion));
+        auto fd = doorbell_segment.dup_fd(shm::Access::read_write);
+        if (!fd) return std::unexpected(fd.error());
+        s.greeted = true;
+        s.name = h.name;
+        log->info("client {} '{}' hello (pid {}, uid {})", s.id, s.name, s.pid, s.uid);
+        reply(s, corr, proto::HelloOk{version, s.id, std::uint32_t(::getpid()), layout::kAbiVersion}, {*fd});
+        return {};
+    }
+
+    Status on_open_topic(Session& s, std::uint64_t corr, const proto::OpenTopic& o) {
+        if (auto ok = proto::validate_topic_name(o.topic); !ok) return ok;
+        const auto& fp = o.fingerprint;
+        if (fp.kind == layout::Kind::typed && (fp.size == 0 || fp.align == 0))
+            return fail(Errc::invalid_argument, "typed fingerprint " + describe(fp) + " has no size or alignment");
+        if (auto it = topic_ids.find(o.topic); it != topic_ids.end()) {
+            Topic& t = *topics[it->second - 1];
+            if (!(t.fingerprint == fp))
+                return fail(Errc::schema_mismatch, "topic '" + t.name + "' carries " + describe(t.fingerprint) +
+                                                       "; this client offered " + describe(fp));
+            reply(s, corr, proto::TopicOk{t.id, false, t.lanes});
+            return {};
+        }
+        if (topics.size() >= kMaxTopics) return fail(Errc::limit_reached, "the broker holds its maximum of 4096 topics");
+        auto lanes = cfg.defaults;
+        for (std::size_t l = 0; l < layout::kLanes; ++l) {
+            const auto& r = o.lanes[l];
+            if (r.capacity) lanes[l].capacity = r.capacity;
+            if (r.max_event) lanes[l].max_event = r.max_event;
+            if (r.capacity || r.max_event || r.block_timeout_ms) {
+                lanes[l].overflow = r.overflow;
+                lanes[l].block_timeout_ms = r.block_timeout_ms ? r.block_timeout_ms : lanes[l].block_timeout_ms;
+            }
+            if (fp.kind == layout::Kind::typed && fp.size > lanes[l].max_event)
+                return fail(Errc::event_too_large, describe(fp) + " is larger than the " +
+                                                       std::string(to_string(Priority(l))) + " lane's max event of " +
+                                                       std::to_string(lanes[l].max_event) + " bytes");
+            if (auto ok = shm::validate_lane(lanes[l], l); !ok) return std::unexpected(ok.error().context("topic '" + o.topic + "'"));
+        }
+        auto t = std::make_unique<Topic>();
+        t->id = std::uint32_t(topics.size() + 1);
+        t->name = o.topic;
+        t->fingerprint = fp;
+        t->lanes = lanes;
+        auto data = shm::Segment::create(segment_name(o.topic + ".data"), shm::topic_data_size(lanes));
+        if (!data) return std::unexpected(data.error());
+        auto cursors = shm::Segment::create(segment_name(o.topic + ".cursors"), layout::cursors_size(layout::kMaxSubscribers));
+        if (!cursors) return std::unexpected(cursors.error());
+        t->data = std::move(*data);
+        t->cursors = std::move(*cursors);
+        shm::format_topic(t->data.bytes(), o.topic, t->id, fp, lanes);
+        shm::format_cursors(t->cursors.bytes(), t->id);
+        auto map = shm::attach(t->data.bytes(), t->cursors.bytes());
+        if (!map) return std::unexpected(map.error().context("freshly created topic"));
+        t->map = *map;
+        log->info("topic '{}' created by client {} '{}': {}, lanes {}/{}/{}/{} bytes", o.topic, s.id, s.name, describe(fp),
+                  lanes[0].capacity, lanes[1].capacity, lanes[2].capacity, lanes[3].capacity);
+        reply(s, corr, proto::TopicOk{t->id, true, lanes});
+        topic_ids.emplace(o.topic, t->id);
+        topics.push_back(std::move(t));
+        return {};
+    }
+
+    Result<Topic*> find_topic(std::uint32_t id) {
+        if (id == 0 || id > topics.size()) return fail(Errc::no_such_topic, "no topic with id " + std::to_string(id));
+        return topics[id - 1].get();
+    }
+
+    Status on_add_publisher(Session& s, std::uint64_t corr, const proto::AddPublisher& a) {
+        auto t = find_topic(a.topic_id);
+        if (!t) return std::unexpected(t.error());
+        Topic& topic = **t;
+        auto it = std::find(topic.publisher_owner.begin(), topic.publisher_owner.end(), kNoOwner);
+        if (it == topic.publisher_owner.end())
+            return fail(Errc::limit_reached, "topic '" + topic.name + "' already has 64 publishers");
+        auto slot = std::uint32_t(it - topic.publisher_owner.begin());
+        auto data = topic.data.dup_fd(shm::Access::read_write);
+        if (!data) return std::unexpected(data.error());
+        auto cursors = topic.cursors.dup_fd(shm::Access::read_only);
+        if (!cursors) {
+            ::close(*data);
+            return std::unexpected(cursors.error());
+        }
+        *it = s.id;
+        shm::claim_publisher(topic.map, slot, std::uint32_t(s.pid));
+        s.publishers.push_back({topic.id, slot});
+        log->debug("client {} publishes on '{}' (slot {})", s.id, topic.name, slot);
+        reply(s, corr, proto::PublisherOk{topic.id, slot}, {*data, *cursors});
+        return {};
+    }
+
+    Status on_add_subscriber(Session& s, std::uint64_t corr, const proto::AddSubscriber& a) {
+        auto t = find_topic(a.topic_id);
+        if (!t) return std::unexpected(t.error());
+        Topic& topic = **t;
+        auto it = std::find(topic.subscriber_owner.begin(), topic.subscriber_owner.end(), kNoOwner);
+        if (it == topic.subscriber_owner.end())
+            return fail(Errc::limit_reached, "topic '" + topic.name + "' already has 64 subscribers");
+        std::uint32_t bell = a.doorbell;
+        bool new_bell = bell == layout::kNoDoorbell;
+        if (new_bell) {
+            if (free_doorbells.empty()) return fail(Errc::limit_reached, "all " + std::to_string(cfg.doorbells) + " doorbells are in use");
+            bell = free_doorbells.back();
+        } else if (std::find(s.doorbells.begin(), s.doorbells.end(), bell) == s.doorbells.end()) {
+            return fail(Errc::permission_denied, "doorbell " + std::to_string(bell) + " does not belong to this client");
+        }
+        auto data = topic.data.dup_fd(shm::Access::read_only);
+        if (!data) return std::unexpected(data.error());
+        auto cursors = topic.cursors.dup_fd(shm::Access::read_write);
+        if (!cursors) {
+            ::close(*data);
+            return std::unexpected(cursors.error());
+        }
+        if (new_bell) {
+            free_doorbells.pop_back();
+            s.doorbells.push_back(bell);
+        }
+        auto slot = std::uint32_t(it - topic.subscriber_owner.begin());
+        *it = s.id;
+        auto start = shm::join_subscriber(topic.map, slot, bell, std::uint32_t(s.pid));
+        s.subscribers.push_back({topic.id, slot});
+        log->debug("client {} subscribes to '{}' (slot {}, doorbell {})", s.id, topic.name, slot, bell);
+        reply(s, corr, proto::SubscriberOk{topic.id, slot, bell, start}, {*data, *cursors});
+        return {};
+    }
+
+    template <class Vec>
+    static bool take_slot(Vec& v, std::uint32_t topic, std::uint32_t slot) {
+        auto it = std::find_if(v.begin(), v.end(), [&](const Slot& x) { return x.topic == topic && x.slot == slot; });
+        if (it == v.end()) return false;
+        v.erase(it);
+        return true;
+    }
+
+    Status on_remove_publisher(Session& s, std::uint64_t corr, const proto::RemovePublisher& r) {
+        if (!take_slot(s.publishers, r.topic_id, r.slot))
+            return fail(Errc::permission_denied, "publisher slot " + std::to_string(r.slot) + " of topic " +
+                                                     std::to_string(r.topic_id) + " does not belong to this client");
+        release_publisher_slot(*topics[r.topic_id - 1], r.slot);
+        reply(s, corr, proto::Ok{});
+        return {};
+    }
+
+    Status on_remove_subscriber(Session& s, std::uint64_t corr, const proto::RemoveSubscriber& r) {
+        if (!take_slot(s.subscribers, r.topic_id, r.slot))
+            return fail(Errc::permission_denied, "subscriber slot " + std::to_string(r.slot) + " of topic " +
+                                                     std::to_string(r.topic_id) + " does not belong to this client");
+        release_subscriber_slot(*topics[r.topic_id - 1], r.slot);
+        release_unused_doorbells(s);
+        reply(s, corr, proto::Ok{});
+        return {};
+    }
+
+    Status on_stats(Session& s, std::uint64_t corr) {
+        proto::StatsReply r;
+        r.clients = std::uint32_t(sessions.size());
+        for (auto& t : topics) {
+            if (r.topics.size() >= proto::kMaxStatsEntries) break;
+            proto::TopicStats ts;
+            ts.topic = t->name;
+            ts.topic_id = t->id;
+            ts.publishers = std::uint32_t(std::count_if(t->publisher_owner.begin(), t->publisher_owner.end(), [](auto o) { return o != kNoOwner; }));
+            ts.subscribers = std::uint32_t(std::count_if(t->subscriber_owner.begin(), t->subscriber_owner.end(), [](auto o) { return o != kNoOwner; }));
+            for (std::size_t l = 0; l < layout::kLanes; ++l) ts.tails[l] = t->map.lanes[l].tail.load(std::memory_order_relaxed);  // relaxed: a report
+            r.topics.push_back(std::move(ts));
+        }
+        reply(s, corr, std::move(r));
+        return {};
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Clean-up.
+    void release_publisher_slot(Topic& t, std::uint32_t slot) {
+        shm::release_publisher(t.map, slot);
+        t.publisher_owner[slot] = kNoOwner;
+    }
+    void release_subscriber_slot(Topic& t, std::uint32_t slot) {
+        shm::leave_subscriber(t.map, slot);
+        t.subscriber_owner[slot] = kNoOwner;
+    }
+    void release_unused_doorbells(Session& s) {
+        std::erase_if(s.doorbells, [&](std::uint32_t bell) {
+            for (auto& sub : s.subscribers)
+                if (topics[sub.topic - 1]->map.slots[sub.slot].doorbell == bell) return false;
+            free_doorbells.push_back(bell);
+            return true;
+        });
+    }
+
+    void disconnect(int fd) {
+        auto it = sessions.find(fd);
+        if (it == sessions.end()) return;
+        auto s = std::move(it->second);
+        sessions.erase(it);
+        ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, nullptr);
+        ::close(fd);
+        s->fd = -1;
+        log->log(s->greeted ? spdlog::level::info : spdlog::level::debug,
+                 "client {} '{}' (pid {}) disconnected holding {} publisher(s), {} subscriber(s)", s->id, s->name, s->pid,
+                 s->publishers.size(), s->subscribers.size());
+        if (s->publishers.empty() && s->subscribers.empty()) {
+            release_unused_doorbells(*s);
+            close_session_fds(*s);
+            return;
+        }
+        // Its process may still be running and using the segments: release its slots once it is gone.
+        orphans.push_back(std::move(s));
+        reap();
+    }
+
+    // Releases what exited processes held; pads their unfinished claims. Rearms the timer while any
+    // orphan remains (an idle broker with no orphans never wakes up).
+    void reap() {
+        std::erase_if(orphans, [&](std::unique_ptr<Session>& s) {
+            if (!process_gone(s->pidfd, s->pid)) return false;
+            std::erase_if(s->publishers, [&](const Slot& p) {
+                Topic& t = *topics[p.topic - 1];
+                t.map.publishers[p.slot].state.store(static_cast<std::uint32_t>(layout::SlotState::dead));
+                auto rep = shm::recover_publisher(t.map, p.slot);
+                if (rep.outcome == shm::Recovery::retry) return false;
+                if (rep.padded_bytes)
+                    log->warn("topic '{}': padded {} bytes claimed by dead publisher pid {}", t.name, rep.padded_bytes, s->pid);
+                release_publisher_slot(t, p.slot);
+                return true;
+            });
+            for (auto& sub : s->subscribers) release_subscriber_slot(*topics[sub.topic - 1], sub.slot);
+            s->subscribers.clear();
+            release_unused_doorbells(*s);
+            if (!s->publishers.empty()) return false;  // a recovery must be retried
+            log->info("released the slots of exited client {} '{}' (pid {})", s->id, s->name, s->pid);
+            close_session_fds(*s);
+            return true;
+        });
+        arm_timer(!orphans.empty());
+    }
+
+    void tick() {
+        std::uint64_t expirations;
+        while (::read(timer_fd, &expirations, sizeof expirations) > 0) {
+        }
+        reap();
+    }
+
+    void arm_timer(bool on) {
+        if (on == timer_armed) return;
+        itimerspec its{};
+        if (on) its.it_interval.tv_nsec = its.it_value.tv_nsec = 50'000'000;  // 50 ms: exit notice latency
+        ::timerfd_settime(timer_fd, 0, &its, nullptr);
+        timer_armed = on;
+    }
+};
+
+Broker::Broker(BrokerConfig cfg) : impl_(std::make_unique<Impl>(std::move(cfg))) {}
+Broker::~Broker() = default;
+Status Broker::open() { return impl_->open(); }
+int Broker::run(bool handle_signals) { return impl_->run(handle_signals); }
+void Broker::stop() noexcept {
+    std::uint64_t one = 1;
+    if (impl_->stop_fd >= 0) (void)!::write(impl_->stop_fd, &one, sizeof one);
+}
+const BrokerConfig& Broker::config() const noexcept { return impl_->cfg; }
+
+}  // namespace rvoip::events::daemon

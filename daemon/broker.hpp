@@ -1,0 +1,59 @@
+// rvoip-eventd's core: a single-threaded epoll control server. It owns the topics' segments, arbitrates
+// publisher and subscriber slots, hands out descriptors and cleans up after clients. It is never on the
+// data path: events flow between clients through the segments it created.
+//
+// Used by the daemon binary and, embedded on a private socket, by EventSystemBuilder::embedded().
+#pragma once
+
+#include "proto/errc.hpp"
+#include "proto/layout.hpp"
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <string>
+
+namespace rvoip::events::daemon {
+
+struct BrokerConfig {
+    std::string socket_path;
+    std::string shm_prefix = "rvoip-events";
+    std::uint32_t doorbells = 1024;
+    bool cleanup_on_exit = false;  // remove the segments on a graceful stop (default: keep them)
+    // Lane settings for topics created without explicit ones: [critical, high, normal, low].
+    std::array<layout::LaneSettings, layout::kLanes> defaults = default_lanes();
+
+    static std::array<layout::LaneSettings, layout::kLanes> default_lanes() {
+        std::array<layout::LaneSettings, layout::kLanes> l{};
+        // Critical stays small and fails fast: a call setup that cannot be queued should be known at once
+        // rather than stall the transport. Bulk lanes block up to a second for a slow subscriber.
+        l[0] = {1u << 20, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
+        l[1] = {1u << 21, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
+        l[2] = {1u << 22, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
+        l[3] = {1u << 22, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
+        return l;
+    }
+};
+
+class Broker {
+public:
+    explicit Broker(BrokerConfig cfg);
+    ~Broker();
+    Broker(const Broker&) = delete;
+    Broker& operator=(const Broker&) = delete;
+
+    // Binds the socket and creates the doorbell segment. Fails if another broker listens on the path.
+    Status open();
+    // Serves until stop() is called or SIGINT/SIGTERM arrives (when handle_signals). Returns the exit code.
+    int run(bool handle_signals);
+    // Thread-safe and async-signal-safe: asks run() to return.
+    void stop() noexcept;
+
+    const BrokerConfig& config() const noexcept;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rvoip::events::daemon

@@ -1,0 +1,94 @@
+// rvoip-eventd: the broker daemon.
+#include "daemon/broker.hpp"
+#include "proto/channel.hpp"
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+namespace {
+
+// systemd's readiness protocol (sd_notify(3)): one datagram to $NOTIFY_SOCKET. Written out rather than
+// linking libsystemd, which would be a dependency for five lines.
+void notify_systemd(const char* state) {
+    const char* path = std::getenv("NOTIFY_SOCKET");
+    if (!path || !*path) return;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::size_t len = std::strlen(path);
+    if (len >= sizeof addr.sun_path) return;
+    std::memcpy(addr.sun_path, path, len);
+    if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
+    int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    (void)::sendto(fd, state, std::strlen(state), 0, reinterpret_cast<sockaddr*>(&addr),
+                   socklen_t(offsetof(sockaddr_un, sun_path) + len));
+    ::close(fd);
+}
+
+bool daemonize() {
+    pid_t pid = ::fork();
+    if (pid < 0) return false;
+    if (pid > 0) std::_Exit(0);
+    ::setsid();
+    if (::fork() > 0) std::_Exit(0);
+    if (::chdir("/") != 0) return false;
+    int null = ::open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        ::dup2(null, 0);
+        ::dup2(null, 1);
+        ::dup2(null, 2);
+        if (null > 2) ::close(null);
+    }
+    return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    using namespace rvoip::events;
+    daemon::BrokerConfig cfg;
+    cfg.socket_path = proto::default_socket_path();
+    std::string level = "info";
+    bool foreground = false;
+
+    CLI::App app{"rvoip-eventd: shared-memory event broker for the RVOIP stack"};
+    app.add_option("--socket", cfg.socket_path, "control socket path (env RVOIP_EVENTS_SOCKET)")->capture_default_str();
+    app.add_option("--shm-prefix", cfg.shm_prefix, "prefix of the shared-memory segment names")->capture_default_str();
+    app.add_option("--log-level", level, "trace, debug, info, warn, error, off")
+        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
+        ->capture_default_str();
+    app.add_flag("--foreground", foreground, "stay in the foreground (systemd, containers, make run)");
+    app.add_option("--doorbells", cfg.doorbells, "number of futex doorbells (parked consumers)")
+        ->check(CLI::Range(1u, rvoip::events::layout::kMaxDoorbells))
+        ->capture_default_str();
+    app.add_flag("--cleanup", cfg.cleanup_on_exit, "remove the shared-memory segments on exit (default: keep them)");
+    CLI11_PARSE(app, argc, argv);
+
+    auto logger = spdlog::stderr_color_mt("eventd");
+    logger->set_level(spdlog::level::from_str(level));
+    logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+    spdlog::set_default_logger(logger);
+
+    daemon::Broker broker(cfg);
+    if (auto ok = broker.open(); !ok) {
+        logger->critical("cannot start: {}", ok.error().what());
+        return 2;
+    }
+    if (!foreground && !daemonize()) {
+        logger->critical("cannot daemonize: {}", std::strerror(errno));
+        return 2;
+    }
+    notify_systemd("READY=1\nSTATUS=serving");
+    int rc = broker.run(true);
+    notify_systemd("STOPPING=1");
+    logger->info("stopped");
+    return rc;
+}

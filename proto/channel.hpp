@@ -1,0 +1,34 @@
+// Sending and receiving control frames over a SOCK_SEQPACKET Unix socket, with descriptors attached
+// (SCM_RIGHTS). One frame per datagram.
+#pragma once
+
+#include "proto/errc.hpp"
+#include "proto/messages.hpp"
+
+#include <span>
+#include <string>
+#include <vector>
+
+namespace rvoip::events::proto {
+
+constexpr std::size_t kMaxFds = 4;
+
+// Received descriptors are owned by the caller (close them, or hand them to a Segment).
+struct Frame {
+    std::vector<std::byte> bytes;
+    std::vector<int> fds;
+};
+
+Status send_frame(int sock, std::span<const std::byte> frame, std::span<const int> fds = {});
+Status send_message(int sock, const Message& m, std::span<const int> fds = {});
+// Blocks for one datagram. Errc::closed on an orderly shutdown by the peer; truncated frames and
+// control data are reported as malformed (their descriptors are closed).
+Result<Frame> recv_frame(int sock);
+
+void close_fds(std::vector<int>& fds) noexcept;
+
+// Default control socket path (DESIGN §2): $RVOIP_EVENTS_SOCKET, else /run/rvoip-events/broker.sock for
+// root, else $XDG_RUNTIME_DIR/rvoip-events/broker.sock, else /tmp/rvoip-events-<uid>/broker.sock.
+std::string default_socket_path();
+
+}  // namespace rvoip::events::proto
