@@ -151,6 +151,13 @@ struct SubscriberOptions {
     WaitOptions wait;
 };
 
+// A publisher's own counters on one lane (its line of the publisher table; the CLI sums them).
+struct LaneCounters {
+    std::uint64_t published = 0;
+    std::uint32_t full = 0;      // publishes that met a full lane (refused under `fail`, delayed under `block`)
+    std::uint32_t timeouts = 0;  // `block` publishes that gave up
+};
+
 struct TopicInfo {
     std::string name;
     std::uint32_t id = 0;
@@ -190,6 +197,13 @@ public:
     void abandon_loan() noexcept;
 
     const TopicInfo& info() const noexcept { return info_; }
+    LaneCounters counters(Priority p) const noexcept {
+        const auto& e = map_.publishers[slot_];
+        const auto l = static_cast<std::size_t>(p) & 3;
+        // relaxed: our own single-writer counters
+        return {e.published[l].load(std::memory_order_relaxed), e.full[l].load(std::memory_order_relaxed),
+                e.timeouts[l].load(std::memory_order_relaxed)};
+    }
     std::uint32_t max_event(Priority p) const noexcept { return writers_[static_cast<std::size_t>(p) & 3].max_event(); }
     std::uint32_t max_batch_records(std::uint32_t len, Priority p) const noexcept;
 
@@ -370,6 +384,7 @@ public:
     }
 
     const TopicInfo& topic() const noexcept { return core_->info(); }
+    LaneCounters counters(Priority p) const noexcept { return core_->counters(p); }
 
 private:
     friend class EventSystem;
@@ -543,6 +558,7 @@ public:
 
     std::uint32_t max_event(Priority p = Priority::normal) const noexcept { return core_->max_event(p); }
     const TopicInfo& topic() const noexcept { return core_->info(); }
+    LaneCounters counters(Priority p) const noexcept { return core_->counters(p); }
 
 private:
     friend class EventSystem;

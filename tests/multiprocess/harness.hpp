@@ -1,0 +1,212 @@
+// Real processes for multi-process tests: a broker (rvoip-eventd) on a private socket and shm prefix, and
+// client processes (rvoip-test-peer) whose stdin/stdout the test holds. Every process started is stopped
+// by its pid when its owner goes out of scope.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace rvoip::events::test {
+
+class Process {
+public:
+    explicit Process(std::vector<std::string> argv) {
+        int in[2], out[2];
+        REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
+        REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+        posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+        std::vector<char*> args;
+        for (auto& a : argv) args.push_back(a.data());
+        args.push_back(nullptr);
+        int rc = ::posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
+        posix_spawn_file_actions_destroy(&fa);
+        ::close(in[0]);
+        ::close(out[1]);
+        REQUIRE_MESSAGE(rc == 0, "cannot start " << argv[0] << ": " << std::strerror(rc));
+        stdin_ = in[1];
+        stdout_ = out[0];
+    }
+    Process(const Process&) = delete;
+    ~Process() {
+        if (pid_ > 0 && !status_) {
+            ::kill(pid_, SIGKILL);
+            wait();
+        }
+        if (stdin_ >= 0) ::close(stdin_);
+        if (stdout_ >= 0) ::close(stdout_);
+    }
+
+    pid_t pid() const { return pid_; }
+
+    // Next line of the child's stdout, waiting up to `timeout`; nullopt on timeout or EOF.
+    std::optional<std::string> read_line(std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        for (;;) {
+            if (auto nl = buf_.find('\n'); nl != std::string::npos) {
+                auto line = buf_.substr(0, nl);
+                buf_.erase(0, nl + 1);
+                return line;
+            }
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            if (left.count() <= 0) return std::nullopt;
+            pollfd p{stdout_, POLLIN, 0};
+            if (::poll(&p, 1, int(left.count())) <= 0) continue;
+            char tmp[4096];
+            ssize_t n = ::read(stdout_, tmp, sizeof tmp);
+            if (n <= 0) return std::nullopt;
+            buf_.append(tmp, std::size_t(n));
+        }
+    }
+    void expect_ready() {
+        auto l = read_line();
+        REQUIRE_MESSAGE(l.has_value(), "process " << pid_ << " did not get ready");
+        REQUIRE(*l == "READY");
+    }
+    void write_line(const std::string& s) {
+        std::string l = s + "\n";
+        REQUIRE(::write(stdin_, l.data(), l.size()) == ssize_t(l.size()));
+    }
+    void close_stdin() {
+        ::close(stdin_);
+        stdin_ = -1;
+    }
+    // Waits for exit (generous bound); returns the exit status as from waitpid.
+    int wait(std::chrono::seconds timeout = std::chrono::seconds(300)) {
+        if (status_) return *status_;
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        int st = 0;
+        for (;;) {
+            pid_t r = ::waitpid(pid_, &st, WNOHANG);
+            if (r == pid_) break;
+            if (std::chrono::steady_clock::now() > deadline) {
+                ::kill(pid_, SIGKILL);
+                ::waitpid(pid_, &st, 0);
+                break;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        status_ = st;
+        return st;
+    }
+    int exit_code(std::chrono::seconds timeout = std::chrono::seconds(300)) {
+        int st = wait(timeout);
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    }
+    void kill(int sig) { ::kill(pid_, sig); }
+
+    // utime + stime of the process in clock ticks (/proc/<pid>/stat).
+    long cpu_ticks() const {
+        std::ifstream f("/proc/" + std::to_string(pid_) + "/stat");
+        std::string all((std::istreambuf_iterator<char>(f)), {});
+        auto rp = all.rfind(')');
+        std::istringstream rest(all.substr(rp + 2));
+        std::string field;
+        long utime = 0, stime = 0;
+        for (int i = 3; i <= 15 && rest >> field; ++i) {
+            if (i == 14) utime = std::stol(field);
+            if (i == 15) stime = std::stol(field);
+        }
+        return utime + stime;
+    }
+
+private:
+    pid_t pid_ = -1;
+    int stdin_ = -1;
+    int stdout_ = -1;
+    std::string buf_;
+    std::optional<int> status_;
+};
+
+// A real rvoip-eventd on a socket and shm prefix of its own.
+class Broker {
+public:
+    Broker() : dir_(make_dir()), socket_((dir_ / "broker.sock").string()) {
+        static int n = 0;
+        prefix_ = "rvoip-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+        proc_.emplace(std::vector<std::string>{RVOIP_EVENTD_PATH, "--foreground", "--socket", socket_, "--shm-prefix", prefix_,
+                                               "--cleanup", "--log-level", "warn"});
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (!accepts()) {
+            REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline, "rvoip-eventd did not start");
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+    }
+    ~Broker() {
+        if (proc_) {
+            proc_->kill(SIGTERM);
+            proc_->wait(std::chrono::seconds(30));
+        }
+        std::error_code ec;
+        std::filesystem::remove_all(dir_, ec);
+    }
+    const std::string& socket() const { return socket_; }
+    const std::string& prefix() const { return prefix_; }
+    Process& process() { return *proc_; }
+    int stop() {
+        proc_->kill(SIGTERM);
+        return proc_->exit_code(std::chrono::seconds(30));
+    }
+
+    bool accepts() const {
+        int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::strncpy(a.sun_path, socket_.c_str(), sizeof a.sun_path - 1);
+        bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+        ::close(fd);
+        return ok;
+    }
+
+private:
+    static std::filesystem::path make_dir() {
+        std::string tmpl = (std::filesystem::temp_directory_path() / "rvoip-test-XXXXXX").string();
+        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+        return tmpl;
+    }
+    std::filesystem::path dir_;
+    std::string socket_;
+    std::string prefix_;
+    std::optional<Process> proc_;
+};
+
+// argv for rvoip-test-peer against `b`.
+inline std::vector<std::string> peer(const Broker& b, std::vector<std::string> args) {
+    std::vector<std::string> v{RVOIP_PEER_PATH, "--socket", b.socket()};
+    v.insert(v.end(), args.begin(), args.end());
+    return v;
+}
+
+// Parses "key value key value ..." result lines.
+inline std::string field(const std::string& line, const std::string& key) {
+    std::istringstream in(line);
+    std::string k, v;
+    while (in >> k >> v)
+        if (k == key) return v;
+    return {};
+}
+
+}  // namespace rvoip::events::test
