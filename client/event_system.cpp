@@ -262,12 +262,14 @@ PublisherCore::~PublisherCore() {
     if (conn_) (void)conn_->call(proto::RemovePublisher{info_.id, slot_});
 }
 
-Error PublisherCore::too_large(std::uint32_t n, std::uint32_t lane) const {
-    return Error(Errc::event_too_large, "event of " + std::to_string(n) + " bytes (or batch of " + std::to_string(n) +
-                                            " records) does not fit topic '" + info_.name + "' " +
-                                            std::string(to_string(Priority(lane))) + " lane: max event " +
-                                            std::to_string(map_.settings[lane].max_event) + " bytes, ring " +
-                                            std::to_string(map_.settings[lane].capacity) + " bytes");
+Error PublisherCore::too_large(std::uint32_t bytes, std::uint32_t records, std::uint32_t lane) const {
+    const auto& s = map_.settings[lane];
+    const std::string where = "topic '" + info_.name + "' " + std::string(to_string(Priority(lane))) + " lane";
+    if (records == 1)
+        return Error(Errc::event_too_large, "event of " + std::to_string(bytes) + " bytes exceeds the " + where +
+                                                "'s max event of " + std::to_string(s.max_event) + " bytes");
+    return Error(Errc::event_too_large, "batch of " + std::to_string(records) + " records does not fit the " + where +
+                                            "'s ring of " + std::to_string(s.capacity) + " bytes: publish it in parts");
 }
 
 std::uint32_t PublisherCore::max_batch_records(std::uint32_t len, Priority p) const noexcept {

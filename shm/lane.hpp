@@ -73,7 +73,7 @@ public:
 
     // Claims room for `n` records whose payload sizes are size_of(0..n-1), with one CAS. Padding is
     // inserted where a record would straddle the ring's end. Returns full when the slowest subscriber
-    // has not made room, event_too_large when the batch can never fit.
+    // has not made room, event_too_large when a record exceeds max_event or the batch can never fit.
     template <class SizeOf>
     Result<Claim> try_claim(std::uint32_t n, SizeOf&& size_of) noexcept {
         std::uint64_t t = tail_->load(std::memory_order_relaxed);  // relaxed: the CAS below validates it
@@ -157,8 +157,11 @@ public:
 private:
     template <class SizeOf>
     std::uint64_t layout_end(std::uint64_t pos, std::uint32_t n, SizeOf& size_of) const noexcept {
+        const std::uint64_t start = pos;
         for (std::uint32_t i = 0; i < n; ++i) {
             const std::uint32_t len = size_of(i);
+            if (len > max_event_) [[unlikely]]
+                return start + capacity_ + 1;  // reported as event_too_large, like a batch that can never fit
             pos = skip_padding(pos, len) + layout::record_size(len);
         }
         return pos;

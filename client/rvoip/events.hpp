@@ -211,7 +211,7 @@ private:
     PublisherCore() = default;
     template <class SizeOf>
     Result<shm::LaneWriter::Claim> claim_slow(shm::LaneWriter& w, std::uint32_t n, SizeOf& size_of, Errc first) noexcept;
-    Error too_large(std::uint32_t n, std::uint32_t lane) const;
+    Error too_large(std::uint32_t bytes, std::uint32_t records, std::uint32_t lane) const;
     bool wait_for_room(shm::LaneWriter& w, std::int64_t deadline_ns, std::uint32_t& round) noexcept;
 
     std::shared_ptr<Connection> conn_;
@@ -288,9 +288,11 @@ private:
 template <class SizeOf>
 Result<shm::LaneWriter::Claim> PublisherCore::claim_slow(shm::LaneWriter& w, std::uint32_t n, SizeOf& size_of, Errc first) noexcept {
     const std::uint32_t lane = w.lane();
-    if (first == Errc::event_too_large) return std::unexpected(too_large(n, lane));
-    for (std::uint32_t i = 0; i < n; ++i)
-        if (size_of(i) > w.max_event()) return std::unexpected(too_large(size_of(i), lane));
+    if (first == Errc::event_too_large) {
+        for (std::uint32_t i = 0; i < n; ++i)
+            if (size_of(i) > w.max_event()) return std::unexpected(too_large(size_of(i), 1, lane));
+        return std::unexpected(too_large(0, n, lane));
+    }
     w.count_full();
     const auto& s = map_.settings[lane];
     if (s.overflow == Overflow::fail) return std::unexpected(Error(Errc::full));

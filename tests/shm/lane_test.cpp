@@ -304,3 +304,12 @@ TEST_CASE("stress: 3 publishers and 2 subscribers on one lane lose and reorder n
     CHECK_FALSE(failed.load());
     for (auto& r : readers) CHECK(r.position() == t.map.lanes[2].tail.load());
 }
+
+TEST_CASE("a record larger than the lane's max event is refused before any claim") {
+    TopicFixture t(8192, 100);
+    auto w = t.writer(0, 0);
+    std::vector<std::byte> p(101);
+    CHECK(publish(w, p.data(), 101) == Errc::event_too_large);
+    CHECK(t.map.lanes[0].tail.load() == 0);
+    CHECK(publish(w, p.data(), 100) == Errc::ok);
+}
