@@ -1,0 +1,59 @@
+# rvoip-events: `make run` starts the broker, `make test` runs every test. Both install what is missing.
+BUILD      ?= build
+JOBS       ?= $(shell nproc)
+SOCKET     ?=
+CMAKE_ARGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+# Debian packages the build and tests need (`make deps` installs the missing ones).
+DEPS := cmake g++ make pkg-config libboost-dev libspdlog-dev libcli11-dev libmimalloc-dev doctest-dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build run test test-sanitizers bench install clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	cmake -S . -B $(BUILD) $(CMAKE_ARGS) >/dev/null
+	cmake --build $(BUILD) -j$(JOBS)
+
+run: build
+	@sock="$(SOCKET)"; [ -n "$$sock" ] || sock="$${RVOIP_EVENTS_SOCKET:-$$( [ "$$(id -u)" = 0 ] && echo /run/rvoip-events/broker.sock || echo $${XDG_RUNTIME_DIR:-/tmp/rvoip-events-$$(id -u)}/rvoip-events/broker.sock )}"; \
+	echo ""; \
+	echo "rvoip-eventd on $$sock (Ctrl-C stops it). In another terminal try:"; \
+	echo "  $(BUILD)/bin/rvoip-demo --socket $$sock sub"; \
+	echo "  $(BUILD)/bin/rvoip-demo --socket $$sock pub --count 5"; \
+	echo "  $(BUILD)/bin/rvoip-bench throughput --socket $$sock --size 64 --seconds 3"; \
+	echo ""; \
+	exec $(BUILD)/bin/rvoip-eventd --foreground --socket "$$sock"
+
+# Every test: unit, multi-process, bench smoke; then the ring and recovery tests under TSan and ASan.
+test: build
+	cd $(BUILD) && ctest --output-on-failure --timeout 900
+	$(MAKE) --no-print-directory test-sanitizers
+
+test-sanitizers: deps
+	cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRVOIP_SANITIZE=thread >/dev/null
+	cmake --build $(BUILD)-tsan -j$(JOBS) --target test_lane
+	cd $(BUILD)-tsan && ctest --output-on-failure -R '^test_lane$$'
+	cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRVOIP_SANITIZE=address >/dev/null
+	cmake --build $(BUILD)-asan -j$(JOBS) --target test_lane test_codec test_bad_input test_multiprocess
+	cd $(BUILD)-asan && ctest --output-on-failure -R '^test_(lane|codec|bad_input|multiprocess)$$'
+
+bench: build
+	$(BUILD)/bin/rvoip-bench throughput --size 64 --batch 1 --seconds 3
+	$(BUILD)/bin/rvoip-bench throughput --size 64 --batch 64 --seconds 3
+	$(BUILD)/bin/rvoip-bench latency --size 64 --mode spin
+	$(BUILD)/bin/rvoip-bench latency --size 64 --mode block
+
+install: build
+	cmake --install $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-tsan $(BUILD)-asan
