@@ -368,9 +368,9 @@ struct Broker::Impl {
             const auto& r = o.lanes[l];
             if (r.capacity) lanes[l].capacity = r.capacity;
             if (r.max_event) lanes[l].max_event = r.max_event;
-            if (r.capacity || r.max_event || r.block_timeout_ms) {
+            if (r.block_timeout_ms) {  // the policy was chosen (see OpenTopic): otherwise keep the default's
                 lanes[l].overflow = r.overflow;
-                lanes[l].block_timeout_ms = r.block_timeout_ms ? r.block_timeout_ms : lanes[l].block_timeout_ms;
+                lanes[l].block_timeout_ms = r.block_timeout_ms;
             }
             if (fp.kind == layout::Kind::typed && fp.size > lanes[l].max_event)
                 return fail(Errc::event_too_large, describe(fp) + " is larger than the " +

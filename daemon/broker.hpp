@@ -25,8 +25,8 @@ struct BrokerConfig {
 
     static std::array<layout::LaneSettings, layout::kLanes> default_lanes() {
         std::array<layout::LaneSettings, layout::kLanes> l{};
-        // Critical stays small and fails fast: a call setup that cannot be queued should be known at once
-        // rather than stall the transport. Bulk lanes block up to a second for a slow subscriber.
+        // Lossless first: every lane makes a publisher wait up to a second for a slow subscriber. Topics
+        // where a refusal is better than a stall ask for `fail` when they are created.
         l[0] = {1u << 20, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
         l[1] = {1u << 21, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
         l[2] = {1u << 22, 64 * 1024, Overflow::block, 0, 0, 1000, 0};

@@ -71,7 +71,8 @@ struct HelloOk {
 struct OpenTopic {
     std::string topic;
     layout::Fingerprint fingerprint;
-    // Settings to use if this open creates the topic; zero fields take the broker's defaults.
+    // Settings to use if this open creates the topic; zero fields take the broker's defaults. `overflow`
+    // counts only when block_timeout_ms is non-zero (the client chose a policy).
     std::array<layout::LaneSettings, layout::kLanes> lanes{};
 };
 struct TopicOk {

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
     app.add_option("--socket", socket, "broker socket (default: $RVOIP_EVENTS_SOCKET or the platform default)");
     auto* pub = app.add_subcommand("pub", "publish --count events, the last one Critical");
     pub->add_option("--count", count)->check(CLI::Range(1, 1'000'000));
-    auto* sub = app.add_subcommand("sub", "receive and print events until interrupted");
+    app.add_subcommand("sub", "receive and print events until interrupted");
     app.require_subcommand(1);
     CLI11_PARSE(app, argc, argv);
 

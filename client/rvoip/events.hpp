@@ -123,8 +123,8 @@ struct TopicOptions {
     TopicOptions& overflow(Priority p, Overflow o, std::chrono::milliseconds block_timeout = {}) noexcept {
         auto& l = lane(p);
         l.overflow = o;
-        l.block_timeout_ms = static_cast<std::uint32_t>(block_timeout.count());
-        if (!l.capacity && !l.max_event && !l.block_timeout_ms) l.block_timeout_ms = 1000;  // mark the lane as set
+        // A non-zero timeout tells the broker the policy was chosen; `fail` ignores the value.
+        l.block_timeout_ms = block_timeout.count() > 0 ? static_cast<std::uint32_t>(block_timeout.count()) : 1000;
         return *this;
     }
     TopicOptions& all(std::uint64_t capacity_bytes, std::uint32_t max_event_bytes) noexcept {
@@ -206,6 +206,9 @@ public:
     }
     std::uint32_t max_event(Priority p) const noexcept { return writers_[static_cast<std::size_t>(p) & 3].max_event(); }
     std::uint32_t max_batch_records(std::uint32_t len, Priority p) const noexcept;
+    std::uint64_t max_batch_bytes(Priority p) const noexcept {
+        return map_.settings[static_cast<std::size_t>(p) & 3].capacity / 4;
+    }
 
 private:
     PublisherCore() = default;
@@ -549,12 +552,31 @@ public:
     Status publish(std::string_view text, Priority p = Priority::normal) noexcept {
         return publish(std::as_bytes(std::span(text.data(), text.size())), p);
     }
-    // One claim (one CAS) for all payloads; they must fit in the lane together (max_batch_bytes()).
-    Status publish_batch(std::span<const std::span<const std::byte>> payloads, Priority p = Priority::normal) noexcept {
-        return core_->publish_n(
-            static_cast<std::uint32_t>(payloads.size()),
-            [&](std::uint32_t i) { return static_cast<std::uint32_t>(std::min<std::size_t>(payloads[i].size(), 0xffffffffu)); },
-            [&](std::uint32_t i, std::byte* dst) { std::memcpy(dst, payloads[i].data(), payloads[i].size()); }, p);
+    // One claim (one CAS) per chunk of payloads whose records fill at most a quarter of the lane. On
+    // failure `*published` (if given) tells how many went out before the error.
+    Status publish_batch(std::span<const std::span<const std::byte>> payloads, Priority p = Priority::normal,
+                         std::size_t* published = nullptr) noexcept {
+        const std::uint64_t budget = core_->max_batch_bytes(p);
+        auto size = [&](std::size_t i) { return static_cast<std::uint32_t>(std::min<std::size_t>(payloads[i].size(), 0xffffffffu)); };
+        std::size_t done = 0;
+        while (done < payloads.size()) {
+            std::size_t n = 1;
+            for (std::uint64_t bytes = layout::record_size(size(done)); done + n < payloads.size(); ++n) {
+                bytes += layout::record_size(size(done + n));
+                if (bytes > budget) break;
+            }
+            const auto chunk = payloads.subspan(done, n);
+            auto st = core_->publish_n(
+                static_cast<std::uint32_t>(n), [&](std::uint32_t i) { return size(done + i); },
+                [&](std::uint32_t i, std::byte* dst) { std::memcpy(dst, chunk[i].data(), chunk[i].size()); }, p);
+            if (!st) {
+                if (published) *published = done;
+                return st;
+            }
+            done += n;
+        }
+        if (published) *published = done;
+        return {};
     }
     Result<RawLoan> loan(std::size_t max_size, Priority p = Priority::normal) noexcept;
 
