@@ -310,7 +310,8 @@ int run_pinger(const RoleOptions& o) {
     return 0;
 }
 
-// Receives a ping, records now minus its publish timestamp (one-way latency, both CLOCK_MONOTONIC), answers.
+// Receives a ping, records now minus its publish timestamp (one-way latency), answers. Both readings come
+// from the bus's clock (the broker-calibrated TSC), the timebase of Sample::timestamp_ns().
 int run_echoer(const RoleOptions& o) {
     auto bus = connect(o);
     if (!bus) return report_error(bus.error());
@@ -325,7 +326,7 @@ int run_echoer(const RoleOptions& o) {
 
     for (std::uint64_t i = 0; i < o.warmup + o.count; ++i) {
         auto s = sub->receive_for(kReceiveTimeout);
-        const std::int64_t t = now_ns();
+        const std::int64_t t = bus->now_ns();
         if (!s) return report_error(receive_error(s.error()));
         const std::int64_t latency = t - s->timestamp_ns();
         if (auto ok = expect(head_of(*s, o.size), kPing, i); !ok) return report_error(ok.error());

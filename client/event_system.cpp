@@ -254,6 +254,7 @@ Result<std::unique_ptr<PublisherCore>> PublisherCore::open(std::shared_ptr<Conne
     p->slot_ = ok->slot;
     for (std::size_t l = 0; l < layout::kLanes; ++l)
         p->writers_[l] = shm::LaneWriter(p->map_, p->conn_->doorbells(), l, static_cast<std::uint16_t>(ok->slot));
+    p->clock_ = p->conn_->doorbells().clock;
     return p;
 }
 
@@ -318,7 +319,7 @@ Status PublisherCore::commit_loan(std::uint32_t len, Priority p) noexcept {
     auto& w = writers_[loan_lane_];
     loaned_ = false;
     if ((static_cast<std::uint32_t>(p) & 3) == loan_lane_) {
-        w.commit_in_place(loan_claim_, loan_len_, len, shm::monotonic_ns());
+        w.commit_in_place(loan_claim_, loan_len_, len, clock_.raw());
         w.notify();
         return {};
     }
@@ -358,6 +359,7 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::open(std::shared_ptr<Con
     s->slot_ = &s->map_.slots[ok->slot];
     s->bell_ = &s->conn_->doorbells().bells[ok->doorbell].word;
     s->wait_ = opt.wait;
+    s->clock_ = s->conn_->doorbells().clock;
     for (std::size_t l = 0; l < layout::kLanes; ++l) s->readers_[l] = shm::LaneReader(s->map_, l, ok->slot, ok->start[l]);
     return s;
 }
@@ -388,14 +390,20 @@ Result<Record> SubscriberCore::next_for(std::chrono::nanoseconds timeout) noexce
         if ((i & 1023) == 1023 && expired()) return std::unexpected(Error(Errc::timeout));
         __builtin_ia32_pause();
     }
-    // Park. Dekker handshake with LaneWriter::notify: announce, full fence, re-check, then sleep on the
-    // doorbell's value read before announcing, so a ring in between makes the wait return at once.
+    // Park. Dekker handshake on (tail, waiters) with LaneWriter: we announce (waiters RMW), then read the
+    // lanes' tails; a publisher claims (tail CAS), then reads waiters after its commit. Both sides are
+    // seq_cst read-modify-writes followed by seq_cst loads, so either the publisher sees us and rings,
+    // or we see its claim and do not sleep past it. The publisher pays no fence of its own: its claim
+    // CAS is one. A claim we see but that is not committed yet (a loan being built, a publisher between
+    // CAS and commit, a dead publisher awaiting recovery) gets short, growing sleeps instead.
     auto* ch = map_.cursor_header;
+    std::int64_t nap_ns = 20'000;
     for (;;) {
         const std::uint32_t seen = bell_->load(std::memory_order_acquire);  // acquire: pairs with ring()'s release
         slot_->parked.store(1);
         ch->waiters.fetch_add(1);
-        std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the fence in LaneWriter::notify
+        bool claimed = false;
+        for (std::size_t l = 0; l < layout::kLanes; ++l) claimed |= map_.lanes[l].tail.load() != readers_[l].position();
         r = try_next();
         if (!r || r->header) {
             slot_->parked.store(0);
@@ -403,13 +411,18 @@ Result<Record> SubscriberCore::next_for(std::chrono::nanoseconds timeout) noexce
             return r;
         }
         std::chrono::nanoseconds left(-1);
+        if (claimed) {
+            left = std::chrono::nanoseconds(nap_ns);
+            nap_ns = std::min<std::int64_t>(nap_ns * 2, 2'000'000);
+        }
         if (!forever) {
-            left = std::chrono::nanoseconds(deadline - shm::monotonic_ns());
-            if (left.count() <= 0) {
+            const auto until = std::chrono::nanoseconds(deadline - shm::monotonic_ns());
+            if (until.count() <= 0) {
                 slot_->parked.store(0);
                 ch->waiters.fetch_sub(1);
                 return std::unexpected(Error(Errc::timeout));
             }
+            left = left.count() < 0 ? until : std::min(left, until);
         }
         shm::futex_wait(bell_, seen, left);
         slot_->parked.store(0);
@@ -472,6 +485,7 @@ Result<proto::StatsReply> EventSystem::stats() {
 
 const std::string& EventSystem::socket_path() const noexcept { return conn_->path(); }
 bool EventSystem::broker_stopping() const noexcept { return conn_->stopping(); }
+std::int64_t EventSystem::now_ns() const noexcept { return conn_->doorbells().clock.now_ns(); }
 
 Result<EventSystem> EventSystemBuilder::build() const {
     if (name_.empty() || name_.size() > proto::kClientNameMax)

@@ -180,7 +180,8 @@ struct Broker::Impl {
         auto bells = shm::Segment::create(segment_name("doorbells"), layout::doorbells_size(cfg.doorbells));
         if (!bells) return std::unexpected(bells.error());
         doorbell_segment = std::move(*bells);
-        shm::format_doorbells(doorbell_segment.bytes(), cfg.doorbells);
+        const auto clock = shm::calibrate_clock();
+        shm::format_doorbells(doorbell_segment.bytes(), cfg.doorbells, clock);
         doorbells = *shm::attach_doorbells(doorbell_segment.bytes());
         for (std::uint32_t i = cfg.doorbells; i-- > 0;) free_doorbells.push_back(i);
 
@@ -191,7 +192,8 @@ struct Broker::Impl {
         watch(listen_fd);
         watch(stop_fd);
         watch(timer_fd);
-        log->info("listening on {} (shm prefix '{}', {} doorbells)", cfg.socket_path, cfg.shm_prefix, cfg.doorbells);
+        log->info("listening on {} (shm prefix '{}', {} doorbells, timestamps from {})", cfg.socket_path, cfg.shm_prefix,
+                  cfg.doorbells, clock.kind == shm::ClockKind::tsc ? "the TSC" : "CLOCK_MONOTONIC");
         return {};
     }
 

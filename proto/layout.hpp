@@ -123,7 +123,7 @@ struct RecordHeader {
     std::uint16_t flags;
     std::uint16_t publisher;              // publisher slot index; 0xffff when written by the broker
     std::uint64_t sequence;               // the publisher's own sequence on this lane, from 0
-    std::int64_t timestamp_ns;            // CLOCK_MONOTONIC at publish
+    std::int64_t timestamp_ns;            // at publish, raw: TSC ticks or CLOCK_MONOTONIC ns (see DoorbellHeader)
 };
 static_assert(sizeof(RecordHeader) == 32);
 static_assert(offsetof(RecordHeader, length) == 8);
@@ -232,8 +232,17 @@ struct alignas(kLine) DoorbellHeader {
     std::uint32_t abi_version;
     std::uint32_t count;
     std::uint64_t segment_size;
-    std::uint8_t pad[kLine - 24];
+    // The broker's timestamp calibration (shm::ClockCalibration): records' timestamps are converted
+    // with it by every client alike.
+    std::uint32_t clock_kind;   // 0 CLOCK_MONOTONIC ns, 1 TSC ticks
+    std::uint32_t clock_shift;
+    std::uint64_t clock_mult;
+    std::uint64_t clock_tsc_ref;
+    std::int64_t clock_mono_ref;
+    std::uint8_t pad[kLine - 56];
 };
+static_assert(sizeof(DoorbellHeader) == kLine);
+static_assert(offsetof(DoorbellHeader, clock_kind) == 24);
 struct alignas(kLine) Doorbell {
     std::atomic<std::uint32_t> word;  // a wake-up counter; futex waits on its value
     std::uint8_t pad[kLine - 4];

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <ctime>
 
+#include "shm/clock.hpp"
+
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -41,12 +43,6 @@ inline void futex_wake_all(std::atomic<std::uint32_t>* word) noexcept {
 inline void ring(std::atomic<std::uint32_t>* word) noexcept {
     word->fetch_add(1, std::memory_order_release);  // release: pairs with the acquire load in Subscriber's park
     futex_wake_all(word);
-}
-
-inline std::int64_t monotonic_ns() noexcept {
-    timespec ts;
-    ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    return std::int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
 }  // namespace rvoip::events::shm

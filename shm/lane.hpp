@@ -145,11 +145,11 @@ public:
         self_->intent_length.store(0, std::memory_order_release);  // release: pairs with recover_publisher's acquire
     }
 
-    // Dekker handshake, publisher side: commit (done), full fence, look for parked consumers. Once per
-    // publish or batch. Costs one fence and one load when nobody sleeps.
+    // Dekker handshake, publisher side (the other half is in SubscriberCore::next_for): after the
+    // commit, look for parked consumers. The seq_cst claim CAS already ordered this load after our
+    // claim became visible, so no fence is needed here: one load when nobody sleeps.
     void notify() noexcept {
-        std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the fence in Subscriber's park
-        if (cursor_header_ && cursor_header_->waiters.load(std::memory_order_acquire) != 0) wake_parked();
+        if (cursor_header_ && cursor_header_->waiters.load() != 0) wake_parked();  // seq_cst: after the claim CAS
     }
 
     std::uint32_t lane() const noexcept { return lane_; }

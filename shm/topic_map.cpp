@@ -3,7 +3,9 @@
 #include "shm/lane.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <x86intrin.h>
 #include <ctime>
 #include <string>
 
@@ -56,12 +58,64 @@ void format_cursors(std::span<std::byte> cursors, std::uint32_t topic_id, std::u
     h->topic_id = topic_id;
 }
 
-void format_doorbells(std::span<std::byte> bells, std::uint32_t count) noexcept {
+void format_doorbells(std::span<std::byte> bells, std::uint32_t count, const ClockCalibration& clock) noexcept {
     auto* h = new (bells.data()) DoorbellHeader{};
     h->magic = kDoorbellMagic;
     h->abi_version = kAbiVersion;
     h->count = count;
     h->segment_size = bells.size();
+    h->clock_kind = static_cast<std::uint32_t>(clock.kind);
+    h->clock_shift = clock.shift;
+    h->clock_mult = clock.mult;
+    h->clock_tsc_ref = clock.tsc_ref;
+    h->clock_mono_ref = clock.mono_ref;
+}
+
+ClockCalibration calibrate_clock(std::int64_t window_ns) noexcept {
+    ClockCalibration c;
+    // Only an invariant TSC ticks at one rate on every core, in every power state.
+    if (FILE* f = std::fopen("/proc/cpuinfo", "r")) {
+        char line[4096];
+        bool constant = false, nonstop = false;
+        while (std::fgets(line, sizeof line, f)) {
+            if (std::strncmp(line, "flags", 5) != 0) continue;
+            constant = std::strstr(line, " constant_tsc") != nullptr;
+            nonstop = std::strstr(line, " nonstop_tsc") != nullptr;
+            break;
+        }
+        std::fclose(f);
+        if (!constant || !nonstop) return c;
+    } else {
+        return c;
+    }
+    // A (tsc, ns) pair read as close together as we can: the TSC read on both sides of clock_gettime,
+    // keeping the tightest of a few tries.
+    auto pair = [](std::uint64_t& tsc, std::int64_t& ns) {
+        std::uint64_t best = ~0ull;
+        for (int i = 0; i < 16; ++i) {
+            const std::uint64_t a = __rdtsc();
+            const std::int64_t t = monotonic_ns();
+            const std::uint64_t b = __rdtsc();
+            if (b - a < best) {
+                best = b - a;
+                tsc = a + (b - a) / 2;
+                ns = t;
+            }
+        }
+    };
+    std::uint64_t t0 = 0, t1 = 0;
+    std::int64_t n0 = 0, n1 = 0;
+    pair(t0, n0);
+    timespec req{0, static_cast<long>(window_ns)};
+    ::nanosleep(&req, nullptr);
+    pair(t1, n1);
+    if (t1 <= t0 || n1 <= n0) return c;
+    c.shift = 32;
+    c.mult = static_cast<std::uint64_t>((static_cast<unsigned __int128>(n1 - n0) << c.shift) / (t1 - t0));
+    c.tsc_ref = t1;
+    c.mono_ref = n1;
+    c.kind = c.mult ? ClockKind::tsc : ClockKind::monotonic;
+    return c;
 }
 
 Status validate_lane(const LaneSettings& s, std::size_t lane) {
@@ -133,7 +187,13 @@ Result<DoorbellMap> attach_doorbells(std::span<std::byte> bells) {
     const std::uint32_t n = h->count;
     if (n == 0 || n > kMaxDoorbells || doorbells_size(n) > bells.size() || h->segment_size != bells.size())
         return fail(Errc::corrupt, "doorbell segment header disagrees with its size");
-    return DoorbellMap{reinterpret_cast<Doorbell*>(bells.data() + sizeof(DoorbellHeader)), n};
+    ClockCalibration c;
+    c.kind = static_cast<ClockKind>(h->clock_kind);
+    c.shift = h->clock_shift;
+    c.mult = h->clock_mult;
+    c.tsc_ref = h->clock_tsc_ref;
+    c.mono_ref = h->clock_mono_ref;
+    return DoorbellMap{reinterpret_cast<Doorbell*>(bells.data() + sizeof(DoorbellHeader)), n, Clock(c)};
 }
 
 std::array<std::uint64_t, kLanes> join_subscriber(TopicMap& t, std::uint32_t slot, std::uint32_t doorbell,

@@ -10,6 +10,7 @@
 
 #include "proto/errc.hpp"
 #include "proto/layout.hpp"
+#include "shm/clock.hpp"
 
 #include <array>
 #include <cstddef>
@@ -37,6 +38,7 @@ struct TopicMap {
 struct DoorbellMap {
     layout::Doorbell* bells = nullptr;
     std::uint32_t count = 0;
+    Clock clock;
 };
 
 // Broker: writes headers into zero-filled segments of the sizes returned by *_size().
@@ -47,7 +49,7 @@ void format_topic(std::span<std::byte> data, std::string_view name, std::uint32_
                   std::uint32_t max_publishers = layout::kMaxPublishers) noexcept;
 void format_cursors(std::span<std::byte> cursors, std::uint32_t topic_id,
                     std::uint32_t max_subscribers = layout::kMaxSubscribers) noexcept;
-void format_doorbells(std::span<std::byte> bells, std::uint32_t count) noexcept;
+void format_doorbells(std::span<std::byte> bells, std::uint32_t count, const ClockCalibration& clock = {}) noexcept;
 
 // Lane settings a topic may be created with; the message names the lane and the field.
 Status validate_lane(const layout::LaneSettings& s, std::size_t lane);

@@ -186,7 +186,7 @@ public:
             if (!slow) return std::unexpected(std::move(slow.error()));
             c = *slow;
         }
-        w.commit(*c, n, size_of, fill, shm::monotonic_ns());
+        w.commit(*c, n, size_of, fill, clock_.raw());
         w.notify();
         return {};
     }
@@ -222,6 +222,7 @@ private:
     shm::Segment cursors_;
     shm::TopicMap map_;
     std::array<shm::LaneWriter, layout::kLanes> writers_;
+    shm::Clock clock_;
     TopicInfo info_;
     std::uint32_t slot_ = 0;
     // the loan in flight
@@ -270,6 +271,7 @@ public:
     }
 
     const TopicInfo& info() const noexcept { return info_; }
+    const shm::Clock& clock() const noexcept { return clock_; }
 
 private:
     SubscriberCore() = default;
@@ -284,6 +286,7 @@ private:
     layout::SubscriberSlot* slot_ = nullptr;
     std::atomic<std::uint32_t>* bell_ = nullptr;
     WaitOptions wait_;
+    shm::Clock clock_;
     TopicInfo info_;
     std::uint32_t slot_index_ = 0;
 };
@@ -417,7 +420,8 @@ public:
     Priority priority() const noexcept { return static_cast<Priority>(rec_.lane); }
     std::uint64_t sequence() const noexcept { return rec_.header->sequence; }   // the publisher's own, per lane
     std::uint16_t publisher() const noexcept { return rec_.header->publisher; }  // publisher slot on this topic
-    std::int64_t timestamp_ns() const noexcept { return rec_.header->timestamp_ns; }  // CLOCK_MONOTONIC at publish
+    // Publish time in CLOCK_MONOTONIC nanoseconds (TSC-based, see EventSystem::now_ns).
+    std::int64_t timestamp_ns() const noexcept { return core_->clock().to_ns(rec_.header->timestamp_ns); }
     std::span<const std::byte> bytes() const noexcept {
         return {reinterpret_cast<const std::byte*>(rec_.header + 1), rec_.header->length};
     }
@@ -615,6 +619,9 @@ public:
     // The broker's view: clients, topics, publishers, subscribers, lane tails.
     Result<proto::StatsReply> stats();
     const std::string& socket_path() const noexcept;
+    // Now, in the timebase of Sample::timestamp_ns(): CLOCK_MONOTONIC nanoseconds read from the TSC with
+    // the broker's calibration, so it is comparable across processes and costs a few ns.
+    std::int64_t now_ns() const noexcept;
     // True once the broker said it is stopping (the data plane keeps working).
     bool broker_stopping() const noexcept;
 

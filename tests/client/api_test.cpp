@@ -23,6 +23,15 @@ struct Plain {
     std::uint32_t v;
 };
 
+struct Ping {
+    static constexpr std::string_view event_type = "test.ping";
+    std::uint64_t n;
+};
+struct Pong {
+    static constexpr std::string_view event_type = "test.pong";
+    std::uint64_t n;
+};
+
 EventSystem embedded() {
     auto bus = EventSystemBuilder().embedded().client_name("api-test").build();
     REQUIRE_MESSAGE(bus.has_value(), bus.error().what());
@@ -223,4 +232,43 @@ TEST_CASE("a late subscriber starts at the tail and sees only new events") {
     auto got = sub->try_receive();
     REQUIRE(got.has_value());
     CHECK((*got)->v == 2);
+}
+
+// A lost wake-up shows up as a receive that waits until its timeout. Ping-pong with subscribers that
+// park at once, many times over, so every publish races a consumer going to sleep.
+TEST_CASE("parked subscribers never miss a wake-up across 20,000 ping-pongs") {
+    auto bus = embedded();
+    SubscriberOptions park;
+    park.wait.spin = 0;
+    auto ping_pub = bus.publisher<Ping>();
+    auto pong_pub = bus.publisher<Pong>();
+    auto ping_sub = bus.subscriber<Ping>(park);
+    auto pong_sub = bus.subscriber<Pong>(park);
+    REQUIRE(ping_pub.has_value());
+    REQUIRE(pong_pub.has_value());
+    REQUIRE(ping_sub.has_value());
+    REQUIRE(pong_sub.has_value());
+    constexpr std::uint64_t kRounds = 20'000;
+    std::atomic<std::uint64_t> missed{0};
+    std::thread echo([&] {
+        for (std::uint64_t i = 0; i < kRounds; ++i) {
+            auto p = ping_sub->receive_for(std::chrono::seconds(20));
+            if (!p || (*p)->n != i) {
+                ++missed;
+                return;
+            }
+            p->reset();
+            (void)pong_pub->publish(Pong{i});
+        }
+    });
+    std::uint64_t done = 0;
+    for (; done < kRounds; ++done) {
+        REQUIRE(ping_pub->publish(Ping{done}).has_value());
+        auto r = pong_sub->receive_for(std::chrono::seconds(20));
+        if (!r) break;
+        REQUIRE((*r)->n == done);
+    }
+    echo.join();
+    CHECK(done == kRounds);
+    CHECK(missed.load() == 0);
 }
