@@ -4,16 +4,24 @@ JOBS       ?= $(shell nproc)
 SOCKET     ?=
 CMAKE_ARGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-# Debian packages the build and tests need (`make deps` installs the missing ones).
-DEPS := cmake g++ make pkg-config libboost-dev libspdlog-dev libcli11-dev libmimalloc-dev doctest-dev
+# Debian packages the build and tests need (`make deps` installs the missing ones); `make bench` adds the
+# peers it measures us against and gnuplot for its plots.
+DEPS := cmake g++ make pkg-config libboost-dev libspdlog-dev libcli11-dev libmimalloc-dev doctest-dev python3
+BENCH_DEPS := gnuplot-nox libzmq3-dev iceoryx libiceoryx-posh-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test test-sanitizers bench install clean
+.PHONY: all deps bench-deps install-packages build run test test-sanitizers bench install clean
 
 all: build
 
 deps:
-	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEPS)"
+
+bench-deps:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEPS) $(BENCH_DEPS)"
+
+install-packages:
+	@missing=$$(for p in $(PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing: $$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
@@ -46,11 +54,11 @@ test-sanitizers: deps
 	cmake --build $(BUILD)-asan -j$(JOBS) --target test_lane test_codec test_bad_input test_multiprocess
 	cd $(BUILD)-asan && ctest --output-on-failure -R '^test_(lane|codec|bad_input|multiprocess)$$'
 
-bench: build
-	$(BUILD)/bin/rvoip-bench throughput --size 64 --batch 1 --seconds 3
-	$(BUILD)/bin/rvoip-bench throughput --size 64 --batch 64 --seconds 3
-	$(BUILD)/bin/rvoip-bench latency --size 64 --mode spin
-	$(BUILD)/bin/rvoip-bench latency --size 64 --mode block
+# The full suite against the peers: terminal tables, bench/results/<date>.json, PNG plots, README section.
+bench: bench-deps
+	cmake -S . -B $(BUILD) $(CMAKE_ARGS) >/dev/null
+	cmake --build $(BUILD) -j$(JOBS)
+	python3 bench/suite.py --bindir $(BUILD)/bin
 
 install: build
 	cmake --install $(BUILD)
