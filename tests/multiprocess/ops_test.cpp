@@ -1,0 +1,95 @@
+// Operating rvoip-eventd: starting, refusing a second instance, stopping cleanly, bad flags.
+#include "rvoip/events.hpp"
+#include "tests/multiprocess/harness.hpp"
+
+#include <filesystem>
+
+using namespace rvoip::events;
+using namespace rvoip::events::test;
+
+namespace {
+struct Tick {
+    static constexpr std::string_view event_type = "ops.tick";
+    std::uint64_t n;
+};
+
+bool shm_exists(const std::string& name) { return std::filesystem::exists("/dev/shm/" + name); }
+}  // namespace
+
+TEST_CASE("SIGTERM stops the broker with status 0; --cleanup removes its socket and segments") {
+    Broker b;
+    {
+        auto bus = EventSystemBuilder().socket_path(b.socket()).client_name("ops").build();
+        REQUIRE(bus.has_value());
+        auto p = bus->publisher<Tick>();
+        REQUIRE(p.has_value());
+        CHECK(shm_exists(b.prefix() + ".ops.tick.data"));
+        CHECK(shm_exists(b.prefix() + ".ops.tick.cursors"));
+        CHECK(shm_exists(b.prefix() + ".doorbells"));
+    }
+    CHECK(b.stop() == 0);
+    CHECK_FALSE(std::filesystem::exists(b.socket()));
+    CHECK_FALSE(shm_exists(b.prefix() + ".ops.tick.data"));
+    CHECK_FALSE(shm_exists(b.prefix() + ".doorbells"));
+}
+
+TEST_CASE("without --cleanup a stopped broker keeps the segments, so a restart loses nothing in them") {
+    const std::string prefix = "rvoip-test-keep-" + std::to_string(::getpid());
+    const std::string dir = std::filesystem::temp_directory_path() / ("rvoip-keep-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const std::string sock = dir + "/broker.sock";
+    {
+        Process d({RVOIP_EVENTD_PATH, "--foreground", "--socket", sock, "--shm-prefix", prefix, "--log-level", "warn"});
+        for (int i = 0; i < 3000 && !std::filesystem::exists(sock); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        {
+            auto bus = EventSystemBuilder().socket_path(sock).client_name("ops").build();
+            REQUIRE(bus.has_value());
+            REQUIRE(bus->publisher<Tick>().has_value());
+        }
+        d.kill(SIGTERM);
+        CHECK(d.exit_code() == 0);
+    }
+    CHECK(shm_exists(prefix + ".ops.tick.data"));
+    for (auto suffix : {".ops.tick.data", ".ops.tick.cursors", ".doorbells"}) std::filesystem::remove("/dev/shm/" + prefix + suffix);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a second broker on the same socket is refused and the first keeps serving") {
+    Broker b;
+    Process second({RVOIP_EVENTD_PATH, "--foreground", "--socket", b.socket(), "--shm-prefix", b.prefix() + "-2"});
+    CHECK(second.exit_code() == 2);
+    auto bus = EventSystemBuilder().socket_path(b.socket()).client_name("ops").build();
+    REQUIRE(bus.has_value());
+    CHECK(bus->publisher<Tick>().has_value());
+}
+
+TEST_CASE("a stale socket file left by a dead broker is replaced on start") {
+    Broker first;
+    const std::string sock = first.socket();
+    first.process().kill(SIGKILL);  // dies without removing its socket
+    first.process().wait();
+    REQUIRE(std::filesystem::exists(sock));
+    Process again({RVOIP_EVENTD_PATH, "--foreground", "--socket", sock, "--shm-prefix", first.prefix() + "-again", "--cleanup",
+                   "--log-level", "warn"});
+    bool up = false;
+    for (int i = 0; i < 3000 && !up; ++i) {
+        auto bus = EventSystemBuilder().socket_path(sock).client_name("ops").build();
+        up = bus.has_value();
+        if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    CHECK(up);
+    again.kill(SIGTERM);
+    CHECK(again.exit_code() == 0);
+    for (auto suffix : {".doorbells"}) std::filesystem::remove("/dev/shm/" + first.prefix() + suffix);
+}
+
+TEST_CASE("bad flags are refused with a message and a non-zero status") {
+    Process bad_level({RVOIP_EVENTD_PATH, "--foreground", "--log-level", "chatty"});
+    CHECK(bad_level.exit_code() != 0);
+    Process bad_prefix({RVOIP_EVENTD_PATH, "--foreground", "--socket", "/tmp/rvoip-badprefix.sock", "--shm-prefix", "a/b"});
+    CHECK(bad_prefix.exit_code() == 2);
+    Process bad_doorbells({RVOIP_EVENTD_PATH, "--foreground", "--doorbells", "0"});
+    CHECK(bad_doorbells.exit_code() != 0);
+    Process long_path({RVOIP_EVENTD_PATH, "--foreground", "--socket", "/tmp/" + std::string(200, 'x')});
+    CHECK(long_path.exit_code() == 2);
+}
