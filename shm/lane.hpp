@@ -22,6 +22,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <string>
 
 namespace rvoip::events::shm {
 
@@ -241,29 +242,40 @@ public:
           position_(start),
           published_(start) {}
 
-    // The committed record at the read position, skipping padding; nullptr when none is ready; corrupt
-    // when a committed header fails its bounds checks (the reader stays where it is).
-    Result<const layout::RecordHeader*> peek() noexcept {
+    struct Peek {
+        const layout::RecordHeader* record = nullptr;  // the committed record at the read position, or none
+        bool corrupt = false;                           // a committed header failed its bounds checks
+    };
+
+    // The committed record at the read position, skipping padding. A corrupt header leaves the reader
+    // where it is (corruption() says what was wrong). No allocation, no syscall.
+    Peek peek() noexcept {
         for (int hops = 0; hops < 2; ++hops) {  // at most one padding record precedes a data record
             const std::uint64_t idx = position_ & mask_;
             auto* h = reinterpret_cast<const layout::RecordHeader*>(ring_ + idx);
             // acquire: pairs with the release in LaneWriter::publish_header / write_padding. Anything but
             // our exact position is an earlier lap's bytes: not ready.
-            if (h->position.load(std::memory_order_acquire) != position_) return nullptr;
+            if (h->position.load(std::memory_order_acquire) != position_) return {};
             const std::uint32_t len = h->length;
             if (h->flags == layout::kRecordPadding) {
-                if (len < layout::kLine || len % layout::kLine != 0 || idx + len > capacity_)
-                    return std::unexpected(Error(Errc::corrupt, "padding record of " + std::to_string(len) +
-                                                                    " bytes at ring offset " + std::to_string(idx)));
+                if (len < layout::kLine || len % layout::kLine != 0 || idx + len > capacity_) [[unlikely]]
+                    return {nullptr, true};
                 position_ += len;
                 continue;
             }
-            if (len > max_event_ || idx + layout::record_size(len) > capacity_)
-                return std::unexpected(Error(Errc::corrupt, "record of " + std::to_string(len) + " bytes at ring offset " +
-                                                                std::to_string(idx) + " exceeds its bounds"));
-            return h;
+            if (len > max_event_ || idx + layout::record_size(len) > capacity_) [[unlikely]]
+                return {nullptr, true};
+            return {h, false};
         }
-        return nullptr;
+        return {};
+    }
+
+    // What is wrong with the header at the read position (after peek() said corrupt).
+    std::string corruption() const {
+        const std::uint64_t idx = position_ & mask_;
+        auto* h = reinterpret_cast<const layout::RecordHeader*>(ring_ + idx);
+        return std::string(h->flags == layout::kRecordPadding ? "padding record of " : "record of ") +
+               std::to_string(h->length) + " bytes at ring offset " + std::to_string(idx) + " exceeds its bounds";
     }
 
     // Moves past the record last returned by peek(). The cursor is not published yet: see release().

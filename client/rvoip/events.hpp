@@ -247,16 +247,17 @@ public:
     Result<Record> try_next() noexcept {
         for (std::uint32_t l = 0; l < layout::kLanes; ++l) {
             auto& r = readers_[l];
-            auto h = r.peek();
-            if (!h) [[unlikely]]
-                return std::unexpected(h.error().context("topic '" + info_.name + "' " + std::string(to_string(Priority(l))) + " lane"));
-            if (*h) {
-                r.consume(*h);
+            const auto p = r.peek();
+            if (p.record) {
+                r.consume(p.record);
                 ++outstanding_[l];
                 auto& c = slot_->received[l];
                 c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: single writer, read by the CLI
-                return Record{*h, l};
+                return Record{p.record, l};
             }
+            if (p.corrupt) [[unlikely]]
+                return std::unexpected(Error(Errc::corrupt, "topic '" + info_.name + "' " + std::string(to_string(Priority(l))) +
+                                                                " lane: " + r.corruption()));
             if (outstanding_[l] == 0) r.release();  // publish skipped padding, so no publisher waits on it
         }
         return Record{};
