@@ -288,6 +288,12 @@ public:
         cursor_->store(pos, std::memory_order_release);  // release: pairs with the seq_cst loads in min_cursor
     }
     void release() noexcept { release(position_); }
+    // release(), but only once a sixteenth of the ring has been read since the last one: the cursor's
+    // line is read by publishers of a full lane, and a store per record would bounce it between cores.
+    // Callers release() fully whenever the lane runs empty, so an idle reader never holds space back.
+    void release_some() noexcept {
+        if (position_ - published_ >= (capacity_ >> 4)) release(position_);
+    }
 
     std::uint64_t position() const noexcept { return position_; }
 

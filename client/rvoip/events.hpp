@@ -266,9 +266,10 @@ public:
     // Like try_next, but waits up to `timeout` (negative: forever) for a record: spin, then park.
     Result<Record> next_for(std::chrono::nanoseconds timeout) noexcept;
 
-    // A sample of `lane` was released; when none is outstanding the lane's cursor moves on.
+    // A sample of `lane` was released; when none is outstanding the lane's cursor may move on (in steps
+    // of a sixteenth of the ring while records keep coming; fully once the lane runs empty).
     void release(std::uint32_t lane) noexcept {
-        if (--outstanding_[lane] == 0) readers_[lane].release();
+        if (--outstanding_[lane] == 0) readers_[lane].release_some();
     }
 
     const TopicInfo& info() const noexcept { return info_; }
