@@ -6,6 +6,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
@@ -76,6 +77,15 @@ int main(int argc, char** argv) {
     logger->set_level(spdlog::level::from_str(level));
     logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
     spdlog::set_default_logger(logger);
+
+    // Block SIGINT/SIGTERM before the socket exists: a stop request that arrives while we start up stays
+    // pending until run() reads it from its signalfd, so it still takes the clean path (segments removed
+    // with --cleanup, socket unlinked) instead of killing us half-way.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
     daemon::Broker broker(cfg);
     if (auto ok = broker.open(); !ok) {
