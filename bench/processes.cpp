@@ -1,6 +1,8 @@
 #include "bench/processes.hpp"
 
 #include <algorithm>
+#include <charconv>
+#include <cinttypes>
 #include <cstdio>
 #include <atomic>
 #include <cerrno>
@@ -8,11 +10,15 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -372,6 +378,275 @@ Done BrokerProcess::stop() {
         dir_.clear();
     }
     return result;
+}
+
+// ------------------------------------------------------------------------------------------------------
+// /proc
+
+namespace {
+
+// First field of /proc/<pid>/task/<tid>/schedstat: nanoseconds on the CPU.
+std::int64_t schedstat_ns(const std::filesystem::path& task) {
+    std::ifstream in(task / "schedstat");
+    std::int64_t ns = -1;
+    if (!(in >> ns)) return -1;
+    return ns;
+}
+
+// utime + stime (fields 14 and 15 of /proc/<pid>/stat), all threads, dead ones included.
+std::int64_t stat_ns(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto paren = text.rfind(')');  // the command name may hold spaces and parentheses
+    if (paren == std::string::npos) return -1;
+    std::istringstream rest(text.substr(paren + 2));
+    std::string field;
+    std::int64_t utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {  // field 3 is the state
+        if (i == 14) utime = std::stoll(field);
+        if (i == 15) stime = std::stoll(field);
+    }
+    return (utime + stime) * (1'000'000'000 / ::sysconf(_SC_CLK_TCK));
+}
+
+}  // namespace
+
+std::int64_t cpu_ns_of(pid_t pid) {
+    if (pid <= 0) return -1;
+    std::error_code ec;
+    std::int64_t sum = 0;
+    bool any = false;
+    const std::filesystem::path tasks = "/proc/" + std::to_string(pid) + "/task";
+    for (auto it = std::filesystem::directory_iterator(tasks, ec); !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+        const auto ns = schedstat_ns(it->path());
+        if (ns < 0) return stat_ns(pid);  // no schedstat in this kernel
+        sum += ns, any = true;
+    }
+    return any ? sum : stat_ns(pid);
+}
+
+std::int64_t own_cpu_ns() {
+    rusage ru{};
+    ::getrusage(RUSAGE_SELF, &ru);
+    auto ns = [](const timeval& t) { return std::int64_t(t.tv_sec) * 1'000'000'000 + std::int64_t(t.tv_usec) * 1000; };
+    return ns(ru.ru_utime) + ns(ru.ru_stime);
+}
+
+Memory memory_of(pid_t pid) {
+    Memory m;
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(in, line);) {
+        std::int64_t* field = line.starts_with("VmRSS:") ? &m.rss : line.starts_with("RssAnon:") ? &m.rss_anon
+                              : line.starts_with("RssShmem:")                                 ? &m.rss_shmem
+                                                                                              : nullptr;
+        if (!field) continue;
+        std::int64_t kb = 0;
+        if (std::sscanf(line.c_str() + line.find(':') + 1, "%" SCNd64, &kb) == 1) *field = kb * 1024;
+    }
+    return m;
+}
+
+pid_t listener_pid(const std::string& socket_path) {
+    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, socket_path.c_str(), sizeof addr.sun_path - 1);
+    pid_t pid = -1;
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+        ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+        pid = cred.pid;
+    ::close(fd);
+    return pid;
+}
+
+// ------------------------------------------------------------------------------------------------------
+// Harness
+
+int fail(const std::string& msg) {
+    std::fprintf(stderr, "rvoip-bench: %s\n", msg.c_str());
+    return 1;
+}
+
+int usable_cores() {
+    cpu_set_t set;
+    if (::sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+    return static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+std::string unique_suffix() {
+    timespec ts;
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    const auto stamp = (std::uint64_t(ts.tv_sec) * 1'000'000'000u + std::uint64_t(ts.tv_nsec)) & 0xff'ffff'ffffu;
+    char buf[48];
+    std::snprintf(buf, sizeof buf, "%d.%" PRIx64, int(::getpid()), stamp);
+    return buf;
+}
+
+std::vector<std::string> split_words(const std::string& s) {
+    std::istringstream in(s);
+    std::vector<std::string> words;
+    for (std::string w; in >> w;) words.push_back(w);
+    return words;
+}
+
+Expected<Session> open_session(const Common& c) {
+    Session s;
+    auto exe = self_exe();
+    if (!exe) return failure(exe.error());
+    s.exe = *exe;
+    if (!c.socket.empty()) {
+        s.socket = c.socket;
+        s.broker_pid = listener_pid(c.socket);
+        return s;
+    }
+    auto b = BrokerProcess::start(c.eventd.empty() ? dirname_of(s.exe) + "/rvoip-eventd" : c.eventd);
+    if (!b) return failure(b.error());
+    s.socket = b->socket_path();
+    s.broker_pid = b->pid();
+    s.broker.emplace(std::move(*b));
+    return s;
+}
+
+Expected<Child> spawn_role(const Session& s, const Common& c, const RoleOptions& r, bool wrapped) {
+    std::vector<std::string> argv = wrapped ? split_words(c.wrap) : std::vector<std::string>{};
+    auto num = [](auto v) { return std::to_string(v); };
+    argv.insert(argv.end(), {s.exe, "_child", "--role", r.role, "--socket", r.socket, "--size", num(r.size), "--batch", num(r.batch),
+                             "--seconds", num(r.seconds), "--count", num(r.count), "--warmup", num(r.warmup), "--mode", r.wait,
+                             "--capacity", num(r.capacity), "--id", num(r.id), "--publishers", num(r.publishers), "--interval-ns",
+                             num(r.interval_ns), "--threads", num(r.threads), "--calls", num(r.calls)});
+    if (!r.topic.empty()) argv.insert(argv.end(), {"--topic", r.topic});
+    if (!r.topic2.empty()) argv.insert(argv.end(), {"--topic2", r.topic2});
+    if (r.touch) argv.push_back("--touch");
+    auto child = Child::spawn({.argv = std::move(argv), .label = r.role + " " + std::to_string(r.id)});
+    if (child && c.verbose) std::fprintf(stderr, "rvoip-bench: %s is pid %d\n", child->label().c_str(), int(child->pid()));
+    return child;
+}
+
+Done finish(std::vector<Child>& children, Session& s) {
+    Done result;
+    for (auto& c : children) {
+        auto how = c.reap(std::chrono::seconds(5));
+        if (!how.empty() && result) result = failure(c.label() + " " + how);
+    }
+    if (s.broker) {
+        auto st = s.broker->stop();
+        if (!st && result) result = st;
+    }
+    return result;
+}
+
+Expected<Fields> Fields::parse(const std::string& line, const std::string& who) {
+    Fields f;
+    auto words = split_words(line);
+    for (std::size_t i = 1; i < words.size(); ++i) {  // words[0] says what the line is ("result", "step", ...)
+        const auto& word = words[i];
+        auto eq = word.find('=');
+        std::int64_t v = 0;
+        if (eq == std::string::npos || std::from_chars(word.data() + eq + 1, word.data() + word.size(), v).ec != std::errc{})
+            return failure(who + " reported a malformed result: '" + line + "'");
+        f.values_[word.substr(0, eq)] = v;
+    }
+    f.who_ = who;
+    return f;
+}
+
+std::int64_t Fields::operator[](const std::string& key) const {
+    auto it = values_.find(key);
+    if (it != values_.end()) return it->second;
+    std::fprintf(stderr, "rvoip-bench: %s did not report '%s'\n", who_.c_str(), key.c_str());
+    return 0;
+}
+
+Expected<std::vector<Fields>> run_children(std::vector<Child>& children, const std::vector<std::size_t>& need_go,
+                                           std::chrono::steady_clock::duration run_time) {
+    using steady = std::chrono::steady_clock;
+    std::vector<Child*> all;
+    for (auto& c : children) all.push_back(&c);
+    // Start-up includes connecting and opening topics: seconds at most, unless the machine is swamped.
+    auto ready = wait_for_lines(all, "ready", steady::now() + std::chrono::seconds(30));
+    if (!ready) return failure(ready.error());
+    for (auto i : need_go)
+        if (auto st = children[i].send_line("go"); !st) return failure(st.error());
+    auto results = wait_for_lines(all, "result", steady::now() + run_time);
+    if (!results) return failure(results.error());
+    std::vector<Fields> fields;
+    for (std::size_t i = 0; i < children.size(); ++i) {
+        auto f = Fields::parse((*results)[i], children[i].label());
+        if (!f) return failure(f.error());
+        fields.push_back(std::move(*f));
+    }
+    return fields;
+}
+
+Expected<Fields> read_fields(Child& c, std::string_view prefix, std::chrono::steady_clock::duration timeout) {
+    auto line = c.read_line(std::chrono::steady_clock::now() + timeout);
+    if (!line) return failure(line.error());
+    if (!line->starts_with(prefix)) return failure(c.label() + " said '" + *line + "', expected '" + std::string(prefix) + "...'");
+    return Fields::parse(*line, c.label());
+}
+
+std::string json_escape(std::string_view s) {
+    std::string out;
+    for (char ch : s) {
+        if (ch == '"' || ch == '\\') out += '\\', out += ch;
+        else if (static_cast<unsigned char>(ch) < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", ch);
+            out += buf;
+        } else out += ch;
+    }
+    return out;
+}
+
+Json& Json::real(std::string_view k, double v, int decimals) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+    return raw(k, buf);
+}
+
+Json& Json::reals(std::string_view k, const std::vector<double>& v, int decimals) {
+    std::string a = "[";
+    for (std::size_t i = 0; i < v.size(); ++i) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%s%.*f", i ? "," : "", decimals, v[i]);
+        a += buf;
+    }
+    return raw(k, a + "]");
+}
+
+Json& Json::nums(std::string_view k, const std::vector<std::int64_t>& v) {
+    std::string a = "[";
+    for (std::size_t i = 0; i < v.size(); ++i) a += (i ? "," : "") + std::to_string(v[i]);
+    return raw(k, a + "]");
+}
+
+Json& Json::objs(std::string_view k, const std::vector<Json>& v) {
+    std::string a = "[";
+    for (std::size_t i = 0; i < v.size(); ++i) a += (i ? "," : "") + v[i].text();
+    return raw(k, a + "]");
+}
+
+Json& Json::raw(std::string_view k, const std::string& v) {
+    if (!body_.empty()) body_ += ',';
+    body_ += "\"" + json_escape(k) + "\":" + v;
+    return *this;
+}
+
+void add_load_notes(Json& j, int spinning) {
+    const int cores = usable_cores();
+    j.num("cores", cores).num("spinning_processes", spinning).boolean("distorted", spinning > cores);
+    if (spinning > cores)
+        j.str("note", std::to_string(spinning) + " spinning processes on " + std::to_string(cores) +
+                          " cores: they time-share the cores, so these figures are distorted");
+}
+
+std::int64_t percentile(const std::vector<std::int64_t>& sorted, double q) {
+    if (sorted.empty()) return 0;
+    auto rank = static_cast<std::size_t>(q * double(sorted.size()) + 0.999999);  // ceil, robust to rounding
+    return sorted[std::clamp<std::size_t>(rank, 1, sorted.size()) - 1];
 }
 
 }  // namespace rvoip::bench

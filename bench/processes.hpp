@@ -1,15 +1,20 @@
 // rvoip-bench's process plumbing: the broker it starts for itself and the role processes (publisher,
-// subscriber, pinger, echoer) it runs as separate programs, so that every benchmark crosses a real process
-// boundary through a real rvoip-eventd.
+// subscriber, pinger, echoer, ...) it runs as separate programs, so that every benchmark crosses a real
+// process boundary through a real rvoip-eventd. Also the harness every scenario's parent side shares
+// (Session, spawn_role, Fields, Json) and readings of other processes' CPU time and memory from /proc.
 //
 // Children are fork+exec'ed (not posix_spawn) so that each can ask the kernel for a parent-death signal
 // before exec: if rvoip-bench itself is killed, nothing it started stays behind. Every Child and
 // BrokerProcess reaps its process in its destructor, on success and on every error path.
 #pragma once
 
+#include "bench/roles.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <expected>
+#include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -101,6 +106,9 @@ public:
     ~BrokerProcess() { (void)stop(); }
 
     const std::string& socket_path() const noexcept { return socket_; }
+    pid_t pid() const noexcept { return child_.pid(); }
+    // Its segments are /dev/shm/<prefix>.doorbells, <prefix>.<topic>.data and <prefix>.<topic>.cursors.
+    const std::string& shm_prefix() const noexcept { return shm_prefix_; }
     // Stops the broker and removes its directory; an error if it did not stop cleanly.
     Done stop();
 
@@ -110,5 +118,117 @@ private:
     std::string socket_;
     std::string shm_prefix_;
 };
+
+// ------------------------------------------------------------------------------------------------------
+// Other processes, as /proc shows them.
+
+// CPU time (user + system) a process has used so far, all its threads, or -1 if it cannot be read. From the
+// threads' /proc/<pid>/task/*/schedstat (nanoseconds) when the kernel has it, else /proc/<pid>/stat (ticks
+// of 10 ms, too coarse for an idle process).
+std::int64_t cpu_ns_of(pid_t pid);
+// This process's own CPU time, all threads (getrusage), in nanoseconds.
+std::int64_t own_cpu_ns();
+
+struct Memory {
+    std::int64_t rss = -1;        // VmRSS bytes
+    std::int64_t rss_anon = -1;   // RssAnon: heap, stacks
+    std::int64_t rss_shmem = -1;  // RssShmem: pages of shared-memory segments it has touched
+};
+Memory memory_of(pid_t pid);  // from /proc/<pid>/status; -1 fields when it cannot be read
+
+// The pid of the process listening on a Unix socket (SO_PEERCRED of a connection), or -1.
+pid_t listener_pid(const std::string& socket_path);
+
+// ------------------------------------------------------------------------------------------------------
+// The harness shared by every scenario's parent side.
+
+// Options every subcommand takes.
+struct Common {
+    std::string socket;   // an existing broker; empty: start our own
+    std::string eventd;   // our own broker's binary; empty: next to this one
+    std::string wrap;     // command put in front of the publisher / pinger (perf stat, valgrind)
+    std::uint32_t size = 64;
+    std::string mode = "spin";
+    bool json = false;
+    bool verbose = false;
+};
+
+// Prints "rvoip-bench: msg" on stderr; returns the exit status 1.
+int fail(const std::string& msg);
+// CPUs we may run on (the affinity mask, which a container or taskset may narrow), not the machine's count.
+int usable_cores();
+// "<pid>.<hex time>": topics of one run never meet those of an earlier run on a long-lived broker.
+std::string unique_suffix();
+std::vector<std::string> split_words(const std::string& s);
+
+// The broker of one run and how to start role processes against it.
+struct Session {
+    std::string exe;                      // this binary, run again for each role
+    std::optional<BrokerProcess> broker;  // ours, when no --socket was given
+    std::string socket;
+    pid_t broker_pid = -1;                // ours, or the one listening on --socket (-1: unknown)
+};
+Expected<Session> open_session(const Common& c);
+
+// Starts `r` as a `_child` process; `wrapped` puts --wrap-publisher's command in front of it.
+Expected<Child> spawn_role(const Session& s, const Common& c, const RoleOptions& r, bool wrapped = false);
+
+// Reaps every child (they exit by themselves after their result), then stops our broker; any unclean end
+// is an error, since it may have spoiled the figures.
+Done finish(std::vector<Child>& children, Session& s);
+
+// "result a=1 b=2" -> {a: 1, b: 2}
+class Fields {
+public:
+    static Expected<Fields> parse(const std::string& line, const std::string& who);
+    // A missing key is a bug between parent and child, not a run-time condition: report it as 0 loudly.
+    std::int64_t operator[](const std::string& key) const;
+    bool has(const std::string& key) const { return values_.contains(key); }
+
+private:
+    std::map<std::string, std::int64_t> values_;
+    std::string who_;
+};
+
+// Waits for "ready" from every child, sends "go" to those in need_go, waits for every "result" line.
+Expected<std::vector<Fields>> run_children(std::vector<Child>& children, const std::vector<std::size_t>& need_go,
+                                           std::chrono::steady_clock::duration run_time);
+
+// The next line of one child, parsed; it must start with `prefix` ("result", "step", ...).
+Expected<Fields> read_fields(Child& c, std::string_view prefix, std::chrono::steady_clock::duration timeout);
+
+std::string json_escape(std::string_view s);
+
+// A JSON object, keys in insertion order; objects nest with obj() and objs().
+class Json {
+public:
+    Json& num(std::string_view k, std::int64_t v) { return raw(k, std::to_string(v)); }
+    Json& real(std::string_view k, double v, int decimals = 0);
+    Json& str(std::string_view k, std::string_view v) { return raw(k, "\"" + json_escape(v) + "\""); }
+    Json& boolean(std::string_view k, bool v) { return raw(k, v ? "true" : "false"); }
+    Json& null(std::string_view k) { return raw(k, "null"); }
+    Json& reals(std::string_view k, const std::vector<double>& v, int decimals = 0);
+    Json& nums(std::string_view k, const std::vector<std::int64_t>& v);
+    Json& obj(std::string_view k, const Json& v) { return raw(k, v.text()); }
+    Json& objs(std::string_view k, const std::vector<Json>& v);
+    // Appends the keys of `other` (which must not repeat ours).
+    Json& merge(const Json& other) {
+        if (!other.body_.empty()) body_ += (body_.empty() ? "" : ",") + other.body_;
+        return *this;
+    }
+    // A non-negative figure, or null when it could not be measured (reported as -1).
+    Json& num_or_null(std::string_view k, std::int64_t v) { return v < 0 ? null(k) : num(k, v); }
+    std::string text() const { return "{" + body_ + "}"; }
+
+private:
+    Json& raw(std::string_view k, const std::string& v);
+    std::string body_;
+};
+
+// Spinning processes beyond the usable cores time-share them: the figures then measure the scheduler.
+void add_load_notes(Json& j, int spinning);
+
+// Nearest-rank percentile of sorted values.
+std::int64_t percentile(const std::vector<std::int64_t>& sorted, double q);
 
 }  // namespace rvoip::bench

@@ -1,0 +1,114 @@
+// What every peer benchmark shares: the command line, the parent that runs the two role processes, the role
+// loops, and the JSON output. A peer only supplies a `System`: how to open one connection (`Link`) between the
+// two processes, and how to create and remove whatever must exist before either process starts.
+//
+// The methodology is rvoip-bench's (bench/README.md), so the figures can be put side by side:
+//   throughput  a publisher process sends `size`-byte messages for `seconds`; a subscriber process checks every
+//               sequence number and times first to last message. The parent verifies the counts match.
+//   latency     ping-pong between a pinger and an echoer; the echoer records one-way latency from the ping's
+//               CLOCK_MONOTONIC send stamp, the pinger the round trip.
+// Roles run as this binary again (fork+exec, hidden `_child` subcommand), never as threads.
+#pragma once
+
+#include "bench/processes.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace rvoip::bench::peers {
+
+// The server side starts first (subscriber, echoer); the client side (publisher, pinger) starts once the
+// server has said "ready", so a client may connect to what the server created.
+enum class Side { server, client };
+
+// What one run needs to know, in the parent and in both role processes.
+struct RunSpec {
+    std::string name;   // unique per run, for named IPC objects: "rvoip-peer-<pid>-<time>"
+    std::string dir;    // private temporary directory for filesystem endpoints (removed after the run)
+    std::uint32_t size = 64;
+    std::uint32_t depth = 0;  // queue depth of the system (its meaning is the system's; 0 = its default)
+    bool duplex = false;      // latency: both directions; throughput: client -> server only
+};
+
+struct LinkSpec : RunSpec {
+    Side side = Side::server;
+    bool spin = true;  // receive by polling without blocking (spin) or by blocking in the system's wait
+};
+
+// A received message: valid until the next receive on the same Link.
+using Message = std::span<const std::byte>;
+
+// One connection between the two role processes. Sends block while the system is full: backpressure, never a
+// drop. Receives return nothing when no message is there (try) or the timeout passed (wait).
+class Link {
+public:
+    virtual ~Link() = default;
+    // Server side, after it said "ready": completes the connection (accept); most systems need nothing.
+    virtual Done established() { return {}; }
+    virtual Done send(Message msg) = 0;
+    // One batch; the default is a loop over send() (the JSON then says "batching":"loop").
+    virtual Done send_batch(std::span<const Message> msgs) {
+        for (auto m : msgs)
+            if (auto st = send(m); !st) return st;
+        return {};
+    }
+    virtual Expected<std::optional<Message>> try_receive() = 0;
+    virtual Expected<std::optional<Message>> wait_receive(std::chrono::milliseconds timeout) = 0;
+    // The role is done with the last message received (zero-copy systems give its buffer back).
+    virtual void release() {}
+};
+
+// Keeps the run's IPC objects alive in the parent; its destructor removes them. `finish` is called once the
+// role processes are reaped and reports what could not be cleaned up (the run then fails).
+class Resources {
+public:
+    virtual ~Resources() = default;
+    virtual Done finish() { return {}; }
+};
+
+// A flat JSON object, keys in insertion order.
+class Json {
+public:
+    Json& num(std::string_view k, std::int64_t v);
+    Json& real(std::string_view k, double v, int decimals = 0);
+    Json& str(std::string_view k, std::string_view v);
+    Json& boolean(std::string_view k, bool v);
+    Json& merge(const Json& other);  // appends the other's keys
+    std::string text() const { return "{" + body_ + "}"; }
+
+private:
+    Json& raw(std::string_view k, const std::string& v);
+    std::string body_;
+};
+
+struct System {
+    std::string name;              // "uds": the JSON's "system", and the prefix of our messages
+    std::string transport;         // one line for the JSON: what exactly is measured
+    std::uint32_t default_depth = 0;
+    std::string batching = "loop";  // how --batch N is sent: "loop" or the system's own batch call
+    int threads_per_process = 1;    // threads that do the work in each role process (zmq adds an I/O thread)
+    // Parent: creates the run's shared objects (queues, a daemon) before any role process starts; may add
+    // facts to the JSON (limits it read). Null when a system needs nothing.
+    std::function<Expected<std::unique_ptr<Resources>>(const RunSpec&, Json&)> prepare;
+    std::function<Expected<std::unique_ptr<Link>>(const LinkSpec&)> open;
+};
+
+// The whole program: parses the command line, then runs as the parent or as a role process.
+int peer_main(int argc, char** argv, const System& system);
+
+// For the systems' code.
+std::string errno_text(const std::string& what);  // "what: strerror(errno)"
+std::int64_t now_ns() noexcept;                    // CLOCK_MONOTONIC: one clock for all processes
+// Waits until `ready()` holds, polling every millisecond, up to `timeout`: for systems that connect
+// asynchronously.
+Done wait_until(const std::function<bool()>& ready, std::chrono::milliseconds timeout, const std::string& what);
+
+}  // namespace rvoip::bench::peers
