@@ -399,7 +399,9 @@ Result<Record> SubscriberCore::next_for(std::chrono::nanoseconds timeout) noexce
     auto* ch = map_.cursor_header;
     std::int64_t nap_ns = 20'000;
     for (;;) {
-        const std::uint32_t seen = bell_->load(std::memory_order_acquire);  // acquire: pairs with ring()'s release
+        // acquire: pairs with ring()'s release. The flag bit is ours: a stale one (a wait that timed out)
+        // is cleared from what we expect to see.
+        const std::uint32_t seen = bell_->load(std::memory_order_acquire) & ~shm::kSleeping;
         slot_->parked.store(1);
         ch->waiters.fetch_add(1);
         bool claimed = false;
@@ -424,7 +426,8 @@ Result<Record> SubscriberCore::next_for(std::chrono::nanoseconds timeout) noexce
             }
             left = left.count() < 0 ? until : std::min(left, until);
         }
-        shm::futex_wait(bell_, seen, left);
+        if (shm::mark_sleeping(bell_, seen) || bell_->load(std::memory_order_acquire) == (seen | shm::kSleeping))
+            shm::futex_wait(bell_, seen | shm::kSleeping, left);
         slot_->parked.store(0);
         ch->waiters.fetch_sub(1);
         auto& w = slot_->wakeups;

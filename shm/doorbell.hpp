@@ -38,11 +38,27 @@ inline void futex_wake_all(std::atomic<std::uint32_t>* word) noexcept {
     ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, 0x7fffffff, nullptr, nullptr, 0);
 }
 
-// Rings a doorbell: bump the word so a consumer that read the old value before parking does not sleep,
-// then wake whoever already sleeps on it.
+// A doorbell word is a ring counter (bits 1..31) plus a "sleeping" flag (bit 0) that its consumer sets,
+// by CAS from the value it last saw, just before FUTEX_WAIT on the flagged value.
+constexpr std::uint32_t kSleeping = 1;
+
+// Rings a doorbell: bump the counter and clear the flag in one CAS, so a consumer that is about to sleep
+// sees a changed word (its CAS or its FUTEX_WAIT fails) and one that sleeps is woken. The wake syscall is
+// made only when the flag was set: further publishes before the consumer runs again cost one CAS, not a
+// syscall each.
 inline void ring(std::atomic<std::uint32_t>* word) noexcept {
-    word->fetch_add(1, std::memory_order_release);  // release: pairs with the acquire load in Subscriber's park
-    futex_wake_all(word);
+    std::uint32_t old = word->load(std::memory_order_relaxed);  // relaxed: the CAS below validates it
+    // release: pairs with the acquire load of the consumer's park (SubscriberCore::next_for)
+    while (!word->compare_exchange_weak(old, (old + 2) & ~kSleeping, std::memory_order_release, std::memory_order_relaxed)) {
+    }
+    if (old & kSleeping) futex_wake_all(word);
+}
+
+// Consumer: marks itself sleeping if the word still holds `seen` (the value read before announcing
+// itself parked). False when a ring came in between: do not sleep.
+inline bool mark_sleeping(std::atomic<std::uint32_t>* word, std::uint32_t seen) noexcept {
+    std::uint32_t expected = seen;
+    return word->compare_exchange_strong(expected, seen | kSleeping, std::memory_order_acq_rel, std::memory_order_acquire);
 }
 
 }  // namespace rvoip::events::shm

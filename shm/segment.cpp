@@ -43,6 +43,13 @@ Result<Segment> Segment::create(const std::string& name, std::size_t size) {
         s.name_ = name;
         s.object_ = std::make_unique<bip::shared_memory_object>(bip::create_only, name.c_str(), bip::read_write, perm);
         s.object_->truncate(static_cast<bip::offset_t>(size));
+        // Reserve the pages now: a tmpfs that fills up later would otherwise kill the first process that
+        // touches an unbacked page with SIGBUS, long after the segment was handed out.
+        if (int rc = ::posix_fallocate(s.object_->get_mapping_handle().handle, 0, static_cast<off_t>(size)); rc != 0) {
+            bip::shared_memory_object::remove(name.c_str());
+            return fail(rc == ENOSPC ? Errc::limit_reached : Errc::internal,
+                        "cannot reserve " + std::to_string(size) + " bytes of shared memory for '" + name + "': " + std::strerror(rc));
+        }
         s.region_ = std::make_unique<bip::mapped_region>(*s.object_, bip::read_write, 0, size);
         return s;
     } catch (const bip::interprocess_exception& e) {
