@@ -229,17 +229,51 @@ def tables(summary, peers):
             lines.append("")
             lines.append("Flood rate: %s Low events." % fmt_rate(flood["flood_events_per_sec"]))
         lines.append("")
-    for scenario in ("callstorm", "rtp", "rtp_with_signalling", "idle", "memory"):
-        for e in summary:
-            if e["scenario"] == scenario and e["runs"]:
-                shown = {k: v for k, v in e.items() if k not in ("scenario", "system", "params", "runs", "raw")}
-                lines.append("### %s" % scenario.replace("_", " "))
-                lines.append("")
-                lines.append("```")
-                lines.append(json.dumps(shown, indent=1, sort_keys=True))
-                lines.append("```")
-                lines.append("")
+    lines += system_scenarios({e["scenario"]: e for e in summary if e["runs"] and e["system"] == "rvoip-events"})
     return "\n".join(lines)
+
+
+def mib(v):
+    return "-" if v is None else "%.1f MiB" % (v / 1048576)
+
+
+def system_scenarios(by):
+    """Compact lines for the whole-system scenarios (their full JSON is in the results file)."""
+    lines = []
+    cs = by.get("callstorm")
+    if cs:
+        lat = cs.get("critical_latency", {})
+        lines.append("### Call storm: %s concurrent calls, %s new calls/s" % (cs.get("calls"), cs.get("call_setups_per_sec")))
+        lines.append("")
+        lines.append("| topic | lane | events/s | p50 | p99 |")
+        lines.append("|---|---|---|---|---|")
+        for name, t in sorted(cs.get("topics", {}).items()):
+            lines.append("| %s | %s | %s | %s | %s |" % (name, t.get("lane"), t.get("events_per_sec"), fmt_ns(t.get("p50_ns")), fmt_ns(t.get("p99_ns"))))
+        lines.append("")
+        cpu = cs.get("cpu_seconds", {})
+        lines.append("Bus work: %s%% of one core in all (%s over %.0f s). Critical one-way p50 %s, p99 %s, p99.9 %s. Kept up: %s%s." % (
+            cs.get("cpu_percent_of_one_core_total"), ", ".join("%s %.2f s" % kv for kv in sorted(cpu.items())), cs.get("seconds", 0),
+            fmt_ns(lat.get("p50_ns")), fmt_ns(lat.get("p99_ns")), fmt_ns(lat.get("p999_ns")),
+            "yes" if cs.get("kept_up") else "no", "" if cs.get("kept_up") else " (%s)" % cs.get("not_kept_up_because", "")))
+        lines.append("")
+    for key, label in (("rtp", "RTP alone"), ("rtp_with_signalling", "RTP on top of the call storm's signalling")):
+        r = by.get(key)
+        if r:
+            lines.append("- %s: %s calls (172-byte packets, 50/s each way per call, batched per 20 ms tick): %s packets." % (
+                label, r.get("max_calls"), fmt_rate(r.get("events_per_sec_at_max"))))
+    idle = by.get("idle")
+    if idle:
+        lines.append("- Idle: %s subscribers parked on empty topics for %.0f s used %.3f CPU seconds (broker %.3f s)." % (
+            idle.get("subscribers"), idle.get("seconds", 0), idle.get("cpu_seconds_total", 0), idle.get("broker_cpu_seconds", 0)))
+    mem = by.get("memory")
+    if mem:
+        rss = mem.get("broker_rss_bytes", {})
+        lines.append("- Memory: broker RSS %s with no topic, %s with 100 (%.0f KiB per topic); each topic's segments take %s "
+                     "with the default lanes (reserved when the topic is created); doorbells %s." % (
+                         mib(rss.get("0")), mib(rss.get("100")), mem.get("broker_rss_bytes_per_topic", 0) / 1024,
+                         mib(mem.get("bytes_per_topic")), mib(mem.get("doorbell_segment_bytes"))))
+    lines.append("")
+    return lines
 
 
 def machine():
@@ -349,7 +383,18 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="ours only, short runs, one run (about 30 s)")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite the README's performance section")
+    ap.add_argument("--from", dest="from_file", help="no measuring: tables, plots and README from this results file")
     a = ap.parse_args()
+    if a.from_file:
+        with open(a.from_file) as f:
+            saved = json.load(f)
+        built = sorted({e["system"] for e in saved["results"]} - {"rvoip-events"}, key=PEERS.index)
+        text = tables(saved["results"], built)
+        print(text)
+        plots = plot(saved["results"], built, os.path.dirname(os.path.abspath(a.from_file)))
+        if not a.no_readme:
+            update_readme(text, plots, saved["machine"])
+        return 0
     peers = [] if (a.no_peers or a.smoke) else PEERS
     h = Harness(a.bindir, a.smoke, 1 if a.smoke else a.runs, peers)
     if not os.access(h.ours(), os.X_OK):

@@ -38,42 +38,6 @@ Done wait_until(const std::function<bool()>& ready, std::chrono::milliseconds ti
     return {};
 }
 
-// ------------------------------------------------------------------------------------------------------
-// JSON
-
-namespace {
-std::string json_escape(std::string_view s) {
-    std::string out;
-    for (char ch : s) {
-        if (ch == '"' || ch == '\\') out += '\\', out += ch;
-        else if (static_cast<unsigned char>(ch) < 0x20) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\u%04x", ch);
-            out += buf;
-        } else out += ch;
-    }
-    return out;
-}
-}  // namespace
-
-Json& Json::num(std::string_view k, std::int64_t v) { return raw(k, std::to_string(v)); }
-Json& Json::real(std::string_view k, double v, int decimals) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
-    return raw(k, buf);
-}
-Json& Json::str(std::string_view k, std::string_view v) { return raw(k, "\"" + json_escape(v) + "\""); }
-Json& Json::boolean(std::string_view k, bool v) { return raw(k, v ? "true" : "false"); }
-Json& Json::merge(const Json& other) {
-    if (!other.body_.empty()) body_ += (body_.empty() ? "" : ",") + other.body_;
-    return *this;
-}
-Json& Json::raw(std::string_view k, const std::string& v) {
-    if (!body_.empty()) body_ += ',';
-    body_ += "\"" + json_escape(k) + "\":" + v;
-    return *this;
-}
-
 namespace {
 
 using steady = std::chrono::steady_clock;

@@ -74,20 +74,8 @@ public:
     virtual Done finish() { return {}; }
 };
 
-// A flat JSON object, keys in insertion order.
-class Json {
-public:
-    Json& num(std::string_view k, std::int64_t v);
-    Json& real(std::string_view k, double v, int decimals = 0);
-    Json& str(std::string_view k, std::string_view v);
-    Json& boolean(std::string_view k, bool v);
-    Json& merge(const Json& other);  // appends the other's keys
-    std::string text() const { return "{" + body_ + "}"; }
-
-private:
-    Json& raw(std::string_view k, const std::string& v);
-    std::string body_;
-};
+// The JSON output of rvoip-bench (bench/processes.hpp), so both print their figures the same way.
+using Json = rvoip::bench::Json;
 
 struct System {
     std::string name;              // "uds": the JSON's "system", and the prefix of our messages
