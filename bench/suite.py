@@ -179,14 +179,18 @@ def tables(summary, peers):
     # Throughput
     lines.append("### Throughput, 1 publisher -> 1 subscriber (events/s, median)")
     lines.append("")
-    header = "| size | batch | " + " | ".join(systems) + (" | ours / best peer |" if peers else " |")
+    ratios = (["iceoryx"] if "iceoryx" in peers else []) + (["best peer"] if peers else [])
+    header = "| size | batch | " + " | ".join(systems) + "".join(" | ours / %s" % r for r in ratios) + " |"
     lines.append(header)
-    lines.append("|" + "---|" * (len(systems) + 2 + (1 if peers else 0)))
+    lines.append("|" + "---|" * (len(systems) + 2 + len(ratios)))
     params = sorted({(e["params"]["size"], e["params"]["batch"]) for e in summary if e["scenario"] == "throughput"})
     for size, batch in params:
         p = {"size": size, "batch": batch}
         ours = get("throughput", "rvoip-events", p).get("events_per_sec")
         row = [str(size), str(batch)] + [fmt_rate(get("throughput", s, p).get("events_per_sec")) for s in systems]
+        if "iceoryx" in peers:
+            ice = get("throughput", "iceoryx", p).get("events_per_sec")
+            row.append("%.1fx" % (ours / ice) if ours and ice else "-")
         if peers:
             best = max([v for v in (get("throughput", s, p).get("events_per_sec") for s in peers) if v] or [0])
             row.append("%.1fx" % (ours / best) if ours and best else "-")
