@@ -467,15 +467,11 @@ Result<RawLoan> RawPublisher::loan(std::size_t max_size, Priority p) noexcept {
 }
 
 Result<RawPublisher> EventSystem::raw_publisher(std::string_view topic, const PublisherOptions& opt, const layout::Fingerprint& fp) {
-    auto c = detail::PublisherCore::open(conn_, topic, fp, opt);
-    if (!c) return std::unexpected(std::move(c.error()));
-    return RawPublisher(std::move(*c));
+    return front<RawPublisher>(detail::PublisherCore::open(conn_, topic, fp, opt));
 }
 
 Result<RawSubscriber> EventSystem::raw_subscriber(std::string_view topic, const SubscriberOptions& opt, const layout::Fingerprint& fp) {
-    auto c = detail::SubscriberCore::open(conn_, topic, fp, opt);
-    if (!c) return std::unexpected(std::move(c.error()));
-    return RawSubscriber(std::move(*c));
+    return front<RawSubscriber>(detail::SubscriberCore::open(conn_, topic, fp, opt));
 }
 
 Result<proto::StatsReply> EventSystem::stats() {

@@ -604,15 +604,11 @@ class EventSystem {
 public:
     template <Event T>
     Result<Publisher<T>> publisher(const PublisherOptions& opt = {}) {
-        auto c = detail::PublisherCore::open(conn_, T::event_type, fingerprint_of<T>(), opt);
-        if (!c) return std::unexpected(std::move(c.error()));
-        return Publisher<T>(std::move(*c));
+        return front<Publisher<T>>(detail::PublisherCore::open(conn_, T::event_type, fingerprint_of<T>(), opt));
     }
     template <Event T>
     Result<Subscriber<T>> subscriber(const SubscriberOptions& opt = {}) {
-        auto c = detail::SubscriberCore::open(conn_, T::event_type, fingerprint_of<T>(), opt);
-        if (!c) return std::unexpected(std::move(c.error()));
-        return Subscriber<T>(std::move(*c));
+        return front<Subscriber<T>>(detail::SubscriberCore::open(conn_, T::event_type, fingerprint_of<T>(), opt));
     }
     Result<RawPublisher> raw_publisher(std::string_view topic, const PublisherOptions& opt = {},
                                        const layout::Fingerprint& fp = raw_fingerprint());
@@ -631,6 +627,12 @@ public:
 private:
     friend class EventSystemBuilder;
     explicit EventSystem(std::shared_ptr<detail::Connection> c) noexcept : conn_(std::move(c)) {}
+    // Wraps an opened core in its typed or raw front (whose constructors only we may call).
+    template <class Front, class Core>
+    static Result<Front> front(Result<std::unique_ptr<Core>> core) {
+        if (!core) return std::unexpected(std::move(core.error()));
+        return Front(std::move(*core));
+    }
     std::shared_ptr<detail::Connection> conn_;
 };
 
