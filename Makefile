@@ -51,8 +51,8 @@ test-sanitizers: deps
 	cmake --build $(BUILD)-tsan -j$(JOBS) --target test_lane
 	cd $(BUILD)-tsan && ctest --output-on-failure -R '^test_lane$$'
 	cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRVOIP_SANITIZE=address >/dev/null
-	cmake --build $(BUILD)-asan -j$(JOBS) --target test_lane test_codec test_bad_input test_multiprocess
-	cd $(BUILD)-asan && ctest --output-on-failure -R '^test_(lane|codec|bad_input|multiprocess)$$'
+	cmake --build $(BUILD)-asan -j$(JOBS) --target test_lane test_attach test_codec test_bad_input test_multiprocess
+	cd $(BUILD)-asan && ctest --output-on-failure -R '^test_(lane|attach|codec|bad_input|multiprocess)$$'
 
 # The full suite against the peers: terminal tables, bench/results/<date>.json, PNG plots, README section.
 bench: bench-deps
