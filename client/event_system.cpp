@@ -273,11 +273,6 @@ Error PublisherCore::too_large(std::uint32_t bytes, std::uint32_t records, std::
                                             "'s ring of " + std::to_string(s.capacity) + " bytes: publish it in parts");
 }
 
-std::uint32_t PublisherCore::max_batch_records(std::uint32_t len, Priority p) const noexcept {
-    const auto& s = map_.settings[static_cast<std::size_t>(p) & 3];
-    return static_cast<std::uint32_t>(std::max<std::uint64_t>(1, s.capacity / 4 / layout::record_size(len)));
-}
-
 // Phased back-off while a lane is full: spin, then yield, then sleep in growing steps up to 1 ms. The
 // subscriber does not ring publishers when it frees room (that would put a syscall on every read).
 bool PublisherCore::wait_for_room(shm::LaneWriter&, std::int64_t deadline_ns, std::uint32_t& round) noexcept {

@@ -206,9 +206,31 @@ public:
                 e.timeouts[l].load(std::memory_order_relaxed)};
     }
     std::uint32_t max_event(Priority p) const noexcept { return writers_[static_cast<std::size_t>(p) & 3].max_event(); }
-    std::uint32_t max_batch_records(std::uint32_t len, Priority p) const noexcept;
-    std::uint64_t max_batch_bytes(Priority p) const noexcept {
-        return map_.settings[static_cast<std::size_t>(p) & 3].capacity / 4;
+    // publish_n over `count` records in chunks whose records fill at most a quarter of the lane, one
+    // claim per chunk. size_of(i) / fill(i, dst) index the whole batch. On failure `*published` (if
+    // given) tells how many went out before the error.
+    template <class SizeOf, class Fill>
+    Status publish_chunked(std::size_t count, SizeOf&& size_of, Fill&& fill, Priority p, std::size_t* published) noexcept {
+        const std::uint64_t budget = map_.settings[static_cast<std::size_t>(p) & 3].capacity / 4;
+        std::size_t done = 0;
+        while (done < count) {
+            std::size_t n = 1;
+            for (std::uint64_t bytes = layout::record_size(size_of(done)); done + n < count; ++n) {
+                bytes += layout::record_size(size_of(done + n));
+                if (bytes > budget) break;
+            }
+            const std::size_t first = done;
+            auto st = publish_n(
+                static_cast<std::uint32_t>(n), [&](std::uint32_t i) { return size_of(first + i); },
+                [&](std::uint32_t i, std::byte* dst) { fill(first + i, dst); }, p);
+            if (!st) {
+                if (published) *published = done;
+                return st;
+            }
+            done += n;
+        }
+        if (published) *published = done;
+        return {};
     }
 
 private:
@@ -369,22 +391,9 @@ public:
     // Claims room for many events with one CAS per chunk (chunks keep a claim within a quarter of the
     // lane). On failure `*published` (if given) tells how many went out before the error.
     Status publish_batch(std::span<const T> evs, Priority p = default_priority, std::size_t* published = nullptr) noexcept {
-        const std::uint32_t chunk = core_->max_batch_records(sizeof(T), p);
-        std::size_t done = 0;
-        while (done < evs.size()) {
-            const auto n = static_cast<std::uint32_t>(std::min<std::size_t>(chunk, evs.size() - done));
-            const T* base = evs.data() + done;
-            auto st = core_->publish_n(
-                n, [](std::uint32_t) { return std::uint32_t(sizeof(T)); },
-                [&](std::uint32_t i, std::byte* dst) { std::memcpy(dst, base + i, sizeof(T)); }, p);
-            if (!st) {
-                if (published) *published = done;
-                return st;
-            }
-            done += n;
-        }
-        if (published) *published = done;
-        return {};
+        return core_->publish_chunked(
+            evs.size(), [](std::size_t) { return std::uint32_t(sizeof(T)); },
+            [&](std::size_t i, std::byte* dst) { std::memcpy(dst, &evs[i], sizeof(T)); }, p, published);
     }
 
     // A value-initialised T in the ring, to fill in place and commit.
@@ -563,27 +572,10 @@ public:
     // failure `*published` (if given) tells how many went out before the error.
     Status publish_batch(std::span<const std::span<const std::byte>> payloads, Priority p = Priority::normal,
                          std::size_t* published = nullptr) noexcept {
-        const std::uint64_t budget = core_->max_batch_bytes(p);
-        auto size = [&](std::size_t i) { return static_cast<std::uint32_t>(std::min<std::size_t>(payloads[i].size(), 0xffffffffu)); };
-        std::size_t done = 0;
-        while (done < payloads.size()) {
-            std::size_t n = 1;
-            for (std::uint64_t bytes = layout::record_size(size(done)); done + n < payloads.size(); ++n) {
-                bytes += layout::record_size(size(done + n));
-                if (bytes > budget) break;
-            }
-            const auto chunk = payloads.subspan(done, n);
-            auto st = core_->publish_n(
-                static_cast<std::uint32_t>(n), [&](std::uint32_t i) { return size(done + i); },
-                [&](std::uint32_t i, std::byte* dst) { std::memcpy(dst, chunk[i].data(), chunk[i].size()); }, p);
-            if (!st) {
-                if (published) *published = done;
-                return st;
-            }
-            done += n;
-        }
-        if (published) *published = done;
-        return {};
+        return core_->publish_chunked(
+            payloads.size(),
+            [&](std::size_t i) { return static_cast<std::uint32_t>(std::min<std::size_t>(payloads[i].size(), 0xffffffffu)); },
+            [&](std::size_t i, std::byte* dst) { std::memcpy(dst, payloads[i].data(), payloads[i].size()); }, p, published);
     }
     Result<RawLoan> loan(std::size_t max_size, Priority p = Priority::normal) noexcept;
 
