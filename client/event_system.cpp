@@ -275,7 +275,7 @@ Error PublisherCore::too_large(std::uint32_t bytes, std::uint32_t records, std::
 
 // Phased back-off while a lane is full: spin, then yield, then sleep in growing steps up to 1 ms. The
 // subscriber does not ring publishers when it frees room (that would put a syscall on every read).
-bool PublisherCore::wait_for_room(shm::LaneWriter&, std::int64_t deadline_ns, std::uint32_t& round) noexcept {
+bool PublisherCore::wait_for_room(std::int64_t deadline_ns, std::uint32_t& round) noexcept {
     const std::int64_t now = shm::monotonic_ns();
     if (now >= deadline_ns) return false;
     ++round;

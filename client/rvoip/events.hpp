@@ -238,7 +238,7 @@ private:
     template <class SizeOf>
     Result<shm::LaneWriter::Claim> claim_slow(shm::LaneWriter& w, std::uint32_t n, SizeOf& size_of, Errc first) noexcept;
     Error too_large(std::uint32_t bytes, std::uint32_t records, std::uint32_t lane) const;
-    bool wait_for_room(shm::LaneWriter& w, std::int64_t deadline_ns, std::uint32_t& round) noexcept;
+    static bool wait_for_room(std::int64_t deadline_ns, std::uint32_t& round) noexcept;
 
     std::shared_ptr<Connection> conn_;
     shm::Segment data_;
@@ -333,7 +333,7 @@ Result<shm::LaneWriter::Claim> PublisherCore::claim_slow(shm::LaneWriter& w, std
         auto c = w.try_claim(n, size_of);
         if (c) return *c;
         if (c.error().code != Errc::full) return std::unexpected(std::move(c.error()));
-        if (!wait_for_room(w, deadline, round)) {
+        if (!wait_for_room(deadline, round)) {
             w.count_timeout();
             return std::unexpected(Error(Errc::timeout));
         }
