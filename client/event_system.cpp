@@ -273,6 +273,11 @@ Error PublisherCore::too_large(std::uint32_t bytes, std::uint32_t records, std::
                                             "'s ring of " + std::to_string(s.capacity) + " bytes: publish it in parts");
 }
 
+Error PublisherCore::loan_in_flight() const {
+    return Error(Errc::loan_outstanding, "topic '" + info_.name + "' " + std::string(to_string(Priority(loan_lane_))) +
+                                             " lane: a loan is open on this lane; commit or drop it before publishing here");
+}
+
 // Phased back-off while a lane is full: spin, then yield, then sleep in growing steps up to 1 ms. The
 // subscriber does not ring publishers when it frees room (that would put a syscall on every read).
 bool PublisherCore::wait_for_room(std::int64_t deadline_ns, std::uint32_t& round) noexcept {
@@ -355,12 +360,36 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::open(std::shared_ptr<Con
     s->bell_ = &s->conn_->doorbells().bells[ok->doorbell].word;
     s->wait_ = opt.wait;
     s->clock_ = s->conn_->doorbells().clock;
-    for (std::size_t l = 0; l < layout::kLanes; ++l) s->readers_[l] = shm::LaneReader(s->map_, l, ok->slot, ok->start[l]);
+    const auto& fp_in_force = s->map_.header->fingerprint;
+    const std::uint32_t exact = fp_in_force.kind == layout::Kind::typed ? fp_in_force.size : 0;
+    for (std::size_t l = 0; l < layout::kLanes; ++l) {
+        if (ok->start[l] % layout::kLine != 0) return fail(Errc::malformed, "broker gave a start position that is not 64-byte aligned");
+        s->readers_[l] = shm::LaneReader(s->map_, l, ok->slot, ok->start[l], exact);
+    }
     return s;
 }
 
 SubscriberCore::~SubscriberCore() {
     if (conn_) (void)conn_->call(proto::RemoveSubscriber{info_.id, slot_index_});
+}
+
+Error SubscriberCore::corrupt(std::uint32_t lane, const shm::LaneReader::Peek& p) noexcept {
+    auto& r = readers_[lane];
+    std::string what;
+    try {
+        what = "topic '" + info_.name + "' " + std::string(to_string(Priority(lane))) + " lane: " + r.describe(p);
+    } catch (...) {  // no memory for the message: the code says enough
+    }
+    const std::uint64_t skipped = r.resync();
+    if (outstanding_[lane] == 0) r.release();
+    // relaxed: single-writer counters, read by the CLI
+    slot_->corrupt.store(slot_->corrupt.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    slot_->skipped_bytes.store(slot_->skipped_bytes.load(std::memory_order_relaxed) + skipped, std::memory_order_relaxed);
+    try {
+        what += "; resumed at the lane's tail, " + std::to_string(skipped) + " ring bytes skipped";
+    } catch (...) {
+    }
+    return Error(Errc::corrupt, std::move(what));
 }
 
 bool SubscriberCore::any_ready() const noexcept {
@@ -385,26 +414,27 @@ Result<Record> SubscriberCore::next_for(std::chrono::nanoseconds timeout) noexce
         if ((i & 1023) == 1023 && expired()) return std::unexpected(Error(Errc::timeout));
         __builtin_ia32_pause();
     }
-    // Park. Dekker handshake on (tail, waiters) with LaneWriter: we announce (waiters RMW), then read the
-    // lanes' tails; a publisher claims (tail CAS), then reads waiters after its commit. Both sides are
-    // seq_cst read-modify-writes followed by seq_cst loads, so either the publisher sees us and rings,
-    // or we see its claim and do not sleep past it. The publisher pays no fence of its own: its claim
-    // CAS is one. A claim we see but that is not committed yet (a loan being built, a publisher between
-    // CAS and commit, a dead publisher awaiting recovery) gets short, growing sleeps instead.
+    // Park. Dekker handshake on (tail, parked mask) with LaneWriter: we announce (our bit, by a seq_cst
+    // RMW), then read the lanes' tails; a publisher claims (tail CAS), then reads the mask after its
+    // commit. Both sides are seq_cst read-modify-writes followed by seq_cst loads, so either the publisher
+    // sees our bit and rings, or we see its claim and do not sleep past it. The publisher pays no fence
+    // of its own: its claim CAS is one. A claim we see but that is not committed yet (a loan being built,
+    // a publisher between CAS and commit, a dead publisher awaiting recovery) gets short, growing sleeps
+    // instead. Modelled in tests/model/ring.pml: change both together.
     auto* ch = map_.cursor_header;
+    const std::uint64_t bit = std::uint64_t(1) << slot_index_;
+    auto unpark = [&] { ch->parked.fetch_and(~bit); };
     std::int64_t nap_ns = 20'000;
     for (;;) {
         // acquire: pairs with ring()'s release. The flag bit is ours: a stale one (a wait that timed out)
         // is cleared from what we expect to see.
         const std::uint32_t seen = bell_->load(std::memory_order_acquire) & ~shm::kSleeping;
-        slot_->parked.store(1);
-        ch->waiters.fetch_add(1);
+        ch->parked.fetch_or(bit);
         bool claimed = false;
         for (std::size_t l = 0; l < layout::kLanes; ++l) claimed |= map_.lanes[l].tail.load() != readers_[l].position();
         r = try_next();
         if (!r || r->header) {
-            slot_->parked.store(0);
-            ch->waiters.fetch_sub(1);
+            unpark();
             return r;
         }
         std::chrono::nanoseconds left(-1);
@@ -415,16 +445,14 @@ Result<Record> SubscriberCore::next_for(std::chrono::nanoseconds timeout) noexce
         if (!forever) {
             const auto until = std::chrono::nanoseconds(deadline - shm::monotonic_ns());
             if (until.count() <= 0) {
-                slot_->parked.store(0);
-                ch->waiters.fetch_sub(1);
+                unpark();
                 return std::unexpected(Error(Errc::timeout));
             }
             left = left.count() < 0 ? until : std::min(left, until);
         }
         if (shm::mark_sleeping(bell_, seen) || bell_->load(std::memory_order_acquire) == (seen | shm::kSleeping))
             shm::futex_wait(bell_, seen | shm::kSleeping, left);
-        slot_->parked.store(0);
-        ch->waiters.fetch_sub(1);
+        unpark();
         auto& w = slot_->wakeups;
         w.store(w.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: single writer, CLI reads
         r = try_next();

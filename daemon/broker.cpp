@@ -63,6 +63,9 @@ struct Topic {
     shm::TopicMap map;
     std::array<std::uint32_t, layout::kMaxPublishers> publisher_owner{};   // client id, 0 = free
     std::array<std::uint32_t, layout::kMaxSubscribers> subscriber_owner{};
+    // The doorbell each subscriber slot was given: the broker's own record, never read back from the
+    // cursor segment, which subscribers can write.
+    std::array<std::uint32_t, layout::kMaxSubscribers> subscriber_doorbell{};
 };
 
 struct Slot {
@@ -81,6 +84,7 @@ struct Session {
     int pidfd = -1;
     std::string name = "?";
     bool greeted = false;
+    bool exited = false;  // its process is gone: its publisher slots are marked dead
     std::vector<Slot> publishers;
     std::vector<Slot> subscribers;
     std::vector<std::uint32_t> doorbells;
@@ -236,7 +240,8 @@ struct Broker::Impl {
                 if (fd == signal_fd) return shutdown("signal received");
                 if (fd == listen_fd) accept_clients();
                 else if (fd == timer_fd) tick();
-                else serve(fd);
+                else if (sessions.count(fd)) serve(fd);
+                else reap();  // an orphan's pidfd: its process exited
             }
         }
     }
@@ -460,6 +465,7 @@ struct Broker::Impl {
         }
         auto slot = std::uint32_t(it - topic.subscriber_owner.begin());
         *it = s.id;
+        topic.subscriber_doorbell[slot] = bell;
         auto start = shm::join_subscriber(topic.map, slot, bell, std::uint32_t(s.pid));
         s.subscribers.push_back({topic.id, slot});
         log->debug("client {} subscribes to '{}' (slot {}, doorbell {})", s.id, topic.name, slot, bell);
@@ -524,7 +530,7 @@ struct Broker::Impl {
     void release_unused_doorbells(Session& s) {
         std::erase_if(s.doorbells, [&](std::uint32_t bell) {
             for (auto& sub : s.subscribers)
-                if (topics[sub.topic - 1]->map.slots[sub.slot].doorbell == bell) return false;
+                if (topics[sub.topic - 1]->subscriber_doorbell[sub.slot] == bell) return false;
             free_doorbells.push_back(bell);
             return true;
         });
@@ -547,22 +553,36 @@ struct Broker::Impl {
             return;
         }
         // Its process may still be running and using the segments: release its slots once it is gone.
+        // Its pidfd turns readable when it exits, so a dead publisher's claim is padded at once rather
+        // than at the next timer tick (a Critical claim holds back every Critical event behind it).
+        if (s->pidfd >= 0) watch(s->pidfd);
         orphans.push_back(std::move(s));
         reap();
     }
 
-    // Releases what exited processes held; pads their unfinished claims. Rearms the timer while any
-    // orphan remains (an idle broker with no orphans never wakes up).
+    // Releases what exited processes held; pads their unfinished claims. Every publisher slot of an
+    // exited process is marked dead before any is recovered, so that recovery of one slot sees the
+    // process's other claims as dead claimants, not live ones. Rearms the timer while any orphan remains
+    // (an idle broker with no orphans never wakes up).
     void reap() {
+        for (auto& s : orphans) {
+            if (s->exited || !process_gone(s->pidfd, s->pid)) continue;
+            s->exited = true;
+            if (s->pidfd >= 0) ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, s->pidfd, nullptr);
+            for (const Slot& p : s->publishers)
+                topics[p.topic - 1]->map.publishers[p.slot].state.store(static_cast<std::uint32_t>(layout::SlotState::dead));
+        }
         std::erase_if(orphans, [&](std::unique_ptr<Session>& s) {
-            if (!process_gone(s->pidfd, s->pid)) return false;
+            if (!s->exited) return false;
             std::erase_if(s->publishers, [&](const Slot& p) {
                 Topic& t = *topics[p.topic - 1];
-                t.map.publishers[p.slot].state.store(static_cast<std::uint32_t>(layout::SlotState::dead));
                 auto rep = shm::recover_publisher(t.map, p.slot);
-                if (rep.outcome == shm::Recovery::retry) return false;
+                if (!rep.corrupt.empty())
+                    log->error("topic '{}': recovery of dead publisher pid {} (slot {}) refused a corrupt value: {}", t.name, s->pid,
+                               p.slot, rep.corrupt);
                 if (rep.padded_bytes)
                     log->warn("topic '{}': padded {} bytes claimed by dead publisher pid {}", t.name, rep.padded_bytes, s->pid);
+                if (rep.outcome == shm::Recovery::retry) return false;
                 release_publisher_slot(t, p.slot);
                 return true;
             });

@@ -9,16 +9,16 @@
 //   +-------------------------------+  384
 //   | LaneControl x 4   (1 line ea) |  byte tail per lane (the claim CAS target)
 //   +-------------------------------+  640
-//   | PublisherEntry x kMaxPublishers (2 lines each): state, claim intent, per-lane counters
+//   | PublisherEntry x kMaxPublishers (4 lines each): state; one claim intent per lane; per-lane counters
 //   +-------------------------------+  rings_offset (page aligned)
 //   | ring Critical | ring High | ring Normal | ring Low |   each `capacity` bytes, power of two
 //   +-------------------------------+
 //
 //   topic cursors "<prefix>.<topic>.cursors"  written by subscribers and the broker, mapped read-only by publishers
 //   +-------------------------------+  0
-//   | CursorHeader      (2 lines)   |  magic, sizes, slot high-water, waiter count
+//   | CursorHeader      (2 lines)   |  magic, sizes, slot high-water, mask of parked slots
 //   +-------------------------------+  128
-//   | SubscriberSlot x kMaxSubscribers (2 lines each): positions per lane, state, parked flag, doorbell, stats
+//   | SubscriberSlot x kMaxSubscribers (2 lines each): positions per lane, state, doorbell, stats
 //   +-------------------------------+
 //
 //   doorbells "<prefix>.doorbells"  written by anyone connected: one futex word per line
@@ -30,9 +30,11 @@
 //   | position (u64)| length  | flags | pub id  | sequence (u64)  | timestamp (i64) | payload ...    |
 //   +---------------+---------+-------+---------+-----------------+-----------------+----------------+
 //
-// `position` is the record's own byte position and is written last with release: a reader at position p
-// accepts the record only when it reads exactly p, so bytes of an earlier lap are never taken for a record
-// and nobody zeroes the ring behind the readers.
+// `position` is the record's own byte position XOR the topic's record key, written last with release: a
+// reader at position p accepts the record only when it reads exactly p ^ key, so bytes of an earlier lap
+// are never taken for a record and nobody zeroes the ring behind the readers. The key is random per topic
+// and never leaves shared memory: a payload (a SIP message from the network, a counter in a benchmark)
+// cannot hold the marker of a future record except by a 2^-64 chance, unless its author maps the topic.
 #pragma once
 
 #include <atomic>
@@ -62,10 +64,10 @@ enum class Overflow : std::uint8_t { block = 0, fail = 1 };
 namespace rvoip::events::layout {
 
 constexpr std::size_t kLine = 64;  // fixed, not hardware_destructive_interference_size: this is an ABI
-constexpr std::uint32_t kAbiVersion = 1;
+constexpr std::uint32_t kAbiVersion = 2;  // 2: record key, per-lane claim intents, parked mask
 constexpr std::size_t kLanes = 4;
 constexpr std::uint32_t kMaxPublishers = 64;    // per topic
-constexpr std::uint32_t kMaxSubscribers = 64;   // per topic
+constexpr std::uint32_t kMaxSubscribers = 64;   // per topic: one bit each in CursorHeader::parked
 constexpr std::uint32_t kMaxDoorbells = 4096;   // per broker
 constexpr std::uint32_t kNoDoorbell = 0xffffffffu;
 constexpr std::size_t kTopicNameMax = 63;
@@ -149,9 +151,11 @@ struct alignas(kLine) TopicHeader {
     Fingerprint fingerprint;
     LaneSettings lanes[kLanes];
     std::uint64_t ring_offset[kLanes];
+    std::uint64_t record_key;      // XORed into every record's position marker; random, never 0 in its low bits
 };
 static_assert(sizeof(TopicHeader) == 6 * kLine);
 static_assert(offsetof(TopicHeader, name) == 48);
+static_assert(offsetof(TopicHeader, record_key) == 352);
 
 struct alignas(kLine) LaneControl {
     std::atomic<std::uint64_t> tail;  // next byte position to claim; never wraps
@@ -161,23 +165,36 @@ static_assert(sizeof(LaneControl) == kLine);
 
 enum class SlotState : std::uint32_t { free = 0, active = 1, dead = 2, evicted = 3 };
 
+// Claim intent (DESIGN §4), one per lane so that a loan open on one lane and a publish on another never
+// share one: the (position, length) a publisher is about to claim, written before its tail CAS and
+// cleared after its commit (or on any claim that does not succeed), then `won` = position right after a
+// successful CAS. Positions never repeat on a lane, so `won == position` proves the claim was this
+// publisher's even when several dead publishers' intents name the same position. length 0 = none;
+// won starts as kNoPosition, which no claim has.
+struct ClaimIntent {
+    std::atomic<std::uint64_t> position;
+    std::atomic<std::uint64_t> won;
+    std::atomic<std::uint32_t> length;
+    std::uint8_t pad[12];
+};
+static_assert(sizeof(ClaimIntent) == 32);
+constexpr std::uint64_t kNoPosition = ~std::uint64_t(0);
+
 struct alignas(kLine) PublisherEntry {
-    // line 0: written by the broker (state, pid) and by the owning publisher (intent)
+    // line 0: written by the broker
     std::atomic<std::uint32_t> state;            // SlotState
     std::uint32_t pid;
-    // Claim intent (DESIGN §4): the (position, length) a publisher is about to claim on `intent_lane`,
-    // written before its CAS and cleared after its commit. intent_length 0 = no claim in flight.
-    std::atomic<std::uint64_t> intent_position;
-    std::atomic<std::uint32_t> intent_length;
-    std::atomic<std::uint32_t> intent_lane;
-    std::uint8_t pad0[kLine - 24];
-    // line 1: counters, written only by the owner (single writer: relaxed load + store, never an RMW)
+    std::uint8_t pad0[kLine - 8];
+    // lines 1-2: written by the owning publisher, read by the broker's recovery
+    ClaimIntent intent[kLanes];
+    // line 3: counters, written only by the owner (single writer: relaxed load + store, never an RMW)
     std::atomic<std::uint64_t> published[kLanes];
     std::atomic<std::uint32_t> full[kLanes];      // publishes refused or delayed by a full lane
     std::atomic<std::uint32_t> timeouts[kLanes];  // `block` publishes that gave up
 };
-static_assert(sizeof(PublisherEntry) == 2 * kLine);
-static_assert(offsetof(PublisherEntry, published) == kLine);
+static_assert(sizeof(PublisherEntry) == 4 * kLine);
+static_assert(offsetof(PublisherEntry, intent) == kLine);
+static_assert(offsetof(PublisherEntry, published) == 3 * kLine);
 
 constexpr std::uint64_t kLaneControlOffset = sizeof(TopicHeader);
 constexpr std::uint64_t kPublisherTableOffset = kLaneControlOffset + kLanes * sizeof(LaneControl);
@@ -199,24 +216,30 @@ struct alignas(kLine) CursorHeader {
     std::uint8_t pad0[kLine - 32];
     // line 1
     std::atomic<std::uint32_t> slot_limit;  // broker: 1 + highest slot index ever used; scans stop here
-    std::atomic<std::uint32_t> waiters;     // consumers parked (or about to park) on this topic
-    std::uint8_t pad1[kLine - 8];
+    std::uint32_t reserved;
+    // Bit i set while subscriber slot i is parked or about to park: its owner sets and clears it, the
+    // broker clears it when the slot is released (idempotent, unlike a counter a dead consumer would
+    // leave unbalanced). Publishers ring exactly the set bits.
+    std::atomic<std::uint64_t> parked;
+    std::uint8_t pad1[kLine - 16];
 };
+static_assert(kMaxSubscribers <= 64, "one bit per subscriber slot in CursorHeader::parked");
 static_assert(sizeof(CursorHeader) == 2 * kLine);
 
 struct alignas(kLine) SubscriberSlot {
     // line 0: positions are written by the subscriber (release) and read by publishers on a gate refresh
     std::atomic<std::uint64_t> position[kLanes];
     std::atomic<std::uint32_t> state;     // SlotState, written by the broker
-    std::atomic<std::uint32_t> parked;    // 1 while the owner is parked or about to park
     std::uint32_t doorbell;               // index into the doorbell segment, written by the broker
     std::uint32_t pid;
+    std::uint32_t reserved;
     std::uint8_t pad0[kLine - 48];
     // line 1: counters, single writer (the subscriber)
     std::atomic<std::uint64_t> received[kLanes];
     std::atomic<std::uint64_t> lagged;
     std::atomic<std::uint64_t> wakeups;
-    std::uint8_t pad1[kLine - 48];
+    std::atomic<std::uint64_t> corrupt;        // corrupt records met (each reported once, then skipped)
+    std::atomic<std::uint64_t> skipped_bytes;  // ring bytes jumped over to resynchronise after them
 };
 static_assert(sizeof(SubscriberSlot) == 2 * kLine);
 static_assert(offsetof(SubscriberSlot, state) == 32);

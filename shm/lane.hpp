@@ -4,13 +4,21 @@
 // Written by hand: no library offers a variable-length, multicast, cursor-gated byte ring in shared memory
 // (Boost.Lockfree's queues are fixed-size-slot and single-consumer-per-element).
 //
-//   claim:   tail.CAS(t, t + bytes) after checking t + bytes against a cached gate (min cursor + capacity)
-//   commit:  payload and header fields, then header.position = p with release
-//   read:    header.position == p (acquire) means committed; payload read in place; cursor = p' (release)
+//   claim:   intent = (t, bytes); tail.CAS(t, t + bytes) after checking t + bytes against a cached gate
+//            (min cursor + capacity); intent.won = t
+//   commit:  payload and header fields, then header.position = p ^ key with release; intent cleared
+//   read:    header.position == p ^ key (acquire) means committed; payload read in place; cursor = p' (release)
 //
 // Ownership: a LaneWriter belongs to one thread of one publisher; a LaneReader to one thread of one
 // subscriber. Neither allocates, locks or makes a syscall, except LaneWriter::wake_parked, which runs
 // only when some consumer sleeps.
+//
+// The protocol is modelled in tests/model/ring.pml (checked by spin in `make test`): a change to the
+// claim, commit, read, padding or parking steps here must change the model with it, and the other way round.
+//
+// Nothing read from shared memory is trusted: a position that is not 64-byte aligned, a header whose
+// flags, length or publisher index is out of range, a padding chain longer than the ring, are reported as
+// corrupt (Errc::corrupt) and never used to index the ring.
 #pragma once
 
 #include "proto/errc.hpp"
@@ -20,6 +28,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -62,7 +71,9 @@ public:
           slots_(t.slots),
           max_slots_(t.max_subscribers),
           self_(&t.publishers[publisher_slot]),
+          intent_(&t.publishers[publisher_slot].intent[lane]),
           bells_(bells),
+          key_(t.record_key),
           lane_(static_cast<std::uint32_t>(lane)),
           publisher_(publisher_slot) {
         limit_ = min_cursor(*lane_ctl_, cursor_header_, slots_, max_slots_, lane_) + capacity_;
@@ -74,25 +85,31 @@ public:
 
     // Claims room for `n` records whose payload sizes are size_of(0..n-1), with one CAS. Padding is
     // inserted where a record would straddle the ring's end. Returns full when the slowest subscriber
-    // has not made room, event_too_large when a record exceeds max_event or the batch can never fit.
+    // has not made room, event_too_large when a record exceeds max_event or the batch can never fit,
+    // corrupt when the lane's tail is not a record boundary. The claim intent is written only once the
+    // gate passes and is cleared on every return but success, so a live publisher's intent never names a
+    // position it is not about to take (recovery would wait on it for good).
     template <class SizeOf>
     Result<Claim> try_claim(std::uint32_t n, SizeOf&& size_of) noexcept {
         std::uint64_t t = tail_->load(std::memory_order_relaxed);  // relaxed: the CAS below validates it
         for (;;) {
+            if (t % layout::kLine != 0) [[unlikely]]
+                return refuse(Error(Errc::corrupt, "lane tail " + std::to_string(t) + " is not 64-byte aligned"));
             const std::uint64_t end = layout_end(t, n, size_of);
-            if (end - t > capacity_) return std::unexpected(Error(Errc::event_too_large));
+            if (end - t > capacity_) return refuse(Error(Errc::event_too_large));
             if (end > limit_) {
                 limit_ = min_cursor(*lane_ctl_, cursor_header_, slots_, max_slots_, lane_) + capacity_;
-                if (end > limit_) return std::unexpected(Error(Errc::full));
+                if (end > limit_) return refuse(Error(Errc::full));
             }
-            // Claim intent: lets the broker pad this claim if we die between the CAS and the commit.
-            self_->intent_lane.store(lane_, std::memory_order_relaxed);       // ordered by the CAS below
-            self_->intent_position.store(t, std::memory_order_relaxed);       // ordered by the CAS below
-            self_->intent_length.store(std::uint32_t(end - t), std::memory_order_relaxed);
+            intent_->position.store(t, std::memory_order_relaxed);  // relaxed: published by the release below
+            // release: pairs with the acquire in read_intent (broker recovery): position before length.
+            intent_->length.store(std::uint32_t(end - t), std::memory_order_release);
             // seq_cst: the intent stores above become visible no later than the new tail, and a failed CAS
             // acquires the winner's intent (recover_publisher relies on both).
-            if (tail_->compare_exchange_weak(t, end, std::memory_order_seq_cst, std::memory_order_seq_cst))
+            if (tail_->compare_exchange_weak(t, end, std::memory_order_seq_cst, std::memory_order_seq_cst)) {
+                intent_->won.store(t, std::memory_order_release);  // release: pairs with read_intent
                 return Claim{t, end};
+            }
         }
     }
 
@@ -120,13 +137,14 @@ public:
     }
 
     // Commit of one record whose payload the caller already wrote in place (a loan claimed for
-    // `claimed` bytes). A shorter `len` leaves the rest of the claim as padding after the record.
+    // `claimed` bytes). A shorter `len` leaves the rest of the claim as padding after the record, written
+    // before the record is published so that the claim is whole the moment a reader can reach its end.
     void commit_in_place(const Claim& c, std::uint32_t claimed, std::uint32_t len, std::int64_t ts) noexcept {
         const std::uint64_t at = skip_padding(c.position, claimed);
         if (at != c.position) write_padding(c.position, at - c.position);
-        publish_header(header_at(at), at, len, ts);
         const std::uint64_t end = at + layout::record_size(len);
         if (end < c.end) write_padding(end, c.end - end);
+        publish_header(header_at(at), at, len, ts);
         finish(1);
     }
 
@@ -143,14 +161,15 @@ public:
             write_padding(pos, len);
             pos += len;
         }
-        self_->intent_length.store(0, std::memory_order_release);  // release: pairs with recover_publisher's acquire
+        intent_->length.store(0, std::memory_order_release);  // release: pairs with read_intent's acquire
     }
 
     // Dekker handshake, publisher side (the other half is in SubscriberCore::next_for): after the
     // commit, look for parked consumers. The seq_cst claim CAS already ordered this load after our
     // claim became visible, so no fence is needed here: one load when nobody sleeps.
     void notify() noexcept {
-        if (cursor_header_ && cursor_header_->waiters.load() != 0) wake_parked();  // seq_cst: after the claim CAS
+        if (!cursor_header_) return;
+        if (const std::uint64_t parked = cursor_header_->parked.load(); parked != 0) wake_parked(parked);  // seq_cst: after the claim CAS
     }
 
     std::uint32_t lane() const noexcept { return lane_; }
@@ -181,7 +200,7 @@ private:
         h->publisher = publisher_;
         h->sequence = 0;
         h->timestamp_ns = 0;
-        h->position.store(pos, std::memory_order_release);  // release: pairs with the acquire in LaneReader::peek
+        h->position.store(pos ^ key_, std::memory_order_release);  // release: pairs with the acquire in LaneReader::peek
     }
     void publish_header(layout::RecordHeader* h, std::uint64_t pos, std::uint32_t len, std::int64_t ts) noexcept {
         h->length = len;
@@ -189,14 +208,19 @@ private:
         h->publisher = publisher_;
         h->sequence = sequence_++;
         h->timestamp_ns = ts;
-        h->position.store(pos, std::memory_order_release);  // release: pairs with the acquire in LaneReader::peek
+        h->position.store(pos ^ key_, std::memory_order_release);  // release: pairs with the acquire in LaneReader::peek
+    }
+    // A claim that did not happen: no intent may stay behind (see try_claim).
+    Result<Claim> refuse(Error e) noexcept {
+        intent_->length.store(0, std::memory_order_release);  // release: pairs with read_intent's acquire
+        return std::unexpected(std::move(e));
     }
     void finish(std::uint32_t) noexcept {
-        self_->intent_length.store(0, std::memory_order_release);  // release: pairs with recover_publisher's acquire
+        intent_->length.store(0, std::memory_order_release);  // release: pairs with read_intent's acquire
         // Single writer: a plain store, never a shared read-modify-write (DESIGN §4, stats).
         self_->published[lane_].store(sequence_, std::memory_order_relaxed);  // relaxed: read by the CLI only
     }
-    void wake_parked() noexcept;
+    void wake_parked(std::uint64_t parked) noexcept;
     static void bump(std::atomic<std::uint32_t>& c) noexcept {
         c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: read by the CLI only
     }
@@ -211,20 +235,23 @@ private:
     const layout::SubscriberSlot* slots_ = nullptr;
     std::uint32_t max_slots_ = 0;
     layout::PublisherEntry* self_ = nullptr;
+    layout::ClaimIntent* intent_ = nullptr;
     DoorbellMap bells_{};
+    std::uint64_t key_ = 0;
     std::uint64_t limit_ = 0;  // cached gate: claims may end at or before this position
     std::uint64_t sequence_ = 0;
     std::uint32_t lane_ = 0;
     std::uint16_t publisher_ = 0;
 };
 
-inline void LaneWriter::wake_parked() noexcept {
-    const std::uint32_t n = std::min(cursor_header_->slot_limit.load(std::memory_order_acquire), max_slots_);
-    for (std::uint32_t i = 0; i < n; ++i) {
+// Rings the doorbell of every parked subscriber slot in `parked` (the mask read after the commit).
+inline void LaneWriter::wake_parked(std::uint64_t parked) noexcept {
+    while (parked != 0) {
+        const auto i = static_cast<std::uint32_t>(std::countr_zero(parked));
+        parked &= parked - 1;
+        if (i >= max_slots_) break;  // bits past the segment's slots: nothing to ring
         const auto& s = slots_[i];
-        // acquire: pairs with the release of `parked` (via the waiters RMW) in Subscriber's park
-        if (s.parked.load(std::memory_order_acquire) == 0) continue;
-        if (s.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(layout::SlotState::active)) continue;
+        if (s.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(layout::SlotState::active)) continue;  // acquire: pairs with join_subscriber
         const std::uint32_t d = s.doorbell;
         if (d < bells_.count) ring(&bells_.bells[d].word);  // bounds-checked: the index lives in shared memory
     }
@@ -233,53 +260,96 @@ inline void LaneWriter::wake_parked() noexcept {
 class LaneReader {
 public:
     LaneReader() = default;
-    LaneReader(const TopicMap& t, std::size_t lane, std::uint32_t slot, std::uint64_t start) noexcept
+    // `exact_size`: the payload size every data record of a typed topic has (0 for raw topics).
+    LaneReader(const TopicMap& t, std::size_t lane, std::uint32_t slot, std::uint64_t start, std::uint32_t exact_size = 0) noexcept
         : ring_(t.rings[lane]),
+          tail_(&t.lanes[lane].tail),
           capacity_(t.settings[lane].capacity),
           mask_(t.settings[lane].capacity - 1),
+          key_(t.record_key),
           max_event_(t.settings[lane].max_event),
+          exact_size_(exact_size),
+          max_publishers_(t.max_publishers),
           cursor_(&t.slots[slot].position[lane]),
           position_(start),
           published_(start) {}
 
+    enum class Fault : std::uint8_t { none, misaligned, padding_length, data_length, flags, publisher, padding_loop };
+
     struct Peek {
         const layout::RecordHeader* record = nullptr;  // the committed record at the read position, or none
-        bool corrupt = false;                           // a committed header failed its bounds checks
+        std::uint32_t length = 0;                       // its payload length, validated (never re-read)
+        Fault fault = Fault::none;                      // a committed header failed its checks
+        bool corrupt() const noexcept { return fault != Fault::none; }
     };
 
-    // The committed record at the read position, skipping padding. A corrupt header leaves the reader
-    // where it is (corruption() says what was wrong). No allocation, no syscall.
+    // The committed record at the read position, skipping any number of padding records (an abandoned
+    // wrapping claim, a short raw commit, the broker's recovery may leave several in a row), bounded by
+    // the ring's size. A corrupt header leaves the reader where it is: describe() says what was wrong,
+    // resync() moves on. No allocation, no syscall.
     Peek peek() noexcept {
-        for (int hops = 0; hops < 2; ++hops) {  // at most one padding record precedes a data record
+        if (position_ % layout::kLine != 0) [[unlikely]]
+            return fault(Fault::misaligned);
+        for (std::uint64_t hops = 0; hops <= capacity_ / layout::kLine; ++hops) {
             const std::uint64_t idx = position_ & mask_;
             auto* h = reinterpret_cast<const layout::RecordHeader*>(ring_ + idx);
             // acquire: pairs with the release in LaneWriter::publish_header / write_padding. Anything but
-            // our exact position is an earlier lap's bytes: not ready.
-            if (h->position.load(std::memory_order_acquire) != position_) return {};
+            // our exact position (keyed) is an earlier lap's bytes or a payload: not ready.
+            if (h->position.load(std::memory_order_acquire) != (position_ ^ key_)) return {};
             const std::uint32_t len = h->length;
-            if (h->flags == layout::kRecordPadding) {
+            const std::uint16_t flags = h->flags;
+            if (flags == layout::kRecordPadding) {
                 if (len < layout::kLine || len % layout::kLine != 0 || idx + len > capacity_) [[unlikely]]
-                    return {nullptr, true};
+                    return fault(Fault::padding_length, len);
                 position_ += len;
                 continue;
             }
-            if (len > max_event_ || idx + layout::record_size(len) > capacity_) [[unlikely]]
-                return {nullptr, true};
-            return {h, false};
+            if (flags != layout::kRecordData) [[unlikely]]
+                return fault(Fault::flags, flags);
+            if (len > max_event_ || idx + layout::record_size(len) > capacity_ || (exact_size_ && len != exact_size_)) [[unlikely]]
+                return fault(Fault::data_length, len);
+            if (h->publisher >= max_publishers_) [[unlikely]]
+                return fault(Fault::publisher, h->publisher);
+            return {h, len, Fault::none};
         }
-        return {};
+        return fault(Fault::padding_loop);
     }
 
-    // What is wrong with the header at the read position (after peek() said corrupt).
-    std::string corruption() const {
-        const std::uint64_t idx = position_ & mask_;
-        auto* h = reinterpret_cast<const layout::RecordHeader*>(ring_ + idx);
-        return std::string(h->flags == layout::kRecordPadding ? "padding record of " : "record of ") +
-               std::to_string(h->length) + " bytes at ring offset " + std::to_string(idx) + " exceeds its bounds";
+    // What peek() found wrong, for the error the subscriber reports.
+    std::string describe(const Peek& p) const {
+        const std::string at = " at ring offset " + std::to_string(position_ & mask_) + " (position " + std::to_string(position_) + ")";
+        const std::string v = std::to_string(fault_value_);
+        switch (p.fault) {
+        case Fault::misaligned: return "read position is not 64-byte aligned" + at;
+        case Fault::padding_length: return "padding record of " + v + " bytes exceeds its bounds" + at;
+        case Fault::data_length:
+            return "record of " + v + " bytes" + at + (exact_size_ ? " where every event has " + std::to_string(exact_size_) + " bytes"
+                                                                  : " exceeds the max event of " + std::to_string(max_event_) + " bytes or the ring");
+        case Fault::flags: return "record header has unknown flags " + v + at;
+        case Fault::publisher: return "record names publisher slot " + v + ", out of range" + at;
+        case Fault::padding_loop: return "padding records cover more than the whole ring" + at;
+        case Fault::none: break;
+        }
+        return "no fault";
     }
 
-    // Moves past the record last returned by peek(). The cursor is not published yet: see release().
-    void consume(const layout::RecordHeader* h) noexcept { position_ += layout::record_size(h->length); }
+    // After a corrupt record: jump to the lane's tail (records claimed from then on are read as usual)
+    // and return how many ring bytes were skipped. The lane's events in between are lost to this reader.
+    std::uint64_t resync() noexcept {
+        const std::uint64_t t = tail_->load(std::memory_order_acquire) & ~std::uint64_t(layout::kLine - 1);  // acquire: pairs with the claim CAS
+        if (t <= position_) {  // the tail itself is behind us (corrupt): step over one line at least
+            const std::uint64_t next = (position_ | (layout::kLine - 1)) + 1;
+            const std::uint64_t skipped = next - position_;
+            position_ = next;
+            return skipped;
+        }
+        const std::uint64_t skipped = t - position_;
+        position_ = t;
+        return skipped;
+    }
+
+    // Moves past the record last returned by peek(), by the length peek() validated.
+    void consume(const Peek& p) noexcept { position_ += layout::record_size(p.length); }
 
     // Lets publishers reuse everything before `pos` (a position previously reached by consume()).
     void release(std::uint64_t pos) noexcept {
@@ -300,17 +370,27 @@ public:
     // True when a record (or padding) is committed at the read position. One acquire load.
     bool ready() const noexcept {
         auto* h = reinterpret_cast<const layout::RecordHeader*>(ring_ + (position_ & mask_));
-        return h->position.load(std::memory_order_acquire) == position_;  // acquire: pairs with publish_header
+        return h->position.load(std::memory_order_acquire) == (position_ ^ key_);  // acquire: pairs with publish_header
     }
 
 private:
+    Peek fault(Fault f, std::uint64_t value = 0) noexcept {
+        fault_value_ = value;
+        return {nullptr, 0, f};
+    }
+
     const std::byte* ring_ = nullptr;
+    const std::atomic<std::uint64_t>* tail_ = nullptr;
     std::uint64_t capacity_ = 0;
     std::uint64_t mask_ = 0;
+    std::uint64_t key_ = 0;
     std::uint32_t max_event_ = 0;
+    std::uint32_t exact_size_ = 0;
+    std::uint32_t max_publishers_ = 0;
     std::atomic<std::uint64_t>* cursor_ = nullptr;
     std::uint64_t position_ = 0;   // next record to read
     std::uint64_t published_ = 0;  // last value stored to *cursor_
+    std::uint64_t fault_value_ = 0;
 };
 
 }  // namespace rvoip::events::shm

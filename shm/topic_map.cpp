@@ -9,9 +9,24 @@
 #include <ctime>
 #include <string>
 
+#include <sys/random.h>
+#include <unistd.h>
+
 namespace rvoip::events::shm {
 
 using namespace layout;
+
+std::uint64_t new_record_key() noexcept {
+    std::uint64_t k = 0;
+    if (::getrandom(&k, sizeof k, 0) != sizeof k) {  // no entropy source: still unpredictable enough to stop accidents
+        timespec ts;
+        ::clock_gettime(CLOCK_REALTIME, &ts);
+        k = (std::uint64_t(ts.tv_nsec) << 32) ^ std::uint64_t(ts.tv_sec) ^ (std::uint64_t(::getpid()) << 48) ^ __rdtsc();
+        k *= 0x9e3779b97f4a7c15ull;
+    }
+    if ((k & (kLine - 1)) == 0) k |= 1;
+    return k;
+}
 
 std::uint64_t topic_data_size(const std::array<LaneSettings, kLanes>& lanes, std::uint32_t max_publishers) noexcept {
     std::uint64_t size = rings_offset(max_publishers);
@@ -40,12 +55,9 @@ void format_topic(std::span<std::byte> data, std::string_view name, std::uint32_
         h->ring_offset[l] = off;
         off += lanes[l].capacity;
     }
-    // The rings start zero-filled (a fresh segment). A zero header never matches a reader's position
-    // except position 0, so write a non-matching marker at offset 0 of each ring.
-    for (std::size_t l = 0; l < kLanes; ++l) {
-        auto* first = reinterpret_cast<RecordHeader*>(data.data() + h->ring_offset[l]);
-        first->position.store(~std::uint64_t(0), std::memory_order_relaxed);  // relaxed: published by fd hand-off
-    }
+    // The rings start zero-filled (a fresh segment). The key's low six bits are never zero, so no
+    // aligned position's marker is zero and an unwritten header never matches.
+    h->record_key = new_record_key();
 }
 
 void format_cursors(std::span<std::byte> cursors, std::uint32_t topic_id, std::uint32_t max_subscribers) noexcept {
@@ -155,6 +167,8 @@ Result<TopicMap> attach(std::span<std::byte> data, std::span<std::byte> cursors)
             t.rings[l] = data.data() + off;
             off += s.capacity;
         }
+        if ((h->record_key & (kLine - 1)) == 0) return fail(Errc::corrupt, "topic data segment has an invalid record key");
+        t.record_key = h->record_key;
         t.header = h;
         t.lanes = reinterpret_cast<LaneControl*>(data.data() + kLaneControlOffset);
         t.publishers = reinterpret_cast<PublisherEntry*>(data.data() + kPublisherTableOffset);
@@ -201,10 +215,12 @@ std::array<std::uint64_t, kLanes> join_subscriber(TopicMap& t, std::uint32_t slo
     auto& s = t.slots[slot];
     s.doorbell = doorbell;
     s.pid = pid;
-    s.parked.store(0);
+    t.cursor_header->parked.fetch_and(~(std::uint64_t(1) << slot));  // a previous owner's bit, if any
     for (auto& r : s.received) r.store(0, std::memory_order_relaxed);  // relaxed: the slot is not active yet
     s.lagged.store(0, std::memory_order_relaxed);
     s.wakeups.store(0, std::memory_order_relaxed);
+    s.corrupt.store(0, std::memory_order_relaxed);
+    s.skipped_bytes.store(0, std::memory_order_relaxed);
     // 1. Hold the gate at the current tails and make the slot visible (seq_cst stores)...
     for (std::size_t l = 0; l < kLanes; ++l) s.position[l].store(t.lanes[l].tail.load());
     if (t.cursor_header->slot_limit.load() <= slot) t.cursor_header->slot_limit.store(slot + 1);
@@ -221,16 +237,19 @@ std::array<std::uint64_t, kLanes> join_subscriber(TopicMap& t, std::uint32_t slo
 
 void leave_subscriber(TopicMap& t, std::uint32_t slot) noexcept {
     auto& s = t.slots[slot];
-    if (s.parked.exchange(0) != 0) t.cursor_header->waiters.fetch_sub(1);
     s.state.store(static_cast<std::uint32_t>(SlotState::free));
+    // Idempotent: a subscriber that died inside its park window leaves no sleeper count behind.
+    t.cursor_header->parked.fetch_and(~(std::uint64_t(1) << slot));
 }
 
 void claim_publisher(TopicMap& t, std::uint32_t slot, std::uint32_t pid) noexcept {
     auto& p = t.publishers[slot];
     p.pid = pid;
-    p.intent_length.store(0);
-    p.intent_position.store(0);
-    p.intent_lane.store(0);
+    for (auto& in : p.intent) {
+        in.length.store(0);
+        in.position.store(0);
+        in.won.store(kNoPosition);
+    }
     for (std::size_t l = 0; l < kLanes; ++l) {
         p.published[l].store(0, std::memory_order_relaxed);  // relaxed: published by the state store below
         p.full[l].store(0, std::memory_order_relaxed);
@@ -243,11 +262,30 @@ void release_publisher(TopicMap& t, std::uint32_t slot) noexcept {
     t.publishers[slot].state.store(static_cast<std::uint32_t>(SlotState::free));
 }
 
+Intent read_intent(const ClaimIntent& in) noexcept {
+    Intent r;
+    const std::uint32_t len = in.length.load(std::memory_order_acquire);  // acquire: pairs with try_claim's release
+    if (len == 0) return r;
+    r.position = in.position.load(std::memory_order_acquire);
+    r.won = in.won.load(std::memory_order_acquire);  // acquire: pairs with the release after the CAS
+    // Positions of one publisher never repeat and grow: the same length around an unchanged position is
+    // one intent, not halves of two.
+    if (in.length.load(std::memory_order_acquire) != len || in.position.load(std::memory_order_acquire) != r.position) {
+        r.consistent = false;
+        return r;
+    }
+    r.length = len;
+    return r;
+}
+
 namespace {
 
+const RecordHeader* header_at(const TopicMap& t, std::size_t lane, std::uint64_t pos) noexcept {
+    return reinterpret_cast<const RecordHeader*>(t.rings[lane] + (pos & (t.settings[lane].capacity - 1)));
+}
+
 bool committed_at(const TopicMap& t, std::size_t lane, std::uint64_t pos) noexcept {
-    auto* h = reinterpret_cast<const RecordHeader*>(t.rings[lane] + (pos & (t.settings[lane].capacity - 1)));
-    return h->position.load(std::memory_order_acquire) == pos;  // acquire: pairs with the publisher's commit
+    return header_at(t, lane, pos)->position.load(std::memory_order_acquire) == (pos ^ t.record_key);  // acquire: pairs with the commit
 }
 
 void pad(TopicMap& t, std::size_t lane, std::uint64_t pos, std::uint64_t bytes) noexcept {
@@ -257,62 +295,94 @@ void pad(TopicMap& t, std::size_t lane, std::uint64_t pos, std::uint64_t bytes) 
     h->publisher = kBrokerPublisher;
     h->sequence = 0;
     h->timestamp_ns = 0;
-    h->position.store(pos, std::memory_order_release);  // release: pairs with the acquire in LaneReader::peek
+    h->position.store(pos ^ t.record_key, std::memory_order_release);  // release: pairs with the acquire in LaneReader::peek
+}
+
+bool valid_intent(const Intent& in, std::uint64_t capacity) noexcept {
+    return in.position % kLine == 0 && in.length % kLine == 0 && in.length <= capacity;
+}
+
+// One lane of recover_publisher.
+Recovery recover_lane(TopicMap& t, std::uint32_t dead, std::size_t lane, RecoveryReport& r) {
+    auto& own = t.publishers[dead].intent[lane];
+    const Intent mine = read_intent(own);
+    auto finish = [&] {
+        own.length.store(0);
+        return Recovery::done;
+    };
+    if (mine.length == 0) return finish();  // no claim in flight (a dead slot's intent no longer changes)
+    const std::uint64_t cap = t.settings[lane].capacity;
+    const std::string where = std::string(to_string(static_cast<Priority>(lane))) + " lane: ";
+    if (!valid_intent(mine, cap)) {
+        r.corrupt = where + "claim intent (" + std::to_string(mine.position) + ", " + std::to_string(mine.length) + ") is not aligned or exceeds the ring";
+        return finish();
+    }
+    // seq_cst: every claim below this tail happened before this load, and so did its claimant's intent.
+    const std::uint64_t tail = t.lanes[lane].tail.load();
+    if (tail % kLine != 0) {
+        r.corrupt = where + "tail " + std::to_string(tail) + " is not 64-byte aligned";
+        return finish();
+    }
+    if (tail <= mine.position) return finish();  // its CAS never happened, and never will
+    // Readers cannot pass a hole, so the lowest active cursor is at or before any hole a reader waits at.
+    // Below it the bytes may already hold a later lap: never write there.
+    const std::uint64_t waiting = min_cursor(t.lanes[lane], t.cursor_header, t.slots, t.max_subscribers, lane);
+    const std::uint64_t stop = std::min(mine.end(), tail);
+    std::uint64_t y = mine.position;
+    while (y < stop) {
+        if (committed_at(t, lane, y)) {
+            const RecordHeader* h = header_at(t, lane, y);
+            const std::uint64_t step = h->flags == kRecordPadding ? std::uint64_t(h->length) : record_size(h->length);
+            if (step == 0 || step % kLine != 0 || step > cap) {
+                r.corrupt = where + "committed record at position " + std::to_string(y) + " has an impossible length";
+                return finish();
+            }
+            y += step;
+            continue;
+        }
+        if (waiting > y) return finish();  // nobody waits here (no subscriber, or all past): leave the bytes alone
+        // A hole at y. Who claimed it? Intents are read before committed_at is tested again: a live
+        // publisher clears its intent only after its commit, so either we see its intent or its commit.
+        bool live = false, proven = false;
+        std::uint64_t hole_end = mine.end();
+        for (std::uint32_t i = 0; i < t.max_publishers; ++i) {
+            const auto st = static_cast<SlotState>(t.publishers[i].state.load());
+            if (st != SlotState::active && st != SlotState::dead) continue;
+            const Intent o = i == dead ? mine : read_intent(t.publishers[i].intent[lane]);
+            if (st == SlotState::active && !o.consistent) {
+                live = true;  // changing under us: decide later
+                continue;
+            }
+            if (!o.covers(y) || !valid_intent(o, cap)) continue;
+            if (st == SlotState::active) {
+                live = true;
+            } else {
+                hole_end = std::min(hole_end, o.end());
+                // Claims never overlap: a dead claimant whose CAS is proven owns its range outright, and a
+                // live intent over it can only be a stale, failed one.
+                if (o.won == o.position) proven = true;
+            }
+        }
+        if (live && !proven) return Recovery::retry;
+        if (committed_at(t, lane, y)) continue;  // a live publisher committed meanwhile
+        hole_end = std::min(hole_end, tail);
+        while (y < hole_end) {
+            const std::uint64_t n = std::min(cap - (y & (cap - 1)), hole_end - y);
+            pad(t, lane, y, n);
+            r.padded_bytes += n;
+            y += n;
+        }
+    }
+    return finish();
 }
 
 }  // namespace
 
-RecoveryReport recover_publisher(TopicMap& t, std::uint32_t slot) noexcept {
-    auto& p = t.publishers[slot];
+RecoveryReport recover_publisher(TopicMap& t, std::uint32_t slot) {
     RecoveryReport r;
-    const std::uint32_t len = p.intent_length.load(std::memory_order_acquire);  // acquire: pairs with finish()
-    const std::uint32_t lane = p.intent_lane.load();
-    const std::uint64_t start = p.intent_position.load();
-    auto clear = [&] {
-        p.intent_length.store(0);
-        return r;
-    };
-    // No claim in flight, or values we must not act on.
-    if (len == 0 || lane >= kLanes || len > t.settings[lane].capacity || len % kLine != 0) return clear();
-    const std::uint64_t cap = t.settings[lane].capacity;
-    if (t.lanes[lane].tail.load() <= start) return clear();  // its CAS never happened
-
-    // Did the dead publisher win the CAS at `start`? If another publisher won there, the winner's intent
-    // names `start` until it commits, and once it commits the header at `start` is committed with the
-    // winner's id. Readers never pass an uncommitted record, so a claim that every subscriber is past
-    // needs nothing from us (and its bytes may already carry a later lap).
-    if (committed_at(t, lane, start)) {
-        auto* h = reinterpret_cast<const RecordHeader*>(t.rings[lane] + (start & (cap - 1)));
-        if (h->publisher != slot) return clear();
-    } else {
-        if (min_cursor(t.lanes[lane], t.cursor_header, t.slots, t.max_subscribers, lane) > start) return clear();
-        for (std::uint32_t i = 0; i < t.max_publishers; ++i) {
-            auto& o = t.publishers[i];
-            if (i == slot || o.state.load() != static_cast<std::uint32_t>(SlotState::active)) continue;
-            if (o.intent_length.load() != 0 && o.intent_lane.load() == lane && o.intent_position.load() == start) {
-                r.outcome = Recovery::retry;  // a live publisher may own this claim: decide later
-                return r;
-            }
-        }
-    }
-    // The claim [start, start+len) is ours. Skip what we committed, pad from the first gap to the end.
-    std::uint64_t pos = start;
-    const std::uint64_t end = start + len;
-    while (pos < end && committed_at(t, lane, pos)) {
-        auto* h = reinterpret_cast<const RecordHeader*>(t.rings[lane] + (pos & (cap - 1)));
-        const std::uint64_t step = h->flags == kRecordPadding ? h->length : record_size(h->length);
-        if (step == 0 || step % kLine != 0 || pos + step > end) break;  // nonsense: pad from here
-        pos += step;
-    }
-    // Nobody waits at the gap: every subscriber is past it or there are none. Leave the bytes alone.
-    if (pos < end && min_cursor(t.lanes[lane], t.cursor_header, t.slots, t.max_subscribers, lane) > pos) return clear();
-    while (pos < end) {
-        const std::uint64_t n = std::min(cap - (pos & (cap - 1)), end - pos);
-        pad(t, lane, pos, n);
-        r.padded_bytes += n;
-        pos += n;
-    }
-    return clear();
+    for (std::size_t lane = 0; lane < kLanes; ++lane)
+        if (recover_lane(t, slot, lane, r) == Recovery::retry) r.outcome = Recovery::retry;
+    return r;
 }
 
 }  // namespace rvoip::events::shm

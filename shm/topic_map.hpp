@@ -6,6 +6,10 @@
 //   join_subscriber / leave_subscriber               broker only (the owner of slot states)
 //   claim_publisher / release_publisher              broker only
 //   recover_publisher                                broker only, contract: the publisher's process is gone
+//                                                    and every slot of that process is marked dead first
+//
+// join_subscriber, leave_subscriber and recover_publisher are modelled in tests/model/ring.pml: change
+// them together with the model.
 #pragma once
 
 #include "proto/errc.hpp"
@@ -16,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace rvoip::events::shm {
@@ -29,6 +34,7 @@ struct TopicMap {
     std::array<std::byte*, layout::kLanes> rings{};
     std::array<layout::LaneSettings, layout::kLanes> settings{};
     std::uint32_t max_publishers = 0;
+    std::uint64_t record_key = 0;  // copied at attach, like the settings
 
     layout::CursorHeader* cursor_header = nullptr;
     layout::SubscriberSlot* slots = nullptr;
@@ -40,6 +46,9 @@ struct DoorbellMap {
     std::uint32_t count = 0;
     Clock clock;
 };
+
+// A random record key for a new topic (layout.hpp: never zero in its low six bits).
+std::uint64_t new_record_key() noexcept;
 
 // Broker: writes headers into zero-filled segments of the sizes returned by *_size().
 std::uint64_t topic_data_size(const std::array<layout::LaneSettings, layout::kLanes>& lanes,
@@ -68,14 +77,32 @@ void leave_subscriber(TopicMap& t, std::uint32_t slot) noexcept;
 void claim_publisher(TopicMap& t, std::uint32_t slot, std::uint32_t pid) noexcept;
 void release_publisher(TopicMap& t, std::uint32_t slot) noexcept;
 
-// Broker, after the publisher's process is gone: turns its claimed-but-uncommitted records into padding so
-// subscribers move on. Returns `done` when the slot may be reused, `retry` when a live publisher's claim
-// at the same position is still undecided (call again later), never touching a live publisher's record.
+// A claim intent read consistently from shared memory (length, position, won, then length and position
+// again); length 0 when there is none or it was changing under us.
+struct Intent {
+    std::uint64_t position = 0;
+    std::uint64_t won = 0;
+    std::uint32_t length = 0;
+    bool consistent = true;  // false: a live publisher was rewriting it
+    std::uint64_t end() const noexcept { return position + length; }
+    bool covers(std::uint64_t pos) const noexcept { return length != 0 && position <= pos && pos < end(); }
+};
+Intent read_intent(const layout::ClaimIntent& in) noexcept;
+
+// Broker, after the publisher's process is gone and every slot of that process is marked `dead`: turns
+// the claimed-but-uncommitted parts of its claims into padding so subscribers move on. For each lane it
+// walks the dead slot's intent [position, end): committed records are stepped over; at a hole, if a live
+// publisher's intent covers it the decision is left for later (`retry`: a live, merely slow publisher is
+// never acted against), unless a dead claimant proved with `won` that the range is its own; otherwise the
+// hole is padded up to the nearest end among the dead intents covering it. Nothing is written where no
+// active subscriber waits (the bytes may already hold a later lap). Returns `done` when the slot may be
+// reused; `corrupt` names what it refused to act on.
 enum class Recovery { done, retry };
 struct RecoveryReport {
     Recovery outcome = Recovery::done;
     std::uint64_t padded_bytes = 0;
+    std::string corrupt;  // non-empty: an intent or lane value from shared memory that was refused
 };
-RecoveryReport recover_publisher(TopicMap& t, std::uint32_t slot) noexcept;
+RecoveryReport recover_publisher(TopicMap& t, std::uint32_t slot);
 
 }  // namespace rvoip::events::shm

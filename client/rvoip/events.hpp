@@ -178,9 +178,13 @@ public:
     ~PublisherCore();
 
     // Publishes n records with one claim. size_of(i) is record i's payload size; fill(i, dst) writes it.
+    // A publish on the lane of the loan in flight is refused (loan_outstanding): the loan's claim is
+    // open there, and the loan's record would have to come first.
     template <class SizeOf, class Fill>
     Status publish_n(std::uint32_t n, SizeOf&& size_of, Fill&& fill, Priority p) noexcept {
         auto& w = writers_[static_cast<std::size_t>(p) & 3];
+        if (loaned_ && loan_lane_ == w.lane()) [[unlikely]]
+            return std::unexpected(loan_in_flight());
         auto c = w.try_claim(n, size_of);
         if (!c) [[unlikely]] {
             auto slow = claim_slow(w, n, size_of, c.error().code);
@@ -238,6 +242,7 @@ private:
     template <class SizeOf>
     Result<shm::LaneWriter::Claim> claim_slow(shm::LaneWriter& w, std::uint32_t n, SizeOf& size_of, Errc first) noexcept;
     Error too_large(std::uint32_t bytes, std::uint32_t records, std::uint32_t lane) const;
+    Error loan_in_flight() const;
     static bool wait_for_room(std::int64_t deadline_ns, std::uint32_t& round) noexcept;
 
     std::shared_ptr<Connection> conn_;
@@ -258,6 +263,7 @@ private:
 struct Record {
     const layout::RecordHeader* header = nullptr;  // nullptr: nothing ready
     std::uint32_t lane = 0;
+    std::uint32_t length = 0;  // payload bytes, as validated when the record was read
 };
 
 class SubscriberCore {
@@ -266,21 +272,22 @@ public:
                                                         const layout::Fingerprint& fp, const SubscriberOptions& opt);
     ~SubscriberCore();
 
-    // The next record of the highest non-empty lane, or Record{nullptr} when every lane is empty.
+    // The next record of the highest non-empty lane, or Record{nullptr} when every lane is empty. A
+    // corrupt record is reported once (Errc::corrupt, naming the lane and ring offset); the lane then
+    // resumes at its tail, and what it skipped is counted in the slot's corrupt and skipped_bytes.
     Result<Record> try_next() noexcept {
         for (std::uint32_t l = 0; l < layout::kLanes; ++l) {
             auto& r = readers_[l];
             const auto p = r.peek();
             if (p.record) {
-                r.consume(p.record);
+                r.consume(p);
                 ++outstanding_[l];
                 auto& c = slot_->received[l];
                 c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: single writer, read by the CLI
-                return Record{p.record, l};
+                return Record{p.record, l, p.length};
             }
-            if (p.corrupt) [[unlikely]]
-                return std::unexpected(Error(Errc::corrupt, "topic '" + info_.name + "' " + std::string(to_string(Priority(l))) +
-                                                                " lane: " + r.corruption()));
+            if (p.corrupt()) [[unlikely]]
+                return std::unexpected(corrupt(l, p));
             if (outstanding_[l] == 0) r.release();  // publish skipped padding, so no publisher waits on it
         }
         return Record{};
@@ -301,6 +308,7 @@ public:
 private:
     SubscriberCore() = default;
     bool any_ready() const noexcept;
+    Error corrupt(std::uint32_t lane, const shm::LaneReader::Peek& p) noexcept;
 
     std::shared_ptr<Connection> conn_;
     shm::Segment data_;
@@ -347,6 +355,18 @@ Result<shm::LaneWriter::Claim> PublisherCore::claim_slow(shm::LaneWriter& w, std
 
 template <Event T>
 class Publisher;
+
+namespace detail {
+// A caller's timeout in nanoseconds without overflow: <= 0 (or NaN) is 0, beyond a century is -1
+// (forever), whatever the duration's type.
+template <class Rep, class Period>
+std::chrono::nanoseconds clamp_timeout(std::chrono::duration<Rep, Period> timeout) noexcept {
+    const double s = std::chrono::duration<double>(timeout).count();
+    if (!(s > 0)) return std::chrono::nanoseconds(0);
+    if (s >= 100.0 * 365 * 24 * 3600) return std::chrono::nanoseconds(-1);
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(s * 1e9));
+}
+}  // namespace detail
 
 // A record claimed in the ring for building an event in place. Publishes by consuming itself; dropping it
 // uncommitted turns the claim into padding.
@@ -435,7 +455,7 @@ public:
     // Publish time in CLOCK_MONOTONIC nanoseconds (TSC-based, see EventSystem::now_ns).
     std::int64_t timestamp_ns() const noexcept { return core_->clock().to_ns(rec_.header->timestamp_ns); }
     std::span<const std::byte> bytes() const noexcept {
-        return {reinterpret_cast<const std::byte*>(rec_.header + 1), rec_.header->length};
+        return {reinterpret_cast<const std::byte*>(rec_.header + 1), rec_.length};  // the validated length, not a re-read
     }
     explicit operator bool() const noexcept { return core_ != nullptr; }
 
@@ -470,10 +490,11 @@ class BasicSubscriber {
 public:
     // Waits for the next event, Critical first.
     Result<S> receive() noexcept { return wrap(core_->next_for(std::chrono::nanoseconds(-1))); }
-    // Waits at most `timeout`; Errc::timeout when nothing came.
+    // Waits at most `timeout`; Errc::timeout when nothing came. A zero or negative timeout checks once;
+    // one beyond a century waits forever.
     template <class Rep, class Period>
     Result<S> receive_for(std::chrono::duration<Rep, Period> timeout) noexcept {
-        return wrap(core_->next_for(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
+        return wrap(core_->next_for(detail::clamp_timeout(timeout)));
     }
     // Never blocks; Errc::would_block when every lane is empty.
     Result<S> try_receive() noexcept { return wrap(core_->try_next()); }

@@ -20,11 +20,11 @@ std::uint32_t checksum(const std::byte* p, std::size_t n) {
 // Reads one record; returns its payload bytes, or an empty optional when none is ready.
 std::optional<std::vector<std::byte>> take(shm::LaneReader& r) {
     auto h = r.peek();
-    REQUIRE_FALSE(h.corrupt);
+    REQUIRE_FALSE(h.corrupt());
     if (!h.record) return std::nullopt;
     auto* rec = h.record;
-    std::vector<std::byte> out(reinterpret_cast<const std::byte*>(rec + 1), reinterpret_cast<const std::byte*>(rec + 1) + rec->length);
-    r.consume(rec);
+    std::vector<std::byte> out(reinterpret_cast<const std::byte*>(rec + 1), reinterpret_cast<const std::byte*>(rec + 1) + h.length);
+    r.consume(h);
     r.release();
     return out;
 }
@@ -42,7 +42,7 @@ TEST_CASE("a published record is read back in place, byte for byte") {
     CHECK(h.record->length == sizeof msg);
     CHECK(h.record->sequence == 0);
     CHECK(std::memcmp(h.record + 1, msg, sizeof msg) == 0);
-    r.consume(h.record);
+    r.consume(h);
     r.release();
     CHECK(r.peek().record == nullptr);
 }
@@ -138,14 +138,14 @@ TEST_CASE("a corrupt committed header yields an error for that reader, never an 
     auto* h = reinterpret_cast<layout::RecordHeader*>(t.map.rings[0]);
     h->length = 1u << 30;
     auto got = r.peek();
-    CHECK(got.corrupt);
+    CHECK(got.corrupt());
     CHECK(got.record == nullptr);
-    CHECK(r.corruption().find("1073741824 bytes") != std::string::npos);
+    CHECK(r.describe(got).find("1073741824 bytes") != std::string::npos);
     h->length = 100;
     h->flags = layout::kRecordPadding;  // padding that is not a multiple of a line
     got = r.peek();
-    CHECK(got.corrupt);
-    CHECK(r.corruption().find("padding") != std::string::npos);
+    CHECK(got.corrupt());
+    CHECK(r.describe(got).find("padding") != std::string::npos);
 }
 
 TEST_CASE("two subscribers each read every record; the slower one gates the publisher") {
@@ -207,11 +207,12 @@ TEST_CASE("recovery waits while a live publisher's intent names the same positio
     auto c = dead.try_claim(1, [](std::uint32_t) { return 10u; });
     REQUIRE(c.has_value());
     // A live publisher that read the same tail and lost (or won) its CAS still names this position.
-    t.map.publishers[1].intent_lane.store(1);
-    t.map.publishers[1].intent_position.store(c->position);
-    t.map.publishers[1].intent_length.store(64);
+    t.map.publishers[1].intent[1].position.store(c->position);
+    t.map.publishers[1].intent[1].length.store(64);
+    t.map.publishers[0].state.store(static_cast<std::uint32_t>(layout::SlotState::dead));
+    t.map.publishers[0].intent[1].won.store(layout::kNoPosition);  // it died between its CAS and its mark: not proven
     CHECK(shm::recover_publisher(t.map, 0).outcome == shm::Recovery::retry);
-    t.map.publishers[1].intent_length.store(0);
+    t.map.publishers[1].intent[1].length.store(0);
     CHECK(shm::recover_publisher(t.map, 0).outcome == shm::Recovery::done);
     CHECK_FALSE(take(r).has_value());  // padding skipped, nothing else there
     CHECK(r.position() == c->end);
@@ -227,9 +228,9 @@ TEST_CASE("a partly committed dead batch keeps its committed records and pads th
     // Commit only the first two records by hand.
     shm::LaneWriter::Claim first{c->position, c->position + 2 * layout::record_size(40)};
     dead.commit(first, 2, size_of, [](std::uint32_t, std::byte* d) { std::memset(d, 7, 40); }, 0);
-    t.map.publishers[0].intent_lane.store(0);
-    t.map.publishers[0].intent_position.store(c->position);
-    t.map.publishers[0].intent_length.store(std::uint32_t(c->end - c->position));  // still in flight
+    t.map.publishers[0].intent[0].position.store(c->position);
+    t.map.publishers[0].intent[0].length.store(std::uint32_t(c->end - c->position));  // still in flight
+    t.map.publishers[0].state.store(static_cast<std::uint32_t>(layout::SlotState::dead));
     auto rep = shm::recover_publisher(t.map, 0);
     CHECK(rep.padded_bytes == 2 * layout::record_size(40));
     CHECK(take(r).has_value());
@@ -264,7 +265,7 @@ TEST_CASE("stress: 3 publishers and 2 subscribers on one lane lose and reorder n
             while (total < std::uint64_t(kPublishers) * kPerPublisher && !failed) {
                 auto h = r.peek();
                 if (!h.record) {
-                    if (h.corrupt) failed = true;
+                    if (h.corrupt()) failed = true;
                     std::this_thread::yield();
                     continue;
                 }
@@ -273,11 +274,11 @@ TEST_CASE("stress: 3 publishers and 2 subscribers on one lane lose and reorder n
                 std::memcpy(body, rec + 1, sizeof body);
                 const auto* payload = reinterpret_cast<const std::byte*>(rec + 1);
                 if (rec->publisher >= kPublishers || body[0] != rec->publisher || body[1] != next[rec->publisher] ||
-                    rec->sequence != body[1] || checksum(payload + 12, rec->length - 12) != body[2])
+                    rec->sequence != body[1] || checksum(payload + 12, h.length - 12) != body[2])
                     failed = true;
                 ++next[rec->publisher];
                 ++total;
-                r.consume(rec);
+                r.consume(h);
                 if (total % 16 == 0) r.release();  // batched release
             }
             r.release();
