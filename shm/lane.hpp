@@ -35,6 +35,16 @@
 
 namespace rvoip::events::shm {
 
+// Test hooks: points where a test parks a publisher (here) or the broker's recovery (topic_map.cpp) to
+// force an interleaving. The claim hook exists only in test builds that define RVOIP_TEST_HOOKS before
+// including this header; the hot path of the library never sees it.
+namespace test_hooks {
+inline void (*before_claim_cas)(void* ctx, std::uint32_t lane) = nullptr;
+inline void* before_claim_cas_ctx = nullptr;
+inline void (*at_recovery_hole)(void* ctx, std::uint64_t position) = nullptr;
+inline void* at_recovery_hole_ctx = nullptr;
+}  // namespace test_hooks
+
 // Lowest position any active subscriber of `lane` still needs; the tail when there are none. Loads are
 // seq_cst so that a subscriber joining concurrently is either seen here or starts at or after the tail we
 // read (see join_subscriber). Off the hot path: publishers call it only when their cached gate says full.
@@ -104,6 +114,9 @@ public:
             intent_->position.store(t, std::memory_order_relaxed);  // relaxed: published by the release below
             // release: pairs with the acquire in read_intent (broker recovery): position before length.
             intent_->length.store(std::uint32_t(end - t), std::memory_order_release);
+#ifdef RVOIP_TEST_HOOKS
+            if (test_hooks::before_claim_cas) test_hooks::before_claim_cas(test_hooks::before_claim_cas_ctx, lane_);
+#endif
             // seq_cst: the intent stores above become visible no later than the new tail, and a failed CAS
             // acquires the winner's intent (recover_publisher relies on both).
             if (tail_->compare_exchange_weak(t, end, std::memory_order_seq_cst, std::memory_order_seq_cst)) {

@@ -341,6 +341,7 @@ Recovery recover_lane(TopicMap& t, std::uint32_t dead, std::size_t lane, Recover
             continue;
         }
         if (waiting > y) return finish();  // nobody waits here (no subscriber, or all past): leave the bytes alone
+        if (test_hooks::at_recovery_hole) test_hooks::at_recovery_hole(test_hooks::at_recovery_hole_ctx, y);
         // A hole at y. Who claimed it? Intents are read before committed_at is tested again: a live
         // publisher clears its intent only after its commit, so either we see its intent or its commit.
         bool live = false, proven = false;

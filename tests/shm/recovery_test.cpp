@@ -1,0 +1,266 @@
+// Crash points of publishers and subscribers, run deterministically on one buffer: test hooks park a
+// publisher between its intent and its CAS, or the broker's recovery at a hole, while the test plays the
+// other processes.
+#define RVOIP_TEST_HOOKS 1
+#include "tests/shm/topic_fixture.hpp"
+
+#include <functional>
+#include <optional>
+
+using namespace rvoip::events;
+using namespace rvoip::events::test;
+
+namespace {
+
+using layout::SlotState;
+
+void mark(TopicFixture& t, std::uint32_t slot, SlotState s) { t.map.publishers[slot].state.store(static_cast<std::uint32_t>(s)); }
+
+// Runs `f` once, the next time the hook fires.
+struct Once {
+    std::function<void()> f;
+    static void fire(void* self, std::uint64_t) {
+        auto* o = static_cast<Once*>(self);
+        if (auto g = std::exchange(o->f, nullptr)) g();
+    }
+    static void fire_lane(void* self, std::uint32_t) { fire(self, 0); }
+};
+
+struct ClaimHook {
+    explicit ClaimHook(Once& o) {
+        shm::test_hooks::before_claim_cas = &Once::fire_lane;
+        shm::test_hooks::before_claim_cas_ctx = &o;
+    }
+    ~ClaimHook() { shm::test_hooks::before_claim_cas = nullptr; }
+};
+struct HoleHook {
+    explicit HoleHook(Once& o) {
+        shm::test_hooks::at_recovery_hole = &Once::fire;
+        shm::test_hooks::at_recovery_hole_ctx = &o;
+    }
+    ~HoleHook() { shm::test_hooks::at_recovery_hole = nullptr; }
+};
+
+// Reads every committed record's first 4 payload bytes until nothing is ready.
+std::vector<std::uint32_t> drain(shm::LaneReader& r) {
+    std::vector<std::uint32_t> out;
+    for (;;) {
+        auto p = r.peek();
+        REQUIRE_FALSE(p.corrupt());
+        if (!p.record) return out;
+        std::uint32_t v = 0;
+        std::memcpy(&v, p.record + 1, 4);
+        out.push_back(v);
+        r.consume(p);
+        r.release();
+    }
+}
+
+Errc publish_u32(shm::LaneWriter& w, std::uint32_t v, std::uint32_t len = 4) {
+    std::vector<std::byte> buf(len);
+    std::memcpy(buf.data(), &v, 4);
+    return publish(w, buf.data(), len);
+}
+
+}  // namespace
+
+TEST_CASE("a claim that returns full after a lost CAS leaves no intent behind, so the winner's death is recovered") {
+    TopicFixture t(4096, 64);
+    auto r = t.reader(0, 0);
+    auto a = t.writer(0, 0);
+    auto b = t.writer(0, 1);
+    for (std::uint32_t i = 0; i < 63; ++i) REQUIRE(publish_u32(b, i) == Errc::ok);  // one record of room left
+    std::optional<shm::LaneWriter::Claim> won;
+    Once once{[&] {  // between a's intent and a's CAS, b takes the last record and dies before committing
+        auto c = b.try_claim(1, [](std::uint32_t) { return 4u; });
+        REQUIRE(c.has_value());
+        won = *c;
+    }};
+    {
+        ClaimHook hook(once);
+        CHECK(publish_u32(a, 99) == Errc::full);  // a's CAS failed, its next turn met the full lane
+    }
+    REQUIRE(won.has_value());
+    CHECK(t.map.publishers[0].intent[0].length.load() == 0);  // a stale intent would name b's position
+    mark(t, 1, SlotState::dead);
+    t.map.publishers[1].intent[0].won.store(layout::kNoPosition);  // b died between its CAS and its mark
+    CHECK(drain(r).size() == 63);
+    auto rep = shm::recover_publisher(t.map, 1);
+    CHECK(rep.outcome == shm::Recovery::done);
+    CHECK(rep.padded_bytes == 64);
+    CHECK(drain(r).empty());
+    CHECK(r.position() == won->end);
+    CHECK(publish_u32(a, 100) == Errc::ok);
+    CHECK(drain(r) == std::vector<std::uint32_t>{100});
+}
+
+TEST_CASE("intents are per lane: a loan open on one lane survives a publish on another") {
+    TopicFixture t(8192, 256);
+    auto r0 = t.reader(0, 0);
+    auto loaned = t.writer(0, 0);
+    auto other = t.writer(1, 0);  // the same publisher slot, another lane
+    auto c = loaned.try_claim(1, [](std::uint32_t) { return 100u; });
+    REQUIRE(c.has_value());
+    REQUIRE(publish_u32(other, 5) == Errc::ok);  // commits and clears lane 1's intent only
+    const auto in = shm::read_intent(t.map.publishers[0].intent[0]);
+    CHECK(in.length == c->end - c->position);
+    CHECK(in.position == c->position);
+    mark(t, 0, SlotState::dead);  // the process dies with its loan open
+    CHECK(shm::recover_publisher(t.map, 0).padded_bytes == c->end - c->position);
+    CHECK(drain(r0).empty());
+    CHECK(r0.position() == c->end);
+}
+
+TEST_CASE("recovery reads the live intents before it trusts a hole: a commit during recovery is not padded over") {
+    TopicFixture t(8192, 256);
+    auto r = t.reader(0, 0);
+    auto dead = t.writer(0, 0);
+    auto w = t.writer(0, 1);
+    auto x = t.writer(0, 2);
+    const std::uint64_t p = t.map.lanes[0].tail.load();
+    // dead read tail p and announced a 128-byte claim, but w won p with a 64-byte record; x then claimed
+    // the next 64 bytes. Nobody has committed yet.
+    auto cw = w.try_claim(1, [](std::uint32_t) { return 4u; });
+    auto cx = x.try_claim(1, [](std::uint32_t) { return 8u; });
+    REQUIRE((cw && cx));
+    t.map.publishers[0].intent[0].position.store(p);
+    t.map.publishers[0].intent[0].length.store(128);
+    mark(t, 0, SlotState::dead);
+    auto commit = [](shm::LaneWriter& wr, const shm::LaneWriter::Claim& c, std::uint32_t len, std::uint32_t v) {
+        wr.commit(c, 1, [len](std::uint32_t) { return len; }, [v](std::uint32_t, std::byte* d) { std::memcpy(d, &v, 4); }, 0);
+    };
+    Once once{[&] { commit(w, *cw, 4, 1); }};  // w commits (and clears its intent) while recovery looks at p
+    {
+        HoleHook hook(once);
+        CHECK(shm::recover_publisher(t.map, 0).outcome == shm::Recovery::retry);  // x's live claim covers p + 64
+    }
+    commit(x, *cx, 8, 2);
+    auto rep = shm::recover_publisher(t.map, 0);
+    CHECK(rep.outcome == shm::Recovery::done);
+    CHECK(rep.padded_bytes == 0);
+    CHECK(drain(r) == std::vector<std::uint32_t>{1, 2});
+}
+
+TEST_CASE("two dead slots of one process naming one position are recovered whatever their order") {
+    for (int order = 0; order < 2; ++order)
+        for (int proven = 0; proven < 2; ++proven) {
+            CAPTURE(order);
+            CAPTURE(proven);
+            TopicFixture t(8192, 256);
+            auto r = t.reader(0, 0);
+            auto small = t.writer(0, 0);
+            auto big = t.writer(0, 1);
+            auto live = t.writer(0, 2);
+            // big won a 192-byte claim at p; small read the same tail and lost its 64-byte CAS. Both die.
+            auto c = big.try_claim(3, [](std::uint32_t) { return 10u; });
+            REQUIRE(c.has_value());
+            REQUIRE(c->end - c->position == 192);
+            t.map.publishers[0].intent[0].position.store(c->position);
+            t.map.publishers[0].intent[0].length.store(64);
+            if (!proven) t.map.publishers[1].intent[0].won.store(layout::kNoPosition);
+            REQUIRE(publish_u32(live, 7) == Errc::ok);  // committed after the dead claim
+            mark(t, 0, SlotState::dead);  // the broker marks every slot of the process first
+            mark(t, 1, SlotState::dead);
+            const std::uint32_t first = order == 0 ? 0 : 1;
+            CHECK(shm::recover_publisher(t.map, first).outcome == shm::Recovery::done);
+            CHECK(shm::recover_publisher(t.map, 1 - first).outcome == shm::Recovery::done);
+            CHECK(drain(r) == std::vector<std::uint32_t>{7});
+            CHECK(r.position() == t.map.lanes[0].tail.load());
+        }
+}
+
+TEST_CASE("a dead publisher's proven claim is recovered even while a stopped live publisher's stale intent covers it") {
+    TopicFixture t(8192, 256);
+    auto r = t.reader(0, 0);
+    auto dead = t.writer(0, 0);
+    (void)t.writer(0, 1);
+    auto c = dead.try_claim(1, [](std::uint32_t) { return 10u; });
+    REQUIRE(c.has_value());
+    // A live publisher that read the same tail, lost its CAS and was descheduled before its next turn.
+    t.map.publishers[1].intent[0].position.store(c->position);
+    t.map.publishers[1].intent[0].length.store(128);
+    mark(t, 0, SlotState::dead);
+    auto rep = shm::recover_publisher(t.map, 0);  // won == position: the range is the dead one's
+    CHECK(rep.outcome == shm::Recovery::done);
+    CHECK(rep.padded_bytes == 64);
+    CHECK(drain(r).empty());
+    CHECK(r.position() == c->end);
+}
+
+TEST_CASE("recovery refuses unaligned or oversized intents and an unaligned tail, and writes nothing") {
+    TopicFixture t(4096, 64);
+    auto r = t.reader(3, 0);
+    (void)t.writer(3, 0);
+    const std::uint64_t cap = t.map.settings[3].capacity;
+    mark(t, 0, SlotState::dead);
+    auto& in = t.map.publishers[0].intent[3];
+    auto* last = reinterpret_cast<layout::RecordHeader*>(t.map.rings[3] + cap - 64);
+    const auto before = last->position.load();
+    t.map.lanes[3].tail.store(cap);
+    in.position.store(cap - 8);  // unaligned: a pad here would write past the ring (past the segment: Low is last)
+    in.length.store(64);
+    auto rep = shm::recover_publisher(t.map, 0);
+    CHECK(rep.corrupt.find("not aligned") != std::string::npos);
+    CHECK(rep.padded_bytes == 0);
+    in.position.store(0);
+    in.length.store(std::uint32_t(2 * cap));
+    rep = shm::recover_publisher(t.map, 0);
+    CHECK(rep.corrupt.find("exceeds the ring") != std::string::npos);
+    t.map.lanes[3].tail.store(cap - 8);
+    in.position.store(0);
+    in.length.store(64);
+    rep = shm::recover_publisher(t.map, 0);
+    CHECK(rep.corrupt.find("tail") != std::string::npos);
+    CHECK(rep.padded_bytes == 0);
+    CHECK(last->position.load() == before);
+    (void)r;
+}
+
+TEST_CASE("an unaligned tail in shared memory makes a claim fail as corrupt instead of writing past the ring") {
+    TopicFixture t(4096, 64);
+    auto w = t.writer(3, 0);
+    t.map.lanes[3].tail.store(t.map.settings[3].capacity - 8);
+    auto c = w.try_claim(1, [](std::uint32_t) { return 4u; });
+    REQUIRE_FALSE(c.has_value());
+    CHECK(c.error().code == Errc::corrupt);
+    CHECK(c.error().message.find("aligned") != std::string::npos);
+    CHECK(t.map.publishers[0].intent[3].length.load() == 0);
+}
+
+TEST_CASE("parked subscribers are a bitmask the broker clears idempotently; publishers ring exactly the set bits") {
+    TopicFixture t(8192, 256);
+    auto r0 = t.reader(0, 0);  // doorbell 0
+    auto r1 = t.reader(0, 1);  // doorbell 1
+    auto w = t.writer(0, 0);
+    auto& mask = t.map.cursor_header->parked;
+    auto bell = [&](int i) { return t.doorbells.bells[i].word.load(); };
+    mask.fetch_or(1);  // subscriber 0 announced it parks, then died inside the park window
+    mask.fetch_or(2);  // subscriber 1 is parked
+    REQUIRE(publish_u32(w, 1) == Errc::ok);
+    CHECK(bell(0) == 2);
+    CHECK(bell(1) == 2);
+    shm::leave_subscriber(t.map, 0);  // the broker releases the dead subscriber's slot
+    shm::leave_subscriber(t.map, 0);  // twice: nothing drifts
+    CHECK(mask.load() == 2);
+    REQUIRE(publish_u32(w, 2) == Errc::ok);
+    CHECK(bell(0) == 2);  // no longer rung
+    CHECK(bell(1) == 4);
+    mask.fetch_and(~std::uint64_t(2));  // subscriber 1 woke up
+    REQUIRE(publish_u32(w, 3) == Errc::ok);
+    CHECK(bell(1) == 4);  // nobody parked: no ring at all
+    CHECK(drain(r1).size() == 3);
+    (void)r0;
+}
+
+TEST_CASE("a loan committed short writes its trailing padding before the record, so a death in between leaves no hole") {
+    TopicFixture t(8192, 1024);
+    auto r = t.reader(0, 0);
+    auto w = t.writer(0, 0);
+    auto c = w.try_claim(1, [](std::uint32_t) { return 900u; });
+    REQUIRE(c.has_value());
+    std::uint32_t v = 42;
+    std::memcpy(w.payload_at(c->position, 900), &v, 4);
+    w.commit_in_place(*c, 900, 4, 0);
+    CHECK(drain(r) == std::vector<std::uint32_t>{42});
+    CHECK(r.position() == c->end);  // the record, then the padding that covers the rest of the loan
+}
