@@ -17,7 +17,7 @@
  * (process Final, which runs on spin's `timeout`).
  *
  * Build switches (check.sh passes them with -D):
- *   configuration: CFG_NODEATH, CFG_PUBDEATH, CFG_SUBDEATH, CFG_MULTISLOT (exactly one)
+ *   configuration: CFG_BASIC, CFG_JOIN, CFG_PUBDEATH, CFG_SUBDEATH, CFG_MULTISLOT (exactly one)
  *   mutants (each re-introduces one bug; check.sh requires every one of them to FAIL):
  *     MUT_NO_GATE            publisher does not check the gate
  *     MUT_PARK_NO_RECHECK    subscriber re-checks before announcing itself in the parked mask, not after
@@ -54,7 +54,11 @@
 
 #define T0 1
 
-#if defined(CFG_NODEATH)
+#if defined(CFG_BASIC)
+/* one subscriber, subscribed from the start; nobody dies. */
+#define NSUB_RUN 1
+#define PROC_OF(p) (p)
+#elif defined(CFG_JOIN)
 /* S0 is subscribed from the start; S1 joins through the broker while the publishers publish. */
 #define NSUB_RUN 2
 #define S1_JOINS 1
@@ -75,7 +79,10 @@
 #define KILL_PUB 1
 #define PROC_OF(p) 0
 #else
-#error "define one of CFG_NODEATH, CFG_PUBDEATH, CFG_SUBDEATH, CFG_MULTISLOT"
+#error "define one of CFG_BASIC, CFG_JOIN, CFG_PUBDEATH, CFG_SUBDEATH, CFG_MULTISLOT"
+#endif
+#ifdef KILL_PUB
+#define RECOVERY 1     /* intents matter (are read by the broker) only where a publisher can die */
 #endif
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -171,89 +178,91 @@ inline write_fields(y, l, pad, who, sq) {
     fi
   }
 }
-inline write_marker(y, pad, who) {
-  atomic {
-    hpos[IDX(y)] = y;
-    if
-    :: !pad -> ncommitted[who]++
-    :: else
-    fi
-  }
-}
+#define PAD_MARKER(y)       hpos[IDX(y)] = (y)
+#define DATA_MARKER(y, who) hpos[IDX(y)] = (y); ncommitted[who]++
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Publisher (LaneWriter::try_claim / commit / notify)                                              */
 
 proctype Pub(byte me) {
-  byte k, r, t, e, g, at, pos, s, l, l1, l2, m;
+  byte k, r, t, e, g, at, pos, s, l, m;
   bool ok;
   {
     do
     :: k == ncl[me] -> break
     :: k < ncl[me] ->
-      l1 = WL(me, k, 0); l2 = WL(me, k, 1);
 claim:
       t = tail;
-      e = END2(t, l1, l2);
+      e = END2(t, WL(me, k, 0), WL(me, k, 1));
 #ifndef MUT_NO_GATE
-      /* gate: the tail, then each slot's state and cursor (one slot per step) */
+      /* gate: the tail, then each active slot's cursor (one slot per step) */
       g = tail;
       atomic { if :: sst[0] == S_ACTIVE && scur[0] < g -> g = scur[0] :: else fi }
+#if NSUB_RUN > 1
       atomic { if :: sst[1] == S_ACTIVE && scur[1] < g -> g = scur[1] :: else fi }
+#endif
       if
-      :: e > g + C ->
-#ifndef MUT_FULL_KEEPS_INTENT
+      :: atomic { e > g + C -> g = 0; t = 0; e = 0 };
+#if defined(RECOVERY) && !defined(MUT_FULL_KEEPS_INTENT)
         ilen[me] = 0;                                         /* clear the intent, return full */
 #endif
-        (END2(tail, l1, l2) <= GATE_NOW + C);                 /* the caller retries later */
+        (END2(tail, WL(me, k, 0), WL(me, k, 1)) <= GATE_NOW + C);   /* the caller retries later */
         goto claim
       :: else
       fi;
+      g = 0;
 #endif
-      ipos[me] = t;
+#ifdef RECOVERY
+      ipos[me] = t;                                           /* the intent (relaxed stores ...) */
       ilen[me] = e - t;
-      atomic {                                                /* CAS(tail: t -> e), seq_cst */
+#endif
+      atomic {                                                /* ... ordered by the CAS(tail: t -> e), seq_cst */
         if
         :: tail == t ->
           tail = e; ok = 1;
-          at = t + PADN(t, l1);                               /* ghost: where the records go */
-          recpos[me * MAXR + s] = at; reclen[me * MAXR + s] = l1;
+          at = t + PADN(t, WL(me, k, 0));                     /* ghost: where the records go */
+          recpos[me * MAXR + s] = at; reclen[me * MAXR + s] = WL(me, k, 0);
           if
-          :: l2 != 0 ->
-            at = at + l1; at = at + PADN(at, l2);
-            recpos[me * MAXR + s + 1] = at; reclen[me * MAXR + s + 1] = l2
+          :: WL(me, k, 1) != 0 ->
+            at = at + WL(me, k, 0); at = at + PADN(at, WL(me, k, 1));
+            recpos[me * MAXR + s + 1] = at; reclen[me * MAXR + s + 1] = WL(me, k, 1)
           :: else
-          fi
-        :: else -> ok = 0
+          fi;
+          at = 0; e = 0
+        :: else -> ok = 0; t = 0; e = 0
         fi
       }
       if
-      :: !ok -> goto claim                                    /* the intent is rewritten next turn */
+      :: atomic { !ok -> goto claim }                         /* the intent is rewritten next turn */
       :: else
       fi;
+#ifdef SPEC_WON
       iwon[me] = t;
+#endif
       /* commit: each record in order, padding first where it would straddle the ring end */
-      pos = t; r = 0;
+      pos = t; r = 0; t = 0;
       do
-      :: (r == 0 || (r == 1 && l2 != 0)) ->
-        l = (r == 0 -> l1 : l2);
-        at = pos + PADN(pos, l);
+      :: atomic { (r == 0 || (r == 1 && WL(me, k, 1) != 0)) ->
+          l = WL(me, k, r); at = pos + PADN(pos, l) };
         if
         :: at != pos ->
           write_fields(pos, at - pos, 1, me, 0);
-          write_marker(pos, 1, me)
+          PAD_MARKER(pos)
         :: else
         fi;
         write_fields(at, l, 0, me, s);
-        write_marker(at, 0, me);
-        s++; pos = at + l; r++
-      :: else -> break
+        atomic { DATA_MARKER(at, me); s++; pos = at + l; r++; at = 0; l = 0 }
+      :: else -> atomic { pos = 0; r = 0 }; break
       od;
+#ifdef RECOVERY
       ilen[me] = 0;
+#endif
       /* notify: read the parked mask, ring every set bit */
       m = mask;
-      if :: m & BIT(0) -> bell[0]++ :: else fi;
-      if :: m & BIT(1) -> bell[1]++ :: else fi;
+      atomic { if :: m & BIT(0) -> bell[0]++ :: else fi; m = m & ~BIT(0) }
+#if NSUB_RUN > 1
+      atomic { if :: m & BIT(1) -> bell[1]++ :: else fi; m = 0 }
+#endif
       k++
     od;
     pdone[me] = 1
@@ -264,20 +273,19 @@ claim:
 /* Subscriber (LaneReader::peek / consume / release, SubscriberCore::next_for)                       */
 
 /* Not-ready is reported only after looking at the header at the read position (or on a stale load). */
-#define NOT_READY_HERE(stale) res = NOTREADY; assert(stale || !COMMITTED(spos[j])); break
+#define NOT_READY_HERE(stale) res = NOTREADY; assert(stale || !COMMITTED(spos[j])); i = 0; hops = 0; break
 
-/* Reads until data or not-ready, stepping over any number of paddings. One header per step. With
- * `weak`, a header load may return a stale marker (C++ allows it: the marker is a release store and
- * nothing orders it before this load; see README). */
-inline read_lane() {
-  hops = 0;
+/* LaneReader::peek + consume: reads until data or not-ready, stepping over any number of paddings,
+ * one header per step. With `weak`, a header load may return a stale marker (C++ allows it: the marker
+ * is a release store and nothing orders it before this load; see README). */
+inline read_lane(weak) {
   do
   :: atomic {
       i = IDX(spos[j]);
       if
       :: weak && COMMITTED(spos[j]) -> NOT_READY_HERE(1)
       :: hpos[i] == spos[j] && hpad[i] ->
-        spos[j] = spos[j] + hlen[i]; hops++;
+        spos[j] = spos[j] + hlen[i]; hops++; i = 0;
 #ifdef MUT_HOP_LIMIT
         if :: hops == 2 -> NOT_READY_HERE(0) :: else fi
 #endif
@@ -294,7 +302,7 @@ inline read_lane() {
         fi;
         nexp[j * 2 + p] = s + 1;
         spos[j] = spos[j] + hlen[i];
-        res = GOT;
+        res = GOT; i = 0; hops = 0; p = 0; s = 0;
         break
       :: else -> NOT_READY_HERE(0)
       fi
@@ -304,36 +312,37 @@ inline read_lane() {
 
 proctype Sub(byte j) {
   byte i, p, s, seen, hops, res;
-  bool claimed, weak;
+  bool claimed;
   {
     if
     :: !joined[j] -> joinreq[j] = 1; joined[j]                /* AddSubscriber: the broker joins us */
     :: else
     fi;
 loop:
-    weak = 0;
-    read_lane();
+    read_lane(0);
     if
-    :: res == GOT -> scur[j] = spos[j]; goto loop             /* release the cursor */
+    :: res == GOT -> atomic { scur[j] = spos[j]; res = 0 }; goto loop   /* release the cursor */
     :: else
     fi;
     /* park: the lost-wake-up handshake */
     seen = bell[j];
 #ifdef MUT_PARK_NO_RECHECK
     claimed = (tail != spos[j]);
-    read_lane();
+    read_lane(claimed);
     if
-    :: res == GOT -> scur[j] = spos[j]; goto loop
+    :: res == GOT -> atomic { scur[j] = spos[j]; res = 0; seen = 0; claimed = 0 }; goto loop
     :: else
     fi;
     mask = mask | BIT(j);
 #else
     mask = mask | BIT(j);                                     /* atomic RMW, seq_cst */
     claimed = (tail != spos[j]);                              /* re-read the tail ... */
-    weak = claimed;
-    read_lane();                                              /* ... and re-try the read */
+    read_lane(claimed);                                       /* ... and re-try the read */
     if
-    :: res == GOT -> mask = mask & ~BIT(j); scur[j] = spos[j]; goto loop
+    :: res == GOT ->
+      mask = mask & ~BIT(j);
+      atomic { scur[j] = spos[j]; res = 0; seen = 0; claimed = 0 };
+      goto loop
     :: else
     fi;
 #endif
@@ -346,7 +355,7 @@ end_nap: (bell[j] != seen || COMMITTED(spos[j]))               /* a nap: wakes b
     :: else ->
 end_sleep: (bell[j] != seen)                                   /* futex wait on the doorbell */
     fi;
-    mask = mask & ~BIT(j);
+    atomic { mask = mask & ~BIT(j); seen = 0; claimed = 0 };
     goto loop
   } unless { sdead[j] }
 }
@@ -392,13 +401,11 @@ join:                                                         /* join_subscriber
   atomic { sstart[j] = tail; spos[j] = sstart[j]; started[j] = 1 }   /* start = re-read tail */
 #endif
   scur[j] = sstart[j];
-  joined[j] = 1;
-  goto end_idle;
+  atomic { joined[j] = 1; j = 0; goto end_idle };
 
 leave:                                                        /* leave_subscriber */
   sst[j] = S_FREE;
-  mask = mask & ~BIT(j);
-  goto end_idle;
+  atomic { mask = mask & ~BIT(j); j = 0; goto end_idle };
 
 recover:                                                      /* recover_publisher, slot d */
   if
@@ -462,11 +469,11 @@ rwalk:
     q = MIN2(e, y + C - IDX(y))                               /*    split at the ring end */
   }
   write_fields(y, q - y, 1, 2, 0);
-  write_marker(y, 1, 2);
+  PAD_MARKER(y);
   if
   :: q < e ->
     write_fields(q, e - q, 1, 2, 0);
-    write_marker(q, 1, 2)
+    PAD_MARKER(q)
   :: else
   fi;
   ry[d] = e;

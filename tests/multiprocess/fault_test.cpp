@@ -39,3 +39,21 @@ TEST_CASE("a subscriber killed while publishers wait on it stops gating them") {
     CHECK(field(*sent, "sent") == "5000");
     CHECK(p.exit_code() == 0);
 }
+
+TEST_CASE("a Critical claimant killed mid-claim is recovered at once: the Critical events behind it arrive first") {
+    Broker b;
+    Process s(peer(b, {"--topic", "call.control", "--size", "64", "--seed", "4", "subscribe", "--count", "500", "--timeout", "120"}));
+    s.expect_ready();
+    Process dying(peer(b, {"--topic", "call.control", "--size", "64", "loan-and-hang", "--priority", "critical"}));
+    dying.expect_ready();  // an open claim at the head of the Critical lane
+    Process p(peer(b, {"--topic", "call.control", "--size", "64", "--seed", "4", "publish", "--count", "500", "--priority", "critical"}));
+    p.expect_ready();
+    dying.kill(SIGKILL);
+    CHECK(dying.exit_code() == 128 + SIGKILL);
+    auto r = s.read_line(std::chrono::minutes(2));
+    REQUIRE(r.has_value());
+    INFO(*r);
+    CHECK(field(*r, "received") == "500");
+    CHECK(field(*r, "errors") == "0");
+    CHECK(p.exit_code() == 0);
+}

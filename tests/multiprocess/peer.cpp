@@ -79,6 +79,7 @@ int main(int argc, char** argv) {
     hold->add_flag("--type-b", typed_b);
 
     auto* loan_die = app.add_subcommand("loan-and-hang", "claim a loan, never commit, wait to be killed");
+    loan_die->add_option("--priority", priority);
     CLI11_PARSE(app, argc, argv);
 
     auto bus = EventSystemBuilder().socket_path(socket).client_name("test-peer").build();
