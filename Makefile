@@ -6,7 +6,7 @@ CMAKE_ARGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 # Debian packages the build and tests need (`make deps` installs the missing ones); `make bench` adds the
 # peers it measures us against and gnuplot for its plots.
-DEPS := cmake g++ make pkg-config libboost-dev libspdlog-dev libcli11-dev libmimalloc-dev doctest-dev python3
+DEPS := cmake g++ make pkg-config libboost-dev libspdlog-dev libcli11-dev libmimalloc-dev doctest-dev python3 spin
 BENCH_DEPS := gnuplot-nox libzmq3-dev iceoryx libiceoryx-posh-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -41,18 +41,20 @@ run: build
 	echo ""; \
 	exec $(BUILD)/bin/rvoip-eventd --foreground --socket "$$sock"
 
-# Every test: unit, multi-process, bench smoke; then the ring and recovery tests under TSan and ASan.
+# Every test: unit, multi-process, model, crash soak, bench smoke; then the whole suite again under
+# ASan+UBSan, and the ring, recovery and client tests under TSan.
 test: build
 	cd $(BUILD) && ctest --output-on-failure --timeout 900
 	$(MAKE) --no-print-directory test-sanitizers
 
+TSAN_TESTS := test_lane test_reader test_recovery test_api test_trust
 test-sanitizers: deps
 	cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRVOIP_SANITIZE=thread >/dev/null
-	cmake --build $(BUILD)-tsan -j$(JOBS) --target test_lane
-	cd $(BUILD)-tsan && ctest --output-on-failure -R '^test_lane$$'
+	cmake --build $(BUILD)-tsan -j$(JOBS) --target $(TSAN_TESTS)
+	cd $(BUILD)-tsan && ctest --output-on-failure -R '^($(subst $(eval) ,|,$(TSAN_TESTS)))$$'
 	cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRVOIP_SANITIZE=address >/dev/null
-	cmake --build $(BUILD)-asan -j$(JOBS) --target test_lane test_attach test_codec test_bad_input test_multiprocess
-	cd $(BUILD)-asan && ctest --output-on-failure -R '^test_(lane|attach|codec|bad_input|multiprocess)$$'
+	cmake --build $(BUILD)-asan -j$(JOBS)
+	cd $(BUILD)-asan && ctest --output-on-failure --timeout 900 -LE '^(model|soak)$$'
 
 # The full suite against the peers: terminal tables, bench/results/<date>.json, PNG plots, README section.
 bench: bench-deps
