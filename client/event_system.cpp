@@ -431,7 +431,7 @@ Result<Record> SubscriberCore::next_for(std::chrono::nanoseconds timeout) noexce
         const std::uint32_t seen = bell_->load(std::memory_order_acquire) & ~shm::kSleeping;
         ch->parked.fetch_or(bit);
         bool claimed = false;
-        for (std::size_t l = 0; l < layout::kLanes; ++l) claimed |= map_.lanes[l].tail.load() != readers_[l].position();
+        for (std::size_t l = 0; l < layout::kLanes; ++l) claimed |= map_.lanes[l].position() != readers_[l].position();
         r = try_next();
         if (!r || r->header) {
             unpark();

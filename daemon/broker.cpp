@@ -510,7 +510,7 @@ struct Broker::Impl {
             ts.topic_id = t->id;
             ts.publishers = std::uint32_t(std::count_if(t->publisher_owner.begin(), t->publisher_owner.end(), [](auto o) { return o != kNoOwner; }));
             ts.subscribers = std::uint32_t(std::count_if(t->subscriber_owner.begin(), t->subscriber_owner.end(), [](auto o) { return o != kNoOwner; }));
-            for (std::size_t l = 0; l < layout::kLanes; ++l) ts.tails[l] = t->map.lanes[l].tail.load(std::memory_order_relaxed);  // relaxed: a report
+            for (std::size_t l = 0; l < layout::kLanes; ++l) ts.tails[l] = t->map.lanes[l].position(std::memory_order_relaxed);  // relaxed: a report
             r.topics.push_back(std::move(ts));
         }
         reply(s, corr, std::move(r));

@@ -157,9 +157,17 @@ static_assert(sizeof(TopicHeader) == 6 * kLine);
 static_assert(offsetof(TopicHeader, name) == 48);
 static_assert(offsetof(TopicHeader, record_key) == 352);
 
+// Bit 63 of a lane's tail word: set by the broker when it starts a subscriber at the tail (join), cleared
+// by the next claim. A raw loan committed short gives its unused bytes back by CAS from exactly its own
+// claim end without this bit, so it can never move the tail below a position a subscriber was started at.
+constexpr std::uint64_t kJoinBit = std::uint64_t(1) << 63;
+
 struct alignas(kLine) LaneControl {
-    std::atomic<std::uint64_t> tail;  // next byte position to claim; never wraps
+    std::atomic<std::uint64_t> tail;  // next byte position to claim (| kJoinBit); never wraps
     std::uint8_t pad[kLine - 8];      // the tail is the hottest shared word: alone on its line
+
+    // The tail position without the join bit; seq_cst by default like every reader of the tail.
+    std::uint64_t position(std::memory_order o = std::memory_order_seq_cst) const noexcept { return tail.load(o) & ~kJoinBit; }
 };
 static_assert(sizeof(LaneControl) == kLine);
 
@@ -171,11 +179,16 @@ enum class SlotState : std::uint32_t { free = 0, active = 1, dead = 2, evicted =
 // successful CAS. Positions never repeat on a lane, so `won == position` proves the claim was this
 // publisher's even when several dead publishers' intents name the same position. length 0 = none;
 // won starts as kNoPosition, which no claim has.
+//
+// `shrink_to`: a raw loan committed short stores where its record ends before it tries to give the rest
+// of its claim back (LaneWriter::commit_in_place); recovery then trusts `won` only up to there. Stale
+// values from earlier claims lie below `position` and mean nothing.
 struct ClaimIntent {
     std::atomic<std::uint64_t> position;
     std::atomic<std::uint64_t> won;
     std::atomic<std::uint32_t> length;
-    std::uint8_t pad[12];
+    std::uint32_t reserved;
+    std::atomic<std::uint64_t> shrink_to;
 };
 static_assert(sizeof(ClaimIntent) == 32);
 constexpr std::uint64_t kNoPosition = ~std::uint64_t(0);

@@ -50,7 +50,7 @@ inline void* at_recovery_hole_ctx = nullptr;
 // read (see join_subscriber). Off the hot path: publishers call it only when their cached gate says full.
 inline std::uint64_t min_cursor(const layout::LaneControl& lane_ctl, const layout::CursorHeader* ch,
                                 const layout::SubscriberSlot* slots, std::uint32_t max_slots, std::size_t lane) noexcept {
-    const std::uint64_t tail = lane_ctl.tail.load();
+    const std::uint64_t tail = lane_ctl.position();
     if (!ch) return tail;
     std::uint64_t m = tail;
     const std::uint32_t n = std::min(ch->slot_limit.load(), max_slots);
@@ -101,8 +101,9 @@ public:
     // position it is not about to take (recovery would wait on it for good).
     template <class SizeOf>
     Result<Claim> try_claim(std::uint32_t n, SizeOf&& size_of) noexcept {
-        std::uint64_t t = tail_->load(std::memory_order_relaxed);  // relaxed: the CAS below validates it
+        std::uint64_t word = tail_->load(std::memory_order_relaxed);  // relaxed: the CAS below validates it
         for (;;) {
+            const std::uint64_t t = word & ~layout::kJoinBit;  // our claim clears a join's bit: see commit_in_place
             if (t % layout::kLine != 0) [[unlikely]]
                 return refuse(Error(Errc::corrupt, "lane tail " + std::to_string(t) + " is not 64-byte aligned"));
             const std::uint64_t end = layout_end(t, n, size_of);
@@ -119,7 +120,7 @@ public:
 #endif
             // seq_cst: the intent stores above become visible no later than the new tail, and a failed CAS
             // acquires the winner's intent (recover_publisher relies on both).
-            if (tail_->compare_exchange_weak(t, end, std::memory_order_seq_cst, std::memory_order_seq_cst)) {
+            if (tail_->compare_exchange_weak(word, end, std::memory_order_seq_cst, std::memory_order_seq_cst)) {
                 intent_->won.store(t, std::memory_order_release);  // release: pairs with read_intent
                 return Claim{t, end};
             }
@@ -150,13 +151,22 @@ public:
     }
 
     // Commit of one record whose payload the caller already wrote in place (a loan claimed for
-    // `claimed` bytes). A shorter `len` leaves the rest of the claim as padding after the record, written
-    // before the record is published so that the claim is whole the moment a reader can reach its end.
+    // `claimed` bytes). A shorter `len` gives the rest of the claim back when nobody claimed after it
+    // (tail CAS from exactly our claim's end; a subscriber started at that tail since, or any later claim,
+    // makes it fail) and otherwise turns it into padding, written before the record is published so that
+    // the claim is whole the moment a reader can reach its end. `shrink_to`, stored first, tells the
+    // broker's recovery how far the claim is surely ours if we die in between.
     void commit_in_place(const Claim& c, std::uint32_t claimed, std::uint32_t len, std::int64_t ts) noexcept {
         const std::uint64_t at = skip_padding(c.position, claimed);
         if (at != c.position) write_padding(c.position, at - c.position);
         const std::uint64_t end = at + layout::record_size(len);
-        if (end < c.end) write_padding(end, c.end - end);
+        if (end < c.end) {
+            intent_->shrink_to.store(end, std::memory_order_release);  // release: pairs with read_intent's acquire
+            std::uint64_t expected = c.end;  // without the join bit
+            // seq_cst: ordered with join_subscriber's fetch_or and with every claim, like the claim CAS.
+            if (!tail_->compare_exchange_strong(expected, end, std::memory_order_seq_cst, std::memory_order_relaxed))
+                write_padding(end, c.end - end);
+        }
         publish_header(header_at(at), at, len, ts);
         finish(1);
     }
@@ -349,7 +359,7 @@ public:
     // After a corrupt record: jump to the lane's tail (records claimed from then on are read as usual)
     // and return how many ring bytes were skipped. The lane's events in between are lost to this reader.
     std::uint64_t resync() noexcept {
-        const std::uint64_t t = tail_->load(std::memory_order_acquire) & ~std::uint64_t(layout::kLine - 1);  // acquire: pairs with the claim CAS
+        const std::uint64_t t = tail_->load(std::memory_order_acquire) & ~layout::kJoinBit & ~std::uint64_t(layout::kLine - 1);  // acquire: pairs with the claim CAS
         if (t <= position_) {  // the tail itself is behind us (corrupt): step over one line at least
             const std::uint64_t next = (position_ | (layout::kLine - 1)) + 1;
             const std::uint64_t skipped = next - position_;

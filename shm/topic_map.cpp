@@ -222,14 +222,15 @@ std::array<std::uint64_t, kLanes> join_subscriber(TopicMap& t, std::uint32_t slo
     s.corrupt.store(0, std::memory_order_relaxed);
     s.skipped_bytes.store(0, std::memory_order_relaxed);
     // 1. Hold the gate at the current tails and make the slot visible (seq_cst stores)...
-    for (std::size_t l = 0; l < kLanes; ++l) s.position[l].store(t.lanes[l].tail.load());
+    for (std::size_t l = 0; l < kLanes; ++l) s.position[l].store(t.lanes[l].position());
     if (t.cursor_header->slot_limit.load() <= slot) t.cursor_header->slot_limit.store(slot + 1);
     s.state.store(static_cast<std::uint32_t>(SlotState::active));
     // 2. ...then choose the start. A publisher that scanned before the slot became active read its tail
-    // before our store above, so its gate is at most the tail we read now: it cannot lap `start`.
+    // before our store above, so its gate is at most the tail we read now: it cannot lap `start`. The
+    // join bit makes a short commit's give-back fail from now on, so the tail never goes below `start`.
     std::array<std::uint64_t, kLanes> start{};
     for (std::size_t l = 0; l < kLanes; ++l) {
-        start[l] = t.lanes[l].tail.load();
+        start[l] = t.lanes[l].tail.fetch_or(kJoinBit) & ~kJoinBit;
         s.position[l].store(start[l]);
     }
     return start;
@@ -249,6 +250,7 @@ void claim_publisher(TopicMap& t, std::uint32_t slot, std::uint32_t pid) noexcep
         in.length.store(0);
         in.position.store(0);
         in.won.store(kNoPosition);
+        in.shrink_to.store(0);
     }
     for (std::size_t l = 0; l < kLanes; ++l) {
         p.published[l].store(0, std::memory_order_relaxed);  // relaxed: published by the state store below
@@ -267,7 +269,8 @@ Intent read_intent(const ClaimIntent& in) noexcept {
     const std::uint32_t len = in.length.load(std::memory_order_acquire);  // acquire: pairs with try_claim's release
     if (len == 0) return r;
     r.position = in.position.load(std::memory_order_acquire);
-    r.won = in.won.load(std::memory_order_acquire);  // acquire: pairs with the release after the CAS
+    r.won = in.won.load(std::memory_order_acquire);              // acquire: pairs with the release after the CAS
+    r.shrink_to = in.shrink_to.load(std::memory_order_acquire);  // acquire: pairs with commit_in_place's release
     // Positions of one publisher never repeat and grow: the same length around an unchanged position is
     // one intent, not halves of two.
     if (in.length.load(std::memory_order_acquire) != len || in.position.load(std::memory_order_acquire) != r.position) {
@@ -318,7 +321,7 @@ Recovery recover_lane(TopicMap& t, std::uint32_t dead, std::size_t lane, Recover
         return finish();
     }
     // seq_cst: every claim below this tail happened before this load, and so did its claimant's intent.
-    const std::uint64_t tail = t.lanes[lane].tail.load();
+    const std::uint64_t tail = t.lanes[lane].position();
     if (tail % kLine != 0) {
         r.corrupt = where + "tail " + std::to_string(tail) + " is not 64-byte aligned";
         return finish();
@@ -358,10 +361,10 @@ Recovery recover_lane(TopicMap& t, std::uint32_t dead, std::size_t lane, Recover
             if (st == SlotState::active) {
                 live = true;
             } else {
-                hole_end = std::min(hole_end, o.end());
+                hole_end = std::min(hole_end, o.piece_end(y));
                 // Claims never overlap: a dead claimant whose CAS is proven owns its range outright, and a
-                // live intent over it can only be a stale, failed one.
-                if (o.won == o.position) proven = true;
+                // live intent over it can only be a stale, failed one (up to `shrink_to` after a give-back).
+                if (o.proven_at(y)) proven = true;
             }
         }
         if (live && !proven) return Recovery::retry;

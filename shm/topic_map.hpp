@@ -82,10 +82,21 @@ void release_publisher(TopicMap& t, std::uint32_t slot) noexcept;
 struct Intent {
     std::uint64_t position = 0;
     std::uint64_t won = 0;
+    std::uint64_t shrink_to = 0;
     std::uint32_t length = 0;
     bool consistent = true;  // false: a live publisher was rewriting it
     std::uint64_t end() const noexcept { return position + length; }
     bool covers(std::uint64_t pos) const noexcept { return length != 0 && position <= pos && pos < end(); }
+    // True when the CAS of this claim is proven (won == position) and `pos` lies in the part that stays
+    // ours even if a short commit gave the rest back.
+    bool shrunk() const noexcept { return shrink_to > position && shrink_to < end(); }
+    bool proven_at(std::uint64_t pos) const noexcept {
+        if (won != position || !covers(pos)) return false;
+        return !shrunk() || pos < shrink_to;
+    }
+    // The end of the piece of this intent that holds `pos`: a short commit may have given back
+    // [shrink_to, end), so the intent is two pieces then, and padding never crosses from one to the other.
+    std::uint64_t piece_end(std::uint64_t pos) const noexcept { return shrunk() && pos < shrink_to ? shrink_to : end(); }
 };
 Intent read_intent(const layout::ClaimIntent& in) noexcept;
 

@@ -117,7 +117,7 @@ TEST_CASE("recovery reads the live intents before it trusts a hole: a commit dur
     auto dead = t.writer(0, 0);
     auto w = t.writer(0, 1);
     auto x = t.writer(0, 2);
-    const std::uint64_t p = t.map.lanes[0].tail.load();
+    const std::uint64_t p = t.map.lanes[0].position();
     // dead read tail p and announced a 128-byte claim, but w won p with a 64-byte record; x then claimed
     // the next 64 bytes. Nobody has committed yet.
     auto cw = w.try_claim(1, [](std::uint32_t) { return 4u; });
@@ -165,7 +165,7 @@ TEST_CASE("two dead slots of one process naming one position are recovered whate
             CHECK(shm::recover_publisher(t.map, first).outcome == shm::Recovery::done);
             CHECK(shm::recover_publisher(t.map, 1 - first).outcome == shm::Recovery::done);
             CHECK(drain(r) == std::vector<std::uint32_t>{7});
-            CHECK(r.position() == t.map.lanes[0].tail.load());
+            CHECK(r.position() == t.map.lanes[0].position());
         }
 }
 
@@ -252,7 +252,7 @@ TEST_CASE("parked subscribers are a bitmask the broker clears idempotently; publ
     (void)r0;
 }
 
-TEST_CASE("a loan committed short writes its trailing padding before the record, so a death in between leaves no hole") {
+TEST_CASE("a loan committed short gives its unused bytes back when nobody claimed after it") {
     TopicFixture t(8192, 1024);
     auto r = t.reader(0, 0);
     auto w = t.writer(0, 0);
@@ -261,6 +261,64 @@ TEST_CASE("a loan committed short writes its trailing padding before the record,
     std::uint32_t v = 42;
     std::memcpy(w.payload_at(c->position, 900), &v, 4);
     w.commit_in_place(*c, 900, 4, 0);
-    CHECK(drain(r) == std::vector<std::uint32_t>{42});
-    CHECK(r.position() == c->end);  // the record, then the padding that covers the rest of the loan
+    CHECK(t.map.lanes[0].position() == c->position + 64);  // 960 bytes claimed, 64 kept
+    REQUIRE(publish_u32(w, 43) == Errc::ok);  // lands right after the short record
+    CHECK(drain(r) == std::vector<std::uint32_t>{42, 43});
+    CHECK(r.position() == c->position + 128);
+}
+
+TEST_CASE("a loan committed short after a later claim pads the rest, written before its record") {
+    TopicFixture t(8192, 1024);
+    auto r = t.reader(0, 0);
+    auto w = t.writer(0, 0);
+    auto other = t.writer(0, 1);
+    auto c = w.try_claim(1, [](std::uint32_t) { return 900u; });
+    REQUIRE(c.has_value());
+    REQUIRE(publish_u32(other, 7) == Errc::ok);  // claimed after the loan: the loan's end is not the tail
+    std::uint32_t v = 42;
+    std::memcpy(w.payload_at(c->position, 900), &v, 4);
+    w.commit_in_place(*c, 900, 4, 0);
+    CHECK(drain(r) == std::vector<std::uint32_t>{42, 7});
+    CHECK(r.position() == t.map.lanes[0].position());
+}
+
+TEST_CASE("a subscriber started at the tail behind an open loan is never stranded by the loan's give-back") {
+    TopicFixture t(8192, 1024);
+    auto w = t.writer(0, 0);
+    auto c = w.try_claim(1, [](std::uint32_t) { return 900u; });
+    REQUIRE(c.has_value());
+    auto late = t.reader(0, 1);  // joins with start = the loan's claim end
+    REQUIRE(late.position() == c->end);
+    std::uint32_t v = 42;
+    std::memcpy(w.payload_at(c->position, 900), &v, 4);
+    w.commit_in_place(*c, 900, 4, 0);  // must not move the tail below the late subscriber's start
+    CHECK(t.map.lanes[0].position() == c->end);
+    REQUIRE(publish_u32(w, 43) == Errc::ok);
+    CHECK(drain(late) == std::vector<std::uint32_t>{43});
+}
+
+TEST_CASE("a publisher that dies after giving bytes back is recovered only up to its record; the claim after it is kept") {
+    TopicFixture t(8192, 1024);
+    auto r = t.reader(0, 0);
+    auto dead = t.writer(0, 0);
+    auto next = t.writer(0, 1);
+    auto c = dead.try_claim(1, [](std::uint32_t) { return 900u; });
+    REQUIRE(c.has_value());
+    // The dead publisher gave back all but one record (shrink_to, then the tail CAS) and died before
+    // publishing its record; another publisher then claimed from the record's end and is still building.
+    const std::uint64_t keep = c->position + 64;
+    t.map.publishers[0].intent[0].shrink_to.store(keep);
+    std::uint64_t expected = c->end;
+    REQUIRE(t.map.lanes[0].tail.compare_exchange_strong(expected, keep));
+    auto c2 = next.try_claim(1, [](std::uint32_t) { return 200u; });
+    REQUIRE(c2.has_value());
+    REQUIRE(c2->position == keep);
+    mark(t, 0, SlotState::dead);
+    auto rep = shm::recover_publisher(t.map, 0);
+    CHECK(rep.outcome == shm::Recovery::retry);  // the live claim inside the given-back bytes is not touched
+    CHECK(rep.padded_bytes == 64);               // the dead record's own line is padded at once
+    std::uint32_t v = 5;
+    next.commit(*c2, 1, [](std::uint32_t) { return 200u; }, [&](std::uint32_t, std::byte* d) { std::memcpy(d, &v, 4); }, 0);
+    CHECK(shm::recover_publisher(t.map, 0).outcome == shm::Recovery::done);
+    CHECK(drain(r) == std::vector<std::uint32_t>{5});
 }
