@@ -241,10 +241,13 @@ Done Soak::watch(bool exits) {
             return failure(p.child.label() + " received nothing for " + std::to_string((t - since) / 1'000'000) +
                            " ms while publishers were publishing (last delivery at t=" + std::to_string(since_start(since)) +
                            " s); " + recent_kills());
-        if (const std::int64_t stuck = s.stuck_since_ns.load(); stuck && t - stuck > hang_ns)
-            return failure(p.child.label() + ": a lane has not recovered from the kill at t=" + std::to_string(since_start(stuck)) +
-                           " s for " + std::to_string((t - stuck) / 1'000'000) + " ms although other publishers published in it since; " +
-                           recent_kills());
+        if (const std::int64_t stuck = s.stuck_since_ns.load(); stuck && t - stuck > hang_ns) {
+            std::string which = "the kill at t=" + std::to_string(since_start(stuck)) + " s";
+            for (std::uint32_t k = 0; k < std::min(b_.header->kills.load(), kMaxKills); ++k)
+                if (b_.kills[k].at_ns == stuck) which = "kill #" + std::to_string(k) + " (" + describe(b_.kills[k]) + ")";
+            return failure(p.child.label() + ": a lane has not recovered from " + which + " for " + std::to_string((t - stuck) / 1'000'000) +
+                           " ms although other publishers published in it since");
+        }
     }
     std::erase_if(unretired_, [&](const DeadPublisher& d) {
         if (t < d.retire_at_ns) return false;
@@ -262,7 +265,7 @@ std::string Soak::describe(const Kill& k) const {
     if (k.victim_kind == kSubscriberVictim) return s + "soak-subscriber " + std::to_string(k.victim_slot);
     s += "soak-publisher " + std::to_string(k.victim_slot) + " (kind " + kind_name(b_.pubs[k.victim_slot].kind.load()) + ")";
     if (k.op_lane) s += std::string(" publishing in the ") + lane_name(k.op_lane - 1) + " lane";
-    if (k.in_loan) s += std::string(", holding a loan on the ") + lane_name(k.in_loan - 1) + " lane";
+    if (k.in_loan) s += std::string(", in a loan on the ") + lane_name(k.in_loan - 1) + " lane";
     return s;
 }
 
@@ -388,7 +391,7 @@ std::string Soak::state() const {
         s += "\n  " + p.child.label() + " (kind " + kind_name(x.kind.load()) + "): published";
         for (std::uint32_t l = 0; l < kLanes; ++l) s += " " + std::to_string(x.published[l].load());
         if (x.op_lane.load()) s += std::string(", in an operation on the ") + lane_name(x.op_lane.load() - 1) + " lane";
-        if (x.in_loan.load()) s += std::string(", holding a loan on the ") + lane_name(x.in_loan.load() - 1) + " lane";
+        if (x.in_loan.load()) s += std::string(", in a loan on the ") + lane_name(x.in_loan.load() - 1) + " lane";
         s += ", " + std::to_string(x.timeouts.load()) + " timeouts";
     }
     auto bus = rvoip::events::EventSystemBuilder().socket_path(s_.socket).client_name("soak-stats").build();

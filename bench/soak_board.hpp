@@ -61,7 +61,7 @@ struct PubSlot {
     // 1 from before a claim that may land in the Critical lane until the commit returned: while it is set,
     // a Critical record of another publisher may sit behind this one's open claim.
     std::atomic<std::uint32_t> crit_open;
-    std::atomic<std::uint32_t> in_loan;   // lane + 1 while a loan is held (the parent aims some kills at it)
+    std::atomic<std::uint32_t> in_loan;   // lane + 1 from loan() until the commit returned (the parent aims some kills at it)
     // Set by the parent once the process is dead and its claims can no longer block a lane: at once when
     // crit_open was 0 at its death, else after the recovery bound (soak.cpp).
     std::atomic<std::uint32_t> retired;
