@@ -4,6 +4,7 @@
 //   rvoip-bench throughput --size 64 --batch 1 --seconds 3 --json
 //   rvoip-bench latency --size 64 --mode spin --json
 //   rvoip-bench flood | idle | memory | callstorm | rtp    (scenarios.hpp)
+//   rvoip-bench soak --seconds 60 --json                   (soak.hpp: kills and replaces processes, checks)
 //
 // The benchmark runs its peers as separate processes (this binary again, under the hidden `_child`
 // subcommand; see roles.hpp), never as threads, because the product's whole point is crossing processes.
@@ -11,6 +12,7 @@
 #include "bench/processes.hpp"
 #include "bench/roles.hpp"
 #include "bench/scenarios.hpp"
+#include "bench/soak.hpp"
 #include "proto/layout.hpp"
 
 #include <CLI/CLI.hpp>
@@ -242,6 +244,7 @@ int main(int argc, char** argv) {
     latency->add_option("--warmup", lt.warmup, "samples thrown away first (default: count/10, 100..10000)")->check(CLI::Range(1, 10'000'000));
 
     ScenarioCommands scenarios(app);
+    SoakCommand soak(app);
 
     // The hidden subcommand of the role processes; spawn_role (processes.cpp) writes these arguments.
     RoleOptions role;
@@ -267,7 +270,9 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
 
     if (child->parsed()) return run_role(role);
+    if (soak.child_parsed()) return soak.run_child();
     install_signal_handlers();
+    if (soak.parsed()) return soak.run();
     if (throughput->parsed()) return run_throughput(tp);
     if (latency->parsed()) return run_latency(lt);
     return scenarios.run_parsed();
