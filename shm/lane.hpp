@@ -288,16 +288,19 @@ public:
         : ring_(t.rings[lane]),
           tail_(&t.lanes[lane].tail),
           capacity_(t.settings[lane].capacity),
-          mask_(t.settings[lane].capacity - 1),
+          mask_((t.settings[lane].capacity - 1) & ~std::uint64_t(layout::kLine - 1)),
           key_(t.record_key),
           max_event_(t.settings[lane].max_event),
           exact_size_(exact_size),
+          min_len_(exact_size ? exact_size : 0),
+          len_span_(exact_size ? 0 : t.settings[lane].max_event),
+          max_hops_(t.settings[lane].capacity / layout::kLine),
           max_publishers_(t.max_publishers),
           cursor_(&t.slots[slot].position[lane]),
           position_(start),
           published_(start) {}
 
-    enum class Fault : std::uint8_t { none, misaligned, padding_length, data_length, flags, publisher, padding_loop };
+    enum class Fault : std::uint8_t { none, padding_length, data_length, flags, publisher, padding_loop };
 
     struct Peek {
         const layout::RecordHeader* record = nullptr;  // the committed record at the read position, or none
@@ -310,10 +313,12 @@ public:
     // wrapping claim, a short raw commit, the broker's recovery may leave several in a row), bounded by
     // the ring's size. A corrupt header leaves the reader where it is: describe() says what was wrong,
     // resync() moves on. No allocation, no syscall.
-    Peek peek() noexcept {
-        if (position_ % layout::kLine != 0) [[unlikely]]
-            return fault(Fault::misaligned);
-        for (std::uint64_t hops = 0; hops <= capacity_ / layout::kLine; ++hops) {
+    //
+    // The read position only ever moves by validated multiples of 64 from a start the client checked
+    // (SubscriberCore::open), and the ring index is masked to a line boundary as well, so even a wrong
+    // start can never make a header read cross the ring's end: its marker would simply never match.
+    [[gnu::always_inline]] Peek peek() noexcept {
+        for (std::uint64_t hops = 0; hops <= max_hops_; ++hops) {
             const std::uint64_t idx = position_ & mask_;
             auto* h = reinterpret_cast<const layout::RecordHeader*>(ring_ + idx);
             // acquire: pairs with the release in LaneWriter::publish_header / write_padding. Anything but
@@ -329,7 +334,8 @@ public:
             }
             if (flags != layout::kRecordData) [[unlikely]]
                 return fault(Fault::flags, flags);
-            if (len > max_event_ || idx + layout::record_size(len) > capacity_ || (exact_size_ && len != exact_size_)) [[unlikely]]
+            // One compare for "max_event at most" on raw topics and "exactly sizeof(T)" on typed ones.
+            if (len - min_len_ > len_span_ || idx + layout::record_size(len) > capacity_) [[unlikely]]
                 return fault(Fault::data_length, len);
             if (h->publisher >= max_publishers_) [[unlikely]]
                 return fault(Fault::publisher, h->publisher);
@@ -343,7 +349,6 @@ public:
         const std::string at = " at ring offset " + std::to_string(position_ & mask_) + " (position " + std::to_string(position_) + ")";
         const std::string v = std::to_string(fault_value_);
         switch (p.fault) {
-        case Fault::misaligned: return "read position is not 64-byte aligned" + at;
         case Fault::padding_length: return "padding record of " + v + " bytes exceeds its bounds" + at;
         case Fault::data_length:
             return "record of " + v + " bytes" + at + (exact_size_ ? " where every event has " + std::to_string(exact_size_) + " bytes"
@@ -397,7 +402,7 @@ public:
     }
 
 private:
-    Peek fault(Fault f, std::uint64_t value = 0) noexcept {
+    [[gnu::cold, gnu::noinline]] Peek fault(Fault f, std::uint64_t value = 0) noexcept {
         fault_value_ = value;
         return {nullptr, 0, f};
     }
@@ -409,6 +414,9 @@ private:
     std::uint64_t key_ = 0;
     std::uint32_t max_event_ = 0;
     std::uint32_t exact_size_ = 0;
+    std::uint32_t min_len_ = 0;   // len - min_len_ <= len_span_ (unsigned) is the payload length check
+    std::uint32_t len_span_ = 0;
+    std::uint64_t max_hops_ = 0;  // a run of padding longer than the ring is corrupt
     std::uint32_t max_publishers_ = 0;
     std::atomic<std::uint64_t>* cursor_ = nullptr;
     std::uint64_t position_ = 0;   // next record to read

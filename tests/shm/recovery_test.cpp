@@ -114,7 +114,7 @@ TEST_CASE("intents are per lane: a loan open on one lane survives a publish on a
 TEST_CASE("recovery reads the live intents before it trusts a hole: a commit during recovery is not padded over") {
     TopicFixture t(8192, 256);
     auto r = t.reader(0, 0);
-    auto dead = t.writer(0, 0);
+    (void)t.writer(0, 0);  // the dead publisher: its intent is set by hand below
     auto w = t.writer(0, 1);
     auto x = t.writer(0, 2);
     const std::uint64_t p = t.map.lanes[0].position();
@@ -148,7 +148,7 @@ TEST_CASE("two dead slots of one process naming one position are recovered whate
             CAPTURE(proven);
             TopicFixture t(8192, 256);
             auto r = t.reader(0, 0);
-            auto small = t.writer(0, 0);
+            (void)t.writer(0, 0);  // small: its intent is set by hand below
             auto big = t.writer(0, 1);
             auto live = t.writer(0, 2);
             // big won a 192-byte claim at p; small read the same tail and lost its 64-byte CAS. Both die.
