@@ -2,12 +2,14 @@
 
 #include "proto/channel.hpp"
 #include "proto/messages.hpp"
+#include "shm/doorbell.hpp"
 #include "shm/segment.hpp"
 #include "shm/topic_map.hpp"
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -536,6 +538,17 @@ struct Broker::Impl {
         });
     }
 
+    // Rings the doorbell of every parked subscriber of `t`, by the broker's own record of their doorbells.
+    void ring_parked(Topic& t) {
+        std::uint64_t parked = t.map.cursor_header->parked.load();
+        while (parked != 0) {
+            const auto i = static_cast<std::uint32_t>(std::countr_zero(parked));
+            parked &= parked - 1;
+            if (i < layout::kMaxSubscribers && t.subscriber_owner[i] != kNoOwner && t.subscriber_doorbell[i] < doorbells.count)
+                shm::ring(&doorbells.bells[t.subscriber_doorbell[i]].word);
+        }
+    }
+
     void disconnect(int fd) {
         auto it = sessions.find(fd);
         if (it == sessions.end()) return;
@@ -582,6 +595,9 @@ struct Broker::Impl {
                                p.slot, rep.corrupt);
                 if (rep.padded_bytes)
                     log->warn("topic '{}': padded {} bytes claimed by dead publisher pid {}", t.name, rep.padded_bytes, s->pid);
+                // It may have died between a commit and its wake-up call, or parked subscribers wait at
+                // what was just padded: wake them all (found by the model, SPEC_NO_RING).
+                ring_parked(t);
                 if (rep.outcome == shm::Recovery::retry) return false;
                 release_publisher_slot(t, p.slot);
                 return true;

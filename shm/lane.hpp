@@ -41,6 +41,8 @@ namespace rvoip::events::shm {
 namespace test_hooks {
 inline void (*before_claim_cas)(void* ctx, std::uint32_t lane) = nullptr;
 inline void* before_claim_cas_ctx = nullptr;
+inline void (*after_commit)(void* ctx) = nullptr;  // PublisherCore::publish_n, before notify()
+inline void* after_commit_ctx = nullptr;
 inline void (*at_recovery_hole)(void* ctx, std::uint64_t position) = nullptr;
 inline void* at_recovery_hole_ctx = nullptr;
 }  // namespace test_hooks
@@ -58,6 +60,26 @@ inline std::uint64_t min_cursor(const layout::LaneControl& lane_ctl, const layou
         if (slots[i].state.load() != static_cast<std::uint32_t>(layout::SlotState::active)) continue;
         std::uint64_t p = slots[i].position[lane].load();
         m = std::min(m, std::min(p, tail));  // a cursor beyond the tail is corrupt: it cannot hold us back
+    }
+    return m;
+}
+
+// The gate: the lowest position anyone may still need on `lane`. That is min_cursor, and also the start
+// of every other publisher's claim in flight (its intent): a subscriber that joined at the tail after
+// such a claim is past it, and without this a later claim could lap the open one's ring bytes, which
+// its owner (or the broker's recovery) then writes over a newer record. Found by the model
+// (tests/model, SPEC_GATE_NO_INTENTS). The tail is read first, then the intents, so any claim below the
+// tail read has its intent seen. `self` (our own slot) is skipped: our intent is about to be rewritten.
+inline std::uint64_t gate_position(const layout::LaneControl& lane_ctl, const layout::CursorHeader* ch,
+                                   const layout::SubscriberSlot* slots, std::uint32_t max_slots,
+                                   const layout::PublisherEntry* publishers, std::uint32_t max_publishers,
+                                   std::uint32_t self, std::size_t lane) noexcept {
+    std::uint64_t m = min_cursor(lane_ctl, ch, slots, max_slots, lane);
+    for (std::uint32_t i = 0; i < max_publishers; ++i) {
+        if (i == self) continue;
+        const auto& in = publishers[i].intent[lane];
+        if (in.length.load(std::memory_order_acquire) == 0) continue;  // acquire: pairs with try_claim's release of length
+        m = std::min(m, in.position.load(std::memory_order_relaxed));  // relaxed: ordered by the acquire above
     }
     return m;
 }
@@ -80,13 +102,15 @@ public:
           cursor_header_(t.cursor_header),
           slots_(t.slots),
           max_slots_(t.max_subscribers),
+          publishers_(t.publishers),
+          max_publishers_(t.max_publishers),
           self_(&t.publishers[publisher_slot]),
           intent_(&t.publishers[publisher_slot].intent[lane]),
           bells_(bells),
           key_(t.record_key),
           lane_(static_cast<std::uint32_t>(lane)),
           publisher_(publisher_slot) {
-        limit_ = min_cursor(*lane_ctl_, cursor_header_, slots_, max_slots_, lane_) + capacity_;
+        limit_ = gate() + capacity_;
         sequence_ = self_->published[lane_].load(std::memory_order_relaxed);  // relaxed: our own counter
     }
 
@@ -109,7 +133,7 @@ public:
             const std::uint64_t end = layout_end(t, n, size_of);
             if (end - t > capacity_) return refuse(Error(Errc::event_too_large));
             if (end > limit_) {
-                limit_ = min_cursor(*lane_ctl_, cursor_header_, slots_, max_slots_, lane_) + capacity_;
+                limit_ = gate() + capacity_;
                 if (end > limit_) return refuse(Error(Errc::full));
             }
             intent_->position.store(t, std::memory_order_relaxed);  // relaxed: published by the release below
@@ -244,6 +268,9 @@ private:
         self_->published[lane_].store(sequence_, std::memory_order_relaxed);  // relaxed: read by the CLI only
     }
     void wake_parked(std::uint64_t parked) noexcept;
+    std::uint64_t gate() const noexcept {
+        return gate_position(*lane_ctl_, cursor_header_, slots_, max_slots_, publishers_, max_publishers_, publisher_, lane_);
+    }
     static void bump(std::atomic<std::uint32_t>& c) noexcept {
         c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: read by the CLI only
     }
@@ -257,6 +284,8 @@ private:
     const layout::CursorHeader* cursor_header_ = nullptr;
     const layout::SubscriberSlot* slots_ = nullptr;
     std::uint32_t max_slots_ = 0;
+    const layout::PublisherEntry* publishers_ = nullptr;
+    std::uint32_t max_publishers_ = 0;
     layout::PublisherEntry* self_ = nullptr;
     layout::ClaimIntent* intent_ = nullptr;
     DoorbellMap bells_{};

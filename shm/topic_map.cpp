@@ -343,7 +343,13 @@ Recovery recover_lane(TopicMap& t, std::uint32_t dead, std::size_t lane, Recover
             y += step;
             continue;
         }
-        if (waiting > y) return finish();  // nobody waits here (no subscriber, or all past): leave the bytes alone
+        if (waiting > y) {
+            // Every subscriber is past y (no subscriber, or all joined later): its bytes may be a later
+            // lap's. Go on where the first of them waits, if that is inside the range (tests/model).
+            if (waiting >= stop) return finish();
+            y = waiting;
+            continue;
+        }
         if (test_hooks::at_recovery_hole) test_hooks::at_recovery_hole(test_hooks::at_recovery_hole_ctx, y);
         // A hole at y. Who claimed it? Intents are read before committed_at is tested again: a live
         // publisher clears its intent only after its commit, so either we see its intent or its commit.

@@ -192,6 +192,9 @@ public:
             c = *slow;
         }
         w.commit(*c, n, size_of, fill, clock_.raw());
+#ifdef RVOIP_TEST_HOOKS
+        if (shm::test_hooks::after_commit) shm::test_hooks::after_commit(shm::test_hooks::after_commit_ctx);
+#endif
         w.notify();
         return {};
     }

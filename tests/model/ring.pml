@@ -1,36 +1,50 @@
 /*
- * ring.pml: Promela model of the lane ring protocol of rvoip-events (claim / commit / read / park /
- * join / leave / recovery of a dead publisher), checked with spin by tests/model/check.sh.
+ * ring.pml: Promela model of the lane ring protocol of rvoip-events (claim, commit, read, park/notify,
+ * join, leave, recovery of a dead publisher), checked with spin by tests/model/check.sh.
  *
  * THIS MODEL MUST CHANGE TOGETHER WITH THE CODE. If you change any of the following, change the
  * matching part of this model (table in tests/model/README.md) and run tests/model/check.sh:
  *   shm/lane.hpp              LaneWriter::try_claim, commit, commit_in_place, abandon, notify / wake_parked;
  *                             LaneReader::peek / consume / release
  *   shm/topic_map.cpp         join_subscriber, leave_subscriber, recover_lane / recover_publisher
- *   client/event_system.cpp   SubscriberCore::next_for (parking: the lost-wake-up handshake)
+ *   client/event_system.cpp   SubscriberCore::next_for (parking: the lost-wake-up handshake), try_next
  *
- * Scale (see README.md): a ring of C = 4 units (a unit stands for 64 bytes), records of 1 or 2 units,
- * 2 publisher slots, 1 or 2 subscribers, 4 records in all, one broker. Every blocking wait of the
- * real code (futex, nap, "retry later", "full: retry later") is a guard here, and positions and
- * doorbells only grow, so every run is finite and ends in a state where nothing can move: liveness
- * ("eventually everything is delivered") is checked as a safety property of that final state
- * (process Final, which runs on spin's `timeout`).
+ * Scale (README.md): a ring of C = 4 units (a unit stands for 64 bytes), records of 1 or 2 units,
+ * 2 publisher slots, 1 or 2 subscribers, 3 or 4 records, one broker, at most one death. Every blocking
+ * wait of the real code (futex, nap, "retry later", "full: retry later") is a guard here, and
+ * positions and doorbells only grow (the tail goes back only by a give-back, once per short commit),
+ * so every run is finite and ends in a state where nothing can move
+ * (check.sh verifies that the small configurations have no cycle at all). Liveness ("eventually
+ * everything is delivered") is therefore an assertion on that final state (process Final, which runs
+ * on spin's `timeout`). Assertions carry a tag (@P1-..., @P2-..., @final-...) that check.sh reports.
  *
  * Build switches (check.sh passes them with -D):
- *   configuration: CFG_BASIC, CFG_JOIN, CFG_PUBDEATH, CFG_SUBDEATH, CFG_MULTISLOT (exactly one)
- *   mutants (each re-introduces one bug; check.sh requires every one of them to FAIL):
+ *   configuration (exactly one): CFG_BASIC, CFG_JOIN, CFG_PUBDEATH, CFG_GIVEBACK_DEATH, CFG_SUBDEATH,
+ *                                CFG_MULTISLOT
+ *   mutants: each re-introduces one bug, and check.sh requires each to FAIL:
  *     MUT_NO_GATE            publisher does not check the gate
- *     MUT_PARK_NO_RECHECK    subscriber re-checks before announcing itself in the parked mask, not after
+ *     MUT_PARK_NO_RECHECK    subscriber re-checks the tail and the ring before announcing itself, not after
  *     MUT_NO_NAP             subscriber sleeps without timeout even when the tail shows a claim
  *     MUT_RECOVERY_NO_SCAN   recovery pads without first scanning live intents
  *     MUT_HOP_LIMIT          reader stops after two paddings (the old peek())
  *     MUT_FULL_KEEPS_INTENT  intent not cleared when the claim returns full
- *     MUT_JOIN_NO_REREAD     join starts at the tail read before activation (no re-read)
- *   the brief's spec as first written, each of which the model refutes (also required to FAIL):
+ *     MUT_JOIN_NO_REREAD     join starts at the tail it read before activating the slot
+ *     MUT_JOIN_NO_BIT        join reads the tail without setting the join bit (a give-back may then move
+ *                            the tail below the new subscriber's start)
+ *     MUT_WON_UNBOUNDED      recovery trusts a dead claimant's won proof past its shrink_to (and so pads
+ *                            over a live claim of bytes it gave back)
+ *     MUT_NO_SHRINK_TO       recovery pads a dead short commit's intent across its shrink_to (into bytes
+ *                            it gave back and another publisher claimed)
+ *     MUT_LOOSE_MARKER       reader accepts a header of any lap at its index, not exactly its position
+ *     MUT_LEAVE_KEEPS_SLOT   leave clears the parked bit but leaves the slot active
+ *     MUT_POLLING_NAP        the nap ends at any time (a poll): the model gets cycles (acyclicity check)
+ *   the protocol as the brief first stated it, refuted by this model (each also required to FAIL):
+ *     SPEC_GATE_NO_INTENTS   the gate ignores claims in flight (min cursor, or tail if no subscriber)
+ *     SPEC_NO_RELEASE_ON_EMPTY  the cursor is published after data only, not after skipped padding
  *     SPEC_NO_TAIL_CHECK     recovery checks `intent position < tail` once, not `Y < tail` at each step
- *     SPEC_LEAVE_ALONE       recovery ends the walk when no cursor is <= Y
- *     SPEC_NO_RING           recovery rings nobody
+ *     SPEC_NO_RING           recovery rings nobody (a publisher may die between commit and notify)
  *     SPEC_WON               recovery pads only if D.won == D.intent.position or D is the only dead claimant
+ *     SPEC_LEAVE_ALONE       recovery ends the walk when no cursor is <= Y (fails with SPEC_GATE_NO_INTENTS)
  */
 
 #define C      4      /* ring capacity in units */
@@ -48,47 +62,72 @@
 #define HOP      2
 
 /* ------------------------------------------------------------------------------------------------ */
-/* Configurations. T0: the lane's tail when the model starts (1: the first wraps come early).        */
-/* Workload (in init): publisher 0 claims one batch of two 1-unit records; publisher 1 claims a      */
-/* 2-unit record, then a 1-unit record.                                                              */
+/* Configurations. T0: the lane's tail when the model starts (1, so that wraps come early).           */
 
 #define T0 1
 
 #if defined(CFG_BASIC)
-/* one subscriber, subscribed from the start; nobody dies. */
+/* one subscriber, subscribed from the start; nobody dies. Publisher 1's 2-unit record is a loan that
+   it commits short, as 1 unit: it gives the other unit back if nobody claimed after it, else writes it
+   as trailing padding before the record. */
 #define NSUB_RUN 1
 #define PROC_OF(p) (p)
+#define GIVE_BACK 1
+#define WORKLOAD ncl[0] = 1; WL(0, 0, 0) = 1; WL(0, 0, 1) = 1; \
+                 ncl[1] = 2; WL(1, 0, 0) = 2; SH(1, 0) = 1; WL(1, 1, 0) = 1
 #elif defined(CFG_JOIN)
-/* S0 is subscribed from the start; S1 joins through the broker while the publishers publish. */
-#define NSUB_RUN 2
-#define S1_JOINS 1
+/* one subscriber, which joins through the broker while the publishers publish; nobody dies. Publisher
+   1 commits a 2-unit loan short (with give-back, as in basic), then a 2-unit record. */
+#define NSUB_RUN 1
+#define S0_JOINS 1
+#define GATE_SPLIT 1
+#define GIVE_BACK 1
 #define PROC_OF(p) (p)
+#define WORKLOAD ncl[0] = 1; WL(0, 0, 0) = 1; WL(0, 0, 1) = 1; \
+                 ncl[1] = 2; WL(1, 0, 0) = 2; SH(1, 0) = 1; WL(1, 1, 0) = 2
 #elif defined(CFG_PUBDEATH)
-/* one subscriber; either publisher process may die at any point (or none). */
+/* one subscriber; either publisher process may die at any point. */
 #define NSUB_RUN 1
 #define KILL_PUB 1
 #define PROC_OF(p) (p)
 #elif defined(CFG_SUBDEATH)
-/* two subscribers from the start; either may die at any point (or none). */
+/* two subscribers from the start; S0 may die at any point (S1 is the same process text: symmetric).
+   One publisher (publisher 1: a 2-unit record, a 1-unit record, a 2-unit record): more than a ring's
+   worth, so the dead subscriber's cursor holds it back until the broker frees the slot. */
 #define NSUB_RUN 2
 #define KILL_SUB 1
+#define WORKLOAD ncl[0] = 0; ncl[1] = 3; WL(1, 0, 0) = 2; WL(1, 1, 0) = 1; WL(1, 2, 0) = 2
 #define PROC_OF(p) (p)
-#elif defined(CFG_MULTISLOT)
-/* both publisher slots belong to ONE process, which may die at any point (or not). */
+#elif defined(CFG_GIVEBACK_DEATH)
+/* one subscriber; either publisher process may die at any point. Publisher 1 commits a 2-unit loan
+   short (give-back or trailing padding, with shrink_to), then a 1-unit record. */
 #define NSUB_RUN 1
 #define KILL_PUB 1
+#define GIVE_BACK 1
+#define PROC_OF(p) (p)
+#define WORKLOAD ncl[0] = 1; WL(0, 0, 0) = 1; WL(0, 0, 1) = 1; \
+                 ncl[1] = 2; WL(1, 0, 0) = 2; SH(1, 0) = 1; WL(1, 1, 0) = 1
+#elif defined(CFG_MULTISLOT)
+/* both publisher slots belong to ONE process, which may die at any point; publisher 1 publishes only
+   its 2-unit record. */
+#define NSUB_RUN 1
+#define KILL_PUB 1
+#define WORKLOAD ncl[0] = 1; WL(0, 0, 0) = 1; WL(0, 0, 1) = 1; ncl[1] = 1; WL(1, 0, 0) = 2
 #define PROC_OF(p) 0
 #else
-#error "define one of CFG_BASIC, CFG_JOIN, CFG_PUBDEATH, CFG_SUBDEATH, CFG_MULTISLOT"
+#error "define one of CFG_BASIC, CFG_JOIN, CFG_PUBDEATH, CFG_GIVEBACK_DEATH, CFG_SUBDEATH, CFG_MULTISLOT"
 #endif
-#ifdef KILL_PUB
-#define RECOVERY 1     /* intents matter (are read by the broker) only where a publisher can die */
+/* Workload. Default: publisher 0 claims one batch of two 1-unit records; publisher 1 claims a 2-unit
+   record, then a 1-unit record. */
+#ifndef WORKLOAD
+#define WORKLOAD ncl[0] = 1; WL(0, 0, 0) = 1; WL(0, 0, 1) = 1; ncl[1] = 2; WL(1, 0, 0) = 2; WL(1, 1, 0) = 1
 #endif
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Shared state                                                                                     */
 
 byte tail;                 /* next position to claim */
+bit  joinbit;              /* the join bit of the tail word (set by join, cleared by the next claim) */
 byte hpos[C];              /* header marker: a reader at p accepts the header at p % C iff it holds p */
 byte hlen[C];              /* units spanned (record length, or padding length) */
 bit  hpad[C];              /* 1: padding, 0: data */
@@ -97,6 +136,7 @@ byte hseq[C];              /* sequence number within the publisher (data) */
 
 byte ipos[2];              /* intent, written only by the publisher, read by the broker */
 byte ilen[2];
+byte ishr[2];              /* intent's shrink_to (meaningful only strictly inside the intent's range) */
 byte iwon[2];
 byte pst[2];               /* publisher slot state, as the broker sees it */
 
@@ -110,6 +150,7 @@ bool joined[2];            /* join returned to the subscriber */
 bool pdead[2];             /* process died (indexed by PROC_OF) */
 bool marked[2];            /* broker has marked that process's publisher slots dead */
 bool sdead[2];             /* subscriber process died */
+bool left[2];              /* broker has run leave_subscriber for it */
 
 /* broker's recovery walk, per dead slot */
 byte ry[2];                /* NONE: not started */
@@ -118,8 +159,10 @@ bool wstop[2];
 
 /* workload (constant after init) */
 byte ncl[2];               /* claims per publisher */
-byte wl[8];                /* wl[(p*2+k)*2+r]: length of record r of claim k of publisher p (0: none) */
-#define WL(p, k, r) wl[((p) * 2 + (k)) * 2 + (r)]
+byte wl[12];               /* wl[(p*3+k)*2+r]: length of record r of claim k of publisher p (0: none) */
+#define WL(p, k, r) wl[((p) * 3 + (k)) * 2 + (r)]
+byte shortlen[6];          /* a loan claimed for WL(p, k, 0) units, committed as shortlen[p*3+k] (0: none) */
+#define SH(p, k) shortlen[(p) * 3 + (k)]
 
 /* ghost state, for the properties only */
 byte upos[C];              /* position whose bytes occupy each unit (NONE: nothing yet) */
@@ -145,16 +188,39 @@ byte nexp[4];              /* nexp[j*2+p]: next sequence expected by subscriber 
 #define END1(t, l)     ((t) + PADN(t, l) + (l))
 #define END2(t, a, b)  END1(END1(t, a), b)
 
-/* gate: min over ACTIVE subscribers' cursors, or the tail if none */
+/* gate: min over ACTIVE subscribers' cursors, the tail, and (unless SPEC_GATE_NO_INTENTS) the start of
+   every other publisher's claim in flight (its intent), so that a slow publisher's late commit never
+   lands in bytes a later lap already reuses (see README: found by the join check). */
 #define CURG(j)        ((sst[j] == S_ACTIVE) -> scur[j] : tail)
-#define GATE_NOW       MIN2(tail, MIN2(CURG(0), CURG(1)))
+#ifdef SPEC_GATE_NO_INTENTS
+#define INTG(k)        tail
+#else
+#define INTG(k)        ((ilen[k] != 0) -> ipos[k] : tail)
+#endif
+#define GATE_NOW(me)   MIN2(MIN2(tail, INTG(1 - (me))), MIN2(CURG(0), CURG(1)))
 #define CURN(j)        ((sst[j] == S_ACTIVE) -> scur[j] : NONE)
 #define MINCUR         MIN2(CURN(0), CURN(1))
 
 #define COVERS(k, y)   (ilen[k] != 0 && ipos[k] <= (y) && (y) < ipos[k] + ilen[k])
 #define LIVE_COVERS(y) ((pst[0] == P_ACTIVE && COVERS(0, y)) || (pst[1] == P_ACTIVE && COVERS(1, y)))
-#define DEAD_END(k, y) ((pst[k] == P_DEAD && COVERS(k, y)) -> (ipos[k] + ilen[k]) : NONE)
+/* a short commit that gave [shrink_to, end) back leaves an intent of two pieces: never pad across */
+#define SHRUNK(k)      (ishr[k] > ipos[k] && ishr[k] < ipos[k] + ilen[k])
+#ifdef MUT_NO_SHRINK_TO
+#define PIECE_END(k, y) (ipos[k] + ilen[k])
+#else
+#define PIECE_END(k, y) ((SHRUNK(k) && (y) < ishr[k]) -> ishr[k] : (ipos[k] + ilen[k]))
+#endif
+#define DEAD_END(k, y) ((pst[k] == P_DEAD && COVERS(k, y)) -> PIECE_END(k, y) : NONE)
 #define OTHER_DEAD_COVERS(d, y) (pst[1 - (d)] == P_DEAD && COVERS(1 - (d), y))
+/* A dead claimant whose CAS is proven (won == position) owns its range, up to shrink_to after a
+ * give-back: a live intent over that part can only be a stale, failed one, and recovery need not wait
+ * for it (recover_lane's `proven`). MUT_WON_UNBOUNDED trusts the proof past shrink_to. */
+#ifdef MUT_WON_UNBOUNDED
+#define PROVEN_K(k, y) (pst[k] == P_DEAD && iwon[k] == ipos[k] && COVERS(k, y))
+#else
+#define PROVEN_K(k, y) (pst[k] == P_DEAD && iwon[k] == ipos[k] && COVERS(k, y) && (!SHRUNK(k) || (y) < ishr[k]))
+#endif
+#define PROVEN(y)      (PROVEN_K(0, y) || PROVEN_K(1, y))
 
 #define READING(j)     (started[j] && sst[j] == S_ACTIVE)
 
@@ -162,109 +228,125 @@ byte nexp[4];              /* nexp[j*2+p]: next sequence expected by subscriber 
  * nothing, the same position, or a position every reader is past), and never lands beyond the tail. */
 #define UNIT_OK(j, y)  (!READING(j) || upos[IDX(y)] == NONE || upos[IDX(y)] == (y) || upos[IDX(y)] < spos[j])
 inline write_unit(y) {
-  assert((y) < tail);
-  assert(UNIT_OK(0, y) && UNIT_OK(1, y));
+  assert((y) < tail);                                    /* @P1-claimed-only */
+  assert(UNIT_OK(0, y) && UNIT_OK(1, y));                /* @P1-no-overwrite */
   upos[IDX(y)] = (y)
 }
 
-/* A header is written in two steps: its fields (and, for data, its payload unit), then its marker. */
-inline write_fields(y, l, pad, who, sq) {
-  atomic {
-    write_unit(y);
-    hlen[IDX(y)] = l; hpad[IDX(y)] = pad; hpub[IDX(y)] = who; hseq[IDX(y)] = sq;
-    if
-    :: !pad && l == 2 -> write_unit(y + 1); hpos[IDX(y + 1)] = NONE   /* payload bytes: no valid marker */
-    :: else
-    fi
-  }
+/* A header is written in one step: its fields (and, for data, its payload unit), then its marker (the
+ * release store) last. One step is enough in this sequentially consistent model: a reader that sees the
+ * marker sees the fields (release/acquire), and the model has no two writers of one position. */
+inline write_header(y, l, pad, who, sq) {
+  write_unit(y);
+  hlen[IDX(y)] = l; hpad[IDX(y)] = pad; hpub[IDX(y)] = who; hseq[IDX(y)] = sq;
+  if
+  :: !pad && l == 2 -> write_unit(y + 1); hpos[IDX(y + 1)] = NONE   /* payload bytes: no valid marker */
+  :: else
+  fi;
+  hpos[IDX(y)] = y                                                  /* the marker, stored last */
 }
-#define PAD_MARKER(y)       hpos[IDX(y)] = (y)
-#define DATA_MARKER(y, who) hpos[IDX(y)] = (y); ncommitted[who]++
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Publisher (LaneWriter::try_claim / commit / notify)                                              */
 
+#define NREC(p, k) (WL(p, k, 1) != 0 -> 2 : 1)
+
 proctype Pub(byte me) {
-  byte k, r, t, e, g, at, pos, s, l, m;
-  bool ok;
+  byte k, r, t, e, g, pos, s, l, ph;
+  bit tb;
+claim:                                                        /* LaneWriter::try_claim */
   {
-    do
-    :: k == ncl[me] -> break
-    :: k < ncl[me] ->
-claim:
-      t = tail;
-      e = END2(t, WL(me, k, 0), WL(me, k, 1));
+    atomic {
+      if
+      :: k == ncl[me] -> goto done
+      :: else -> t = tail; tb = joinbit; e = END2(t, WL(me, k, 0), WL(me, k, 1))
+      fi
+    }
 #ifndef MUT_NO_GATE
-      /* gate: the tail, then each active slot's cursor (one slot per step) */
-      g = tail;
-      atomic { if :: sst[0] == S_ACTIVE && scur[0] < g -> g = scur[0] :: else fi }
-#if NSUB_RUN > 1
-      atomic { if :: sst[1] == S_ACTIVE && scur[1] < g -> g = scur[1] :: else fi }
+#ifdef GATE_SPLIT
+    /* gate: the tail, then each slot's state and cursor, then the other publisher's intent (one read
+       per step) */
+    g = tail;
+    atomic { if :: sst[0] == S_ACTIVE && scur[0] < g -> g = scur[0] :: else fi }
+    atomic { if :: sst[1] == S_ACTIVE && scur[1] < g -> g = scur[1] :: else fi }
+    atomic {
+      if :: INTG(1 - me) < g -> g = INTG(1 - me) :: else fi;
+#else
+    atomic {
+      g = GATE_NOW(me);                                       /* the gate, read in one step (see README) */
 #endif
       if
-      :: atomic { e > g + C -> g = 0; t = 0; e = 0 };
-#if defined(RECOVERY) && !defined(MUT_FULL_KEEPS_INTENT)
-        ilen[me] = 0;                                         /* clear the intent, return full */
+      :: e > g + C -> g = 0; t = 0; tb = 0; e = 0; goto isfull
+      :: else -> g = 0
+      fi
+    }
 #endif
-        (END2(tail, WL(me, k, 0), WL(me, k, 1)) <= GATE_NOW + C);   /* the caller retries later */
-        goto claim
-      :: else
-      fi;
-      g = 0;
-#endif
-#ifdef RECOVERY
-      ipos[me] = t;                                           /* the intent (relaxed stores ...) */
-      ilen[me] = e - t;
-#endif
-      atomic {                                                /* ... ordered by the CAS(tail: t -> e), seq_cst */
-        if
-        :: tail == t ->
-          tail = e; ok = 1;
-          at = t + PADN(t, WL(me, k, 0));                     /* ghost: where the records go */
-          recpos[me * MAXR + s] = at; reclen[me * MAXR + s] = WL(me, k, 0);
-          if
-          :: WL(me, k, 1) != 0 ->
-            at = at + WL(me, k, 0); at = at + PADN(at, WL(me, k, 1));
-            recpos[me * MAXR + s + 1] = at; reclen[me * MAXR + s + 1] = WL(me, k, 1)
-          :: else
-          fi;
-          at = 0; e = 0
-        :: else -> ok = 0; t = 0; e = 0
-        fi
-      }
+    ipos[me] = t;                                             /* the intent (relaxed stores ... */
+    ilen[me] = e - t;
+    atomic {                                                  /* ... ordered by the CAS(tail: t -> e), seq_cst) */
       if
-      :: atomic { !ok -> goto claim }                         /* the intent is rewritten next turn */
-      :: else
-      fi;
-#ifdef SPEC_WON
-      iwon[me] = t;
-#endif
-      /* commit: each record in order, padding first where it would straddle the ring end */
-      pos = t; r = 0; t = 0;
-      do
-      :: atomic { (r == 0 || (r == 1 && WL(me, k, 1) != 0)) ->
-          l = WL(me, k, r); at = pos + PADN(pos, l) };
+      :: tail == t && joinbit == tb ->                        /* the whole word, join bit included */
+        tail = e; joinbit = 0; tb = 0;
+        pos = t + PADN(t, WL(me, k, 0));                      /* ghost: where the records go */
+        recpos[me * MAXR + s] = pos; reclen[me * MAXR + s] = (SH(me, k) != 0 -> SH(me, k) : WL(me, k, 0));
         if
-        :: at != pos ->
-          write_fields(pos, at - pos, 1, me, 0);
-          PAD_MARKER(pos)
+        :: WL(me, k, 1) != 0 ->
+          pos = pos + WL(me, k, 0); pos = pos + PADN(pos, WL(me, k, 1));
+          recpos[me * MAXR + s + 1] = pos; reclen[me * MAXR + s + 1] = WL(me, k, 1)
         :: else
         fi;
-        write_fields(at, l, 0, me, s);
-        atomic { DATA_MARKER(at, me); s++; pos = at + l; r++; at = 0; l = 0 }
-      :: else -> atomic { pos = 0; r = 0 }; break
-      od;
-#ifdef RECOVERY
-      ilen[me] = 0;
+        pos = t; e = 0
+      :: else -> t = 0; tb = 0; e = 0; goto claim             /* lost: the intent is rewritten next turn */
+      fi
+    }
+    atomic { iwon[me] = t; t = 0 };                           /* won = position, after a successful CAS */
+    /* LaneWriter::commit: one header per step, in order; padding first where a record would straddle
+       the ring end; each header's marker stored last */
+    do
+    :: atomic {
+        if
+        :: r == NREC(me, k) -> r = 0; pos = 0; break
+        :: else ->
+          l = WL(me, k, r);
+          if
+          :: PADN(pos, l) != 0 -> l = PADN(pos, l); write_header(pos, l, 1, me, 0); pos = pos + l; l = 0
+#ifdef GIVE_BACK
+          :: PADN(pos, l) == 0 && SH(me, k) != 0 && ph == 0 ->  /* commit_in_place, short: shrink_to first */
+            ishr[me] = pos + SH(me, k); ph = 3; l = 0
+          :: PADN(pos, l) == 0 && SH(me, k) != 0 && ph == 3 ->  /* then give the rest back (CAS from */
+            if                                                  /* exactly the claim's end, without the */
+            :: tail == pos + l && !joinbit -> tail = pos + SH(me, k); ph = 2   /* join bit) */
+            :: else -> ph = 1
+            fi; l = 0
+#else
+          :: PADN(pos, l) == 0 && SH(me, k) != 0 && ph == 0 -> ph = 1; l = 0
 #endif
-      /* notify: read the parked mask, ring every set bit */
-      m = mask;
-      atomic { if :: m & BIT(0) -> bell[0]++ :: else fi; m = m & ~BIT(0) }
-#if NSUB_RUN > 1
-      atomic { if :: m & BIT(1) -> bell[1]++ :: else fi; m = 0 }
-#endif
-      k++
+          :: PADN(pos, l) == 0 && SH(me, k) != 0 && ph == 1 ->  /* ... or make it padding, written before */
+            write_header(pos + SH(me, k), l - SH(me, k), 1, me, 0); ph = 2; l = 0   /* the record */
+          :: PADN(pos, l) == 0 && SH(me, k) != 0 && ph == 2 ->
+            write_header(pos, SH(me, k), 0, me, s); ncommitted[me]++; s++; pos = pos + l; r++; l = 0; ph = 0
+          :: PADN(pos, l) == 0 && SH(me, k) == 0 ->
+            write_header(pos, l, 0, me, s); ncommitted[me]++; s++; pos = pos + l; r++; l = 0
+          fi
+        fi
+      }
     od;
+    ilen[me] = 0;                                             /* finish(): the intent is done */
+    atomic {                                                  /* notify: read the parked mask, ring */
+      if :: mask & BIT(0) -> bell[0]++ :: else fi;            /* every set bit (one step, see README) */
+      if :: mask & BIT(1) -> bell[1]++ :: else fi;
+      k++
+    }
+    goto claim;
+
+isfull:
+#ifndef MUT_FULL_KEEPS_INTENT
+    ilen[me] = 0;                                             /* clear the intent, return full */
+#endif
+    (END2(tail, WL(me, k, 0), WL(me, k, 1)) <= GATE_NOW(me) + C); /* the caller retries later */
+    goto claim;
+
+done:
     pdone[me] = 1
   } unless { pdead[PROC_OF(me)] }
 }
@@ -273,7 +355,19 @@ claim:
 /* Subscriber (LaneReader::peek / consume / release, SubscriberCore::next_for)                       */
 
 /* Not-ready is reported only after looking at the header at the read position (or on a stale load). */
-#define NOT_READY_HERE(stale) res = NOTREADY; assert(stale || !COMMITTED(spos[j])); i = 0; hops = 0; break
+#ifdef SPEC_NO_RELEASE_ON_EMPTY
+#define RELEASE_EMPTY skip
+#else
+#define RELEASE_EMPTY scur[j] = spos[j]     /* lane empty: release the cursor (skipped padding too) */
+#endif
+#define NOT_READY_HERE(stale) \
+  res = NOTREADY; assert(stale || !COMMITTED(spos[j])); RELEASE_EMPTY; i = 0; hops = 0; break
+
+#ifdef MUT_LOOSE_MARKER
+#define MARKER_OK(i) (hpos[i] != NONE && hpos[i] <= spos[j])   /* any lap's header at this index */
+#else
+#define MARKER_OK(i) (hpos[i] == spos[j])                      /* exactly our position */
+#endif
 
 /* LaneReader::peek + consume: reads until data or not-ready, stepping over any number of paddings,
  * one header per step. With `weak`, a header load may return a stale marker (C++ allows it: the marker
@@ -283,28 +377,28 @@ inline read_lane(weak) {
   :: atomic {
       i = IDX(spos[j]);
       if
-      :: weak && COMMITTED(spos[j]) -> NOT_READY_HERE(1)
-      :: hpos[i] == spos[j] && hpad[i] ->
+      :: weak && COMMITTED(spos[j]) -> NOT_READY_HERE(1)     /* @P2-read-all */
+      :: MARKER_OK(i) && hpad[i] ->
         spos[j] = spos[j] + hlen[i]; hops++; i = 0;
 #ifdef MUT_HOP_LIMIT
-        if :: hops == 2 -> NOT_READY_HERE(0) :: else fi
+        if :: hops == 2 -> NOT_READY_HERE(0) :: else fi       /* @P2-read-all */
 #endif
-      :: hpos[i] == spos[j] && !hpad[i] ->
+      :: MARKER_OK(i) && !hpad[i] ->
         /* Property 2: the record read is the record committed at this position, and it is the next
          * one of its publisher (the first one at or after our start, if we have none yet). */
         p = hpub[i]; s = hseq[i];
-        assert(p < 2 && s < MAXR);
-        assert(recpos[p * MAXR + s] == spos[j] && reclen[p * MAXR + s] == hlen[i]);
-        assert(upos[i] == spos[j] && (hlen[i] == 1 || upos[IDX(spos[j] + 1)] == spos[j] + 1));
+        assert(p < 2 && s < MAXR);                                                 /* @P2-record */
+        assert(recpos[p * MAXR + s] == spos[j] && reclen[p * MAXR + s] == hlen[i]); /* @P2-record */
+        assert(upos[i] == spos[j] && (hlen[i] == 1 || upos[IDX(spos[j] + 1)] == spos[j] + 1)); /* @P2-record */
         if
-        :: nexp[j * 2 + p] == NONE -> assert(s == 0 || recpos[p * MAXR + s - 1] < sstart[j])
-        :: else -> assert(s == nexp[j * 2 + p])
+        :: nexp[j * 2 + p] == NONE -> assert(s == 0 || recpos[p * MAXR + s - 1] < sstart[j]) /* @P2-order */
+        :: else -> assert(s == nexp[j * 2 + p])                                    /* @P2-order */
         fi;
         nexp[j * 2 + p] = s + 1;
         spos[j] = spos[j] + hlen[i];
         res = GOT; i = 0; hops = 0; p = 0; s = 0;
         break
-      :: else -> NOT_READY_HERE(0)
+      :: else -> NOT_READY_HERE(0)                            /* @P2-read-all */
       fi
     }
   od
@@ -319,29 +413,28 @@ proctype Sub(byte j) {
     :: else
     fi;
 loop:
-    read_lane(0);
+    read_lane(0);                                             /* try_next */
     if
-    :: res == GOT -> atomic { scur[j] = spos[j]; res = 0 }; goto loop   /* release the cursor */
+    :: atomic { res == GOT -> scur[j] = spos[j]; res = 0; goto loop }   /* consume + release */
     :: else
     fi;
     /* park: the lost-wake-up handshake */
-    seen = bell[j];
 #ifdef MUT_PARK_NO_RECHECK
+    seen = bell[j];
     claimed = (tail != spos[j]);
     read_lane(claimed);
     if
-    :: res == GOT -> atomic { scur[j] = spos[j]; res = 0; seen = 0; claimed = 0 }; goto loop
+    :: atomic { res == GOT -> scur[j] = spos[j]; res = 0; seen = 0; claimed = 0; goto loop }
     :: else
     fi;
-    mask = mask | BIT(j);
+    mask = mask | BIT(j);                                     /* announces itself only now */
 #else
-    mask = mask | BIT(j);                                     /* atomic RMW, seq_cst */
+    atomic { seen = bell[j]; mask = mask | BIT(j) };          /* seen = doorbell; announce (RMW, seq_cst) */
     claimed = (tail != spos[j]);                              /* re-read the tail ... */
     read_lane(claimed);                                       /* ... and re-try the read */
     if
-    :: res == GOT ->
-      mask = mask & ~BIT(j);
-      atomic { scur[j] = spos[j]; res = 0; seen = 0; claimed = 0 };
+    :: atomic { res == GOT -> mask = mask & ~BIT(j); res = 0; seen = 0; claimed = 0 };
+      scur[j] = spos[j];
       goto loop
     :: else
     fi;
@@ -349,14 +442,15 @@ loop:
 #ifdef MUT_NO_NAP
     claimed = 0;
 #endif
-    if
-    :: claimed ->
-end_nap: (bell[j] != seen || COMMITTED(spos[j]))               /* a nap: wakes by itself */
-    :: else ->
-end_sleep: (bell[j] != seen)                                   /* futex wait on the doorbell */
-    fi;
-    atomic { mask = mask & ~BIT(j); seen = 0; claimed = 0 };
-    goto loop
+end_wait:                                                     /* a nap if the tail showed a claim (it */
+    atomic {                                                  /* ends by itself), else a futex wait; */
+#ifdef MUT_POLLING_NAP
+      claimed || bell[j] != seen;                             /* the nap as a poll: ends any time */
+#else
+      (claimed && (bell[j] != seen || COMMITTED(spos[j]))) || (!claimed && bell[j] != seen);
+#endif
+      mask = mask & ~BIT(j); seen = 0; claimed = 0; goto loop /* then unpark */
+    }
   } unless { sdead[j] }
 }
 
@@ -366,9 +460,11 @@ end_sleep: (bell[j] != seen)                                   /* futex wait on 
 #ifdef MUT_RECOVERY_NO_SCAN
 #define LIVE_BLOCKS(d) 0
 #else
-#define LIVE_BLOCKS(d) (ry[d] != NONE && LIVE_COVERS(ry[d]))
+#define LIVE_BLOCKS(d) (ry[d] != NONE && LIVE_COVERS(ry[d]) && !PROVEN(ry[d]))
 #endif
 #define RECOV_READY(d) (pst[d] == P_DEAD && !LIVE_BLOCKS(d) && !(wstop[d] && OTHER_DEAD_COVERS(d, ry[d])))
+
+#define IDLE atomic { j = 0; d = 0; y = 0; e = 0; q = 0; m = 0; goto end_idle }
 
 proctype Broker() {
   byte j, d, y, e, q, m;
@@ -376,10 +472,10 @@ end_idle:
   if
   :: atomic { joinreq[0] && !joined[0] -> j = 0; goto join }
   :: atomic { joinreq[1] && !joined[1] -> j = 1; goto join }
-  :: atomic { sdead[0] && sst[0] == S_ACTIVE -> j = 0; goto leave }
-  :: atomic { sdead[1] && sst[1] == S_ACTIVE -> j = 1; goto leave }
+  :: atomic { sdead[0] && !left[0] && sst[0] == S_ACTIVE -> j = 0; left[0] = 1; goto leave }
+  :: atomic { sdead[1] && !left[1] && sst[1] == S_ACTIVE -> j = 1; left[1] = 1; goto leave }
   :: atomic { pdead[0] && !marked[0] ->                       /* mark all of the process's slots dead */
-      marked[0] = 1;
+      marked[0] = 1;                                          /* before recovering any of them */
       if :: PROC_OF(0) == 0 -> pst[0] = P_DEAD :: else fi;
       if :: PROC_OF(1) == 0 -> pst[1] = P_DEAD :: else fi;
       goto end_idle }
@@ -395,48 +491,52 @@ end_idle:
 join:                                                         /* join_subscriber */
   scur[j] = tail;                                             /* hold the gate at the tail */
   sst[j] = S_ACTIVE;                                          /* seq_cst */
-#ifdef MUT_JOIN_NO_REREAD
-  atomic { sstart[j] = scur[j]; spos[j] = sstart[j]; started[j] = 1 }
+#if defined(MUT_JOIN_NO_REREAD)
+  atomic { sstart[j] = scur[j]; spos[j] = sstart[j]; started[j] = 1; joinbit = 1 }
+#elif defined(MUT_JOIN_NO_BIT)
+  atomic { sstart[j] = tail; spos[j] = sstart[j]; started[j] = 1 }   /* a plain re-read of the tail */
 #else
-  atomic { sstart[j] = tail; spos[j] = sstart[j]; started[j] = 1 }   /* start = re-read tail */
+  atomic { sstart[j] = tail; joinbit = 1; spos[j] = sstart[j]; started[j] = 1 }   /* start = tail.fetch_or(join bit) */
 #endif
   scur[j] = sstart[j];
-  atomic { joined[j] = 1; j = 0; goto end_idle };
+  atomic { joined[j] = 1; IDLE };
 
 leave:                                                        /* leave_subscriber */
+#ifndef MUT_LEAVE_KEEPS_SLOT
   sst[j] = S_FREE;
-  atomic { mask = mask & ~BIT(j); j = 0; goto end_idle };
+#endif
+  atomic { mask = mask & ~BIT(j); IDLE };
 
 recover:                                                      /* recover_publisher, slot d */
-  if
-  :: ry[d] == NONE ->
-    atomic {
-      if
-      :: ilen[d] == 0 || ipos[d] >= tail -> goto rfinish      /* nothing in flight / CAS never happened */
-      :: else -> ry[d] = ipos[d]; rend[d] = ipos[d] + ilen[d]
-      fi
-    }
-  :: else
-  fi;
+  atomic {
+    if
+    :: ry[d] == NONE && (ilen[d] == 0 || ipos[d] >= tail) -> goto rfinish   /* nothing in flight, or */
+    :: ry[d] == NONE && !(ilen[d] == 0 || ipos[d] >= tail) ->               /* its CAS never happened */
+      ry[d] = ipos[d]; rend[d] = ipos[d] + ilen[d]
+    :: else
+    fi
+  }
 rwalk:
-  y = ry[d];
-  if
-  :: y >= rend[d] -> goto rfinish
-  :: else
-  fi;
+  atomic {
+    y = ry[d];
+    if
+    :: y >= rend[d] -> goto rfinish                           /* the walk reached the end of D's range */
+    :: else
+    fi
+  }
 #ifndef SPEC_NO_TAIL_CHECK
-  if                                                          /* 1. re-read the tail: beyond it, nothing */
-  :: y >= tail -> goto rfinish                                /*    was claimed (and a live publisher may */
-  :: else                                                     /*    be about to claim it) */
+  if                                                          /* 1. re-read the tail: nothing beyond it */
+  :: y >= tail -> goto rfinish                                /*    was claimed (a live publisher may be */
+  :: else                                                     /*    about to claim it) */
   fi;
 #endif
 #ifndef MUT_RECOVERY_NO_SCAN
   if                                                          /* 2. scan every slot's intent */
-  :: LIVE_COVERS(y) -> goto end_idle                          /*    a live publisher's claim: retry later */
+  :: LIVE_COVERS(y) && !PROVEN(y) -> IDLE                     /*    a live publisher's claim: retry later */
   :: else
   fi;
 #endif
-  atomic {                                                    /* 3. committed: step over */
+  atomic {                                                    /* 3. committed: step over it */
     if
     :: COMMITTED(y) -> ry[d] = y + hlen[IDX(y)]; goto rwalk
     :: else
@@ -445,7 +545,7 @@ rwalk:
 #ifdef SPEC_WON
   atomic {
     if
-    :: !(iwon[d] == ipos[d] || !OTHER_DEAD_COVERS(d, y)) -> wstop[d] = 1; goto end_idle
+    :: !(iwon[d] == ipos[d] || !OTHER_DEAD_COVERS(d, y)) -> wstop[d] = 1; IDLE
     :: else
     fi
   }
@@ -453,14 +553,15 @@ rwalk:
   atomic {                                                    /* 4. does anybody wait at or before y? */
     m = MINCUR;
     if
-    :: m <= y -> skip
+    :: m <= y -> m = 0
 #ifdef SPEC_LEAVE_ALONE
-    :: else -> goto rfinish
+    :: else -> m = 0; goto rfinish
 #else
-    :: else -> if                                             /*    all are past y (its bytes may carry a */
-               :: m < rend[d] -> ry[d] = m; goto rwalk        /*    later lap): go on where the first waits */
-               :: else -> goto rfinish
-               fi
+    :: else ->                                                /*    all are past y (its bytes may carry a */
+      if                                                      /*    later lap): go on where the first of */
+      :: m < rend[d] -> ry[d] = m; m = 0; goto rwalk          /*    them waits, if in D's range */
+      :: else -> m = 0; goto rfinish
+      fi
 #endif
     fi
   }
@@ -468,31 +569,29 @@ rwalk:
     e = MIN2(DEAD_END(0, y), DEAD_END(1, y));
     q = MIN2(e, y + C - IDX(y))                               /*    split at the ring end */
   }
-  write_fields(y, q - y, 1, 2, 0);
-  PAD_MARKER(y);
+  atomic { write_header(y, q - y, 1, 2, 0) };
   if
-  :: q < e ->
-    write_fields(q, e - q, 1, 2, 0);
-    PAD_MARKER(q)
+  :: q < e -> atomic { write_header(q, e - q, 1, 2, 0) }
   :: else
   fi;
-  ry[d] = e;
-  goto rwalk;
+  atomic { ry[d] = e; y = 0; e = 0; q = 0; goto rwalk };
 
-rfinish:
+rfinish:                                                      /* clear D's intent, free the slot */
   ilen[d] = 0;
-  pst[d] = P_FREE;
+  atomic { pst[d] = P_FREE; ry[d] = NONE; y = 0 };
 #ifndef SPEC_NO_RING
-  m = mask;                                                   /* it may have died before its notify */
-  if :: m & BIT(0) -> bell[0]++ :: else fi;
-  if :: m & BIT(1) -> bell[1]++ :: else fi;
+  atomic {                                                    /* it may have died before its notify */
+    if :: mask & BIT(0) -> bell[0]++ :: else fi;
+    if :: mask & BIT(1) -> bell[1]++ :: else fi
+  };
 #endif
-  goto end_idle
+  IDLE
 }
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Deaths: at most one process dies, at any point                                                   */
 
+#if defined(KILL_PUB) || defined(KILL_SUB)
 proctype Killer() {
   if
 #ifdef KILL_PUB
@@ -501,11 +600,10 @@ proctype Killer() {
 #endif
 #ifdef KILL_SUB
   :: sdead[0] = 1
-  :: sdead[1] = 1
 #endif
-  :: skip
   fi
 }
+#endif
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Final state: nothing can move any more. Properties 3, 4, 5 ("eventually").                        */
@@ -518,16 +616,16 @@ proctype Final() {
   atomic {
     timeout ->
     /* every surviving subscriber received every committed record at or after its start */
-    assert(!SURVIVOR(0) || (GOT_ALL(0, 0) && GOT_ALL(0, 1)));
-    assert(!SURVIVOR(1) || (GOT_ALL(1, 0) && GOT_ALL(1, 1)));
+    assert(!SURVIVOR(0) || (GOT_ALL(0, 0) && GOT_ALL(0, 1)));    /* @final-all-delivered */
+    assert(!SURVIVOR(1) || (GOT_ALL(1, 0) && GOT_ALL(1, 1)));    /* @final-all-delivered */
     /* every surviving publisher finished (nobody stuck on a full lane) */
-    assert(pdone[0] || pdead[PROC_OF(0)]);
-    assert(pdone[1] || pdead[PROC_OF(1)]);
+    assert(pdone[0] || pdead[PROC_OF(0)]);                       /* @final-publishers-done */
+    assert(pdone[1] || pdead[PROC_OF(1)]);                       /* @final-publishers-done */
     /* every dead publisher slot was recovered, every dead subscriber left */
-    assert(!pdead[PROC_OF(0)] || pst[0] == P_FREE);
-    assert(!pdead[PROC_OF(1)] || pst[1] == P_FREE);
-    assert(!sdead[0] || sst[0] == S_FREE);
-    assert(!sdead[1] || sst[1] == S_FREE)
+    assert(!pdead[PROC_OF(0)] || pst[0] == P_FREE);              /* @final-dead-recovered */
+    assert(!pdead[PROC_OF(1)] || pst[1] == P_FREE);              /* @final-dead-recovered */
+    assert(!sdead[0] || sst[0] == S_FREE);                       /* @final-dead-left */
+    assert(!sdead[1] || sst[1] == S_FREE)                        /* @final-dead-left */
   }
 }
 
@@ -538,15 +636,13 @@ init {
     for (i : 0 .. C - 1) { hpos[i] = NONE; upos[i] = NONE }
     for (i : 0 .. 3) { nexp[i] = NONE }
     ry[0] = NONE; ry[1] = NONE; iwon[0] = NONE; iwon[1] = NONE;
-    /* publisher 0: one batch of two 1-unit records; publisher 1: a 2-unit record, then a 1-unit one */
-    ncl[0] = 1; WL(0, 0, 0) = 1; WL(0, 0, 1) = 1;
-    ncl[1] = 2; WL(1, 0, 0) = 2; WL(1, 1, 0) = 1;
+    WORKLOAD;
     /* S0 (and S1 unless it joins later) subscribed at T0 */
     for (i : 0 .. NSUB_RUN - 1) {
       sst[i] = S_ACTIVE; scur[i] = T0; spos[i] = T0; sstart[i] = T0; started[i] = 1; joined[i] = 1
     }
-#ifdef S1_JOINS
-    sst[1] = S_FREE; scur[1] = 0; spos[1] = 0; sstart[1] = 0; started[1] = 0; joined[1] = 0;
+#ifdef S0_JOINS
+    sst[0] = S_FREE; scur[0] = 0; spos[0] = 0; sstart[0] = 0; started[0] = 0; joined[0] = 0;
 #endif
     run Pub(0); run Pub(1);
     for (i : 0 .. NSUB_RUN - 1) { run Sub(i) }

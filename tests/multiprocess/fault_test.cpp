@@ -57,3 +57,22 @@ TEST_CASE("a Critical claimant killed mid-claim is recovered at once: the Critic
     CHECK(field(*r, "errors") == "0");
     CHECK(p.exit_code() == 0);
 }
+
+TEST_CASE("a publisher killed between its commit and its wake-up call: the broker wakes the parked subscriber") {
+    Broker b;
+    Process s(peer(b, {"--topic", "call.state", "--size", "64", "--seed", "3", "subscribe", "--count", "1", "--forever"}));
+    s.expect_ready();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let it park (if it has not, it reads the event itself)
+    Process dying(peer(b, {"--topic", "call.state", "--size", "64", "--seed", "3", "publish-and-hang"}));
+    dying.expect_ready();
+    auto line = dying.read_line(std::chrono::seconds(60));
+    REQUIRE(line.has_value());
+    CHECK(*line == "COMMITTED");
+    dying.kill(SIGKILL);
+    CHECK(dying.exit_code() == 128 + SIGKILL);
+    auto r = s.read_line(std::chrono::seconds(60));  // without the broker's ring it sleeps forever
+    REQUIRE(r.has_value());
+    INFO(*r);
+    CHECK(field(*r, "received") == "1");
+    CHECK(field(*r, "errors") == "0");
+}

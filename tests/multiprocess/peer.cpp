@@ -1,5 +1,6 @@
 // rvoip-test-peer: the client processes of the multi-process tests. Each mode does one job, prints
 // READY once it holds its publisher or subscriber, and reports a result line the test checks.
+#define RVOIP_TEST_HOOKS 1  // publish-and-hang stops between a commit and its wake-up call
 #include "rvoip/events.hpp"
 #include "tests/multiprocess/payload.hpp"
 
@@ -54,7 +55,7 @@ int main(int argc, char** argv) {
     std::uint32_t size = 64, max_size = 1024, batch = 1, publishers = 1;
     std::uint64_t capacity = 0;
     double timeout_s = 120;
-    bool wait_go = false, typed_b = false;
+    bool wait_go = false, typed_b = false, forever = false;
     app.add_option("--socket", socket)->required();
     app.add_option("--topic", topic);
     app.add_option("--capacity", capacity, "lane capacity for every lane if this process creates the topic");
@@ -78,6 +79,8 @@ int main(int argc, char** argv) {
     auto* hold = app.add_subcommand("hold", "open a typed publisher and hold it until stdin closes");
     hold->add_flag("--type-b", typed_b);
 
+    sub->add_flag("--forever", forever, "receive() without a timeout (a lost wake-up then hangs)");
+    auto* commit_die = app.add_subcommand("publish-and-hang", "publish event 0, stop before waking anyone, wait to be killed");
     auto* loan_die = app.add_subcommand("loan-and-hang", "claim a loan, never commit, wait to be killed");
     loan_die->add_option("--priority", priority);
     CLI11_PARSE(app, argc, argv);
@@ -109,6 +112,21 @@ int main(int argc, char** argv) {
         std::string line;
         std::getline(std::cin, line);
         return 0;
+    }
+
+    if (commit_die->parsed()) {
+        auto p = bus->raw_publisher(topic, popt);
+        if (!p) return die(p.error());
+        ready();
+        shm::test_hooks::after_commit = [](void*) {
+            std::printf("COMMITTED\n");
+            std::fflush(stdout);
+            for (;;) ::pause();
+        };
+        std::vector<std::byte> b(payload_size(size, max_size, seed, 0));
+        fill_payload(b, seed, 0);
+        (void)p->publish(b, parse_priority(priority));
+        return 1;  // not reached
     }
 
     if (loan_die->parsed()) {
@@ -169,7 +187,7 @@ int main(int argc, char** argv) {
     std::vector<std::byte> expect;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
     while (got < count) {
-        auto ev = s->receive_for(std::chrono::milliseconds(200));
+        auto ev = forever ? s->receive() : s->receive_for(std::chrono::milliseconds(200));
         if (!ev) {
             if (ev.error().code == Errc::timeout && std::chrono::steady_clock::now() < deadline) continue;
             std::fprintf(stderr, "peer: after %llu events: %s\n", (unsigned long long)got, ev.error().what().c_str());

@@ -322,3 +322,24 @@ TEST_CASE("a publisher that dies after giving bytes back is recovered only up to
     CHECK(shm::recover_publisher(t.map, 0).outcome == shm::Recovery::done);
     CHECK(drain(r) == std::vector<std::uint32_t>{5});
 }
+
+TEST_CASE("a claim in flight gates later claims even when every subscriber joined after it") {
+    TopicFixture t(4096, 64);
+    auto slow = t.writer(0, 0);
+    auto fast = t.writer(0, 1);
+    // slow claims with no subscriber at all (gate: the tail) and takes its time to commit.
+    auto c = slow.try_claim(1, [](std::uint32_t) { return 4u; });
+    REQUIRE(c.has_value());
+    auto r = t.reader(0, 0);  // joins at the tail, after slow's open claim
+    std::uint32_t n = 0;
+    while (publish_u32(fast, 100 + n) == Errc::ok) ++n;
+    // Without the open claim in the gate, fast would take [capacity, capacity + 64): the ring bytes of
+    // slow's record, which slow's commit would then overwrite under the subscriber.
+    CHECK(t.map.lanes[0].position() <= c->position + t.map.settings[0].capacity);
+    std::uint32_t v = 1;
+    slow.commit(*c, 1, [](std::uint32_t) { return 4u; }, [&](std::uint32_t, std::byte* d) { std::memcpy(d, &v, 4); }, 0);
+    const auto got = drain(r);
+    REQUIRE(got.size() == n);  // every one of fast's records, intact
+    for (std::uint32_t i = 0; i < n; ++i) CHECK(got[i] == 100 + i);
+    CHECK(publish_u32(fast, 999) == Errc::ok);  // slow's claim is done: the gate moved on
+}
