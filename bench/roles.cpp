@@ -19,6 +19,19 @@
 #include <sys/prctl.h>
 
 namespace rvoip::bench {
+
+std::string g_child_label = "child";
+
+int report_error(const std::string& msg) {
+    std::fprintf(stderr, "rvoip-bench[%s]: %s\n", g_child_label.c_str(), msg.c_str());
+    return 1;
+}
+
+void say(const std::string& line) {
+    std::fputs((line + "\n").c_str(), stdout);
+    std::fflush(stdout);
+}
+
 namespace {
 
 using namespace rvoip::events;
@@ -46,18 +59,6 @@ struct PayloadHead {
 };
 static_assert(sizeof(PayloadHead) == 16);
 
-std::string g_label = "child";  // "publisher 1": prefixes our messages on stderr
-
-int report_error(const std::string& msg) {
-    std::fprintf(stderr, "rvoip-bench[%s]: %s\n", g_label.c_str(), msg.c_str());
-    return 1;
-}
-
-// One protocol line to the parent.
-void say(const std::string& line) {
-    std::fputs((line + "\n").c_str(), stdout);
-    std::fflush(stdout);
-}
 
 Done wait_for_go() {
     char buf[16] = {};
@@ -1211,7 +1212,7 @@ std::string_view valid_wait_modes() { return "spin, block, spin-park"; }
 bool is_wait_mode(std::string_view mode) { return mode == "spin" || mode == "block" || mode == "spin-park"; }
 
 int run_role(const RoleOptions& o) {
-    g_label = o.role + " " + std::to_string(o.id);
+    g_child_label = o.role + " " + std::to_string(o.id);
     if (!is_wait_mode(o.wait)) return report_error("--mode must be one of " + std::string(valid_wait_modes()));
     if (o.size < sizeof(PayloadHead)) return report_error("--size must be at least " + std::to_string(sizeof(PayloadHead)));
     if (o.role == "publisher") return run_publisher(o);

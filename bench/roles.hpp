@@ -55,6 +55,12 @@ struct RoleOptions {
     std::uint64_t calls = 0;       // callstorm: concurrent calls modelled
 };
 
+// What every child process (these roles, the soak's) says: its label prefixes its messages on stderr
+// ("rvoip-bench[publisher 1]: ..."), protocol lines go to the parent on stdout.
+extern std::string g_child_label;
+int report_error(const std::string& msg);  // returns 1, the exit status of a failed role
+void say(const std::string& line);
+
 // Runs the role; returns the process exit status.
 int run_role(const RoleOptions& o);
 

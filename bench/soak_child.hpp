@@ -3,6 +3,7 @@
 #pragma once
 
 #include "bench/processes.hpp"
+#include "bench/roles.hpp"
 #include "bench/soak.hpp"
 #include "bench/soak_board.hpp"
 #include "rvoip/events.hpp"
@@ -21,11 +22,7 @@ constexpr std::chrono::milliseconds kBlockTimeout{2000};
 rvoip::events::TopicOptions topic_options();
 Expected<rvoip::events::EventSystem> connect(const SoakRoleOptions& o);
 
-extern std::string g_label;
-// "rvoip-bench[soak-subscriber 3]: msg" on stderr; returns 1.
-int report_error(const std::string& msg);
-// One protocol line to the parent.
-void say(const std::string& line);
+// report_error, say and the child's label: bench/roles.hpp.
 
 // The board's memfd, inherited from the parent, mapped for the life of the process.
 class MappedBoard {

@@ -24,18 +24,6 @@ std::int64_t now_ns() noexcept {
     return std::int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
-std::string g_label = "soak-child";  // "soak-publisher 3": prefixes our messages on stderr
-
-int report_error(const std::string& msg) {
-    std::fprintf(stderr, "rvoip-bench[%s]: %s\n", g_label.c_str(), msg.c_str());
-    return 1;
-}
-
-void say(const std::string& line) {
-    std::fputs((line + "\n").c_str(), stdout);
-    std::fflush(stdout);
-}
-
 TopicOptions topic_options() {
     TopicOptions t;
     for (std::uint32_t l = 0; l < kLanes; ++l)
@@ -267,7 +255,7 @@ namespace rvoip::bench {
 
 int run_soak_role(const SoakRoleOptions& o) {
     using namespace soak;
-    g_label = o.role + " " + std::to_string(o.slot);
+    g_child_label = o.role + " " + std::to_string(o.slot);
     if (o.role == "soak-publisher") return run_publisher(o);
     if (o.role == "soak-subscriber") return run_subscriber(o);
     return report_error("unknown soak role '" + o.role + "'");

@@ -33,8 +33,8 @@ EventSystem embedded() {
 struct Scribbler {
     void* base = MAP_FAILED;
     std::size_t size = 0;
-    explicit Scribbler(std::string_view topic) {
-        const std::string suffix = "." + std::string(topic) + ".data";
+    explicit Scribbler(std::string_view topic, std::string_view segment = "data") {
+        const std::string suffix = "." + std::string(topic) + "." + std::string(segment);
         const std::string mine = "rvoip-events-embedded-" + std::to_string(::getpid()) + "-";
         for (auto& e : std::filesystem::directory_iterator("/dev/shm")) {
             const auto name = e.path().filename().string();
@@ -50,6 +50,9 @@ struct Scribbler {
     }
     ~Scribbler() {
         if (base != MAP_FAILED) ::munmap(base, size);
+    }
+    layout::SubscriberSlot& slot(std::uint32_t i) {
+        return reinterpret_cast<layout::SubscriberSlot*>(static_cast<std::byte*>(base) + sizeof(layout::CursorHeader))[i];
     }
     layout::RecordHeader* record(std::size_t lane, std::uint64_t pos) {
         auto* h = static_cast<layout::TopicHeader*>(base);
@@ -193,4 +196,20 @@ TEST_CASE("receive_for takes any timeout: negative checks once, huge waits, noth
     late.join();
     auto fp = sub->receive_for(std::chrono::duration<double>(-1.5));
     CHECK_FALSE(fp.has_value());
+}
+
+TEST_CASE("the broker keeps its own record of doorbells: a subscriber that rewrites its slot frees none in use") {
+    auto bus = embedded();
+    auto first = bus.subscriber<Alarm>();   // slot 0
+    auto second = bus.subscriber<Alarm>();  // slot 1
+    REQUIRE((first && second));
+    Scribbler cursors(Alarm::event_type, "cursors");
+    const std::uint32_t in_use = cursors.slot(1).doorbell;
+    cursors.slot(1).doorbell = 4000;  // the subscriber's own (writable) slot, rewritten
+    first = std::unexpected(Error(Errc::closed));  // drop the first subscription: its doorbell is freed
+    auto other = EventSystemBuilder().socket_path(bus.socket_path()).client_name("other").build();
+    REQUIRE(other.has_value());
+    auto third = other->subscriber<Alarm>();  // takes slot 0 and a free doorbell
+    REQUIRE(third.has_value());
+    CHECK(cursors.slot(0).doorbell != in_use);  // the second subscriber's doorbell was not handed out again
 }

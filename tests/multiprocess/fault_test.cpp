@@ -5,22 +5,32 @@
 using namespace rvoip::events;
 using namespace rvoip::events::test;
 
-TEST_CASE("a publisher killed between claim and commit does not stall the subscriber or lose others' events") {
+namespace {
+
+// A process holds a claimed, uncommitted record at the head of `priority`'s lane and is killed while
+// another publishes `count` events behind it: the subscriber must get every one of them.
+void killed_mid_claim(const std::string& topic, const std::string& size, const std::string& priority, const std::string& count) {
     Broker b;
-    Process s(peer(b, {"--topic", "sip.tx", "--size", "100", "--seed", "9", "subscribe", "--count", "1000", "--timeout", "120"}));
+    Process s(peer(b, {"--topic", topic, "--size", size, "--seed", "9", "subscribe", "--count", count, "--timeout", "120"}));
     s.expect_ready();
-    Process dying(peer(b, {"--topic", "sip.tx", "--size", "100", "loan-and-hang"}));
-    dying.expect_ready();  // it holds a claimed, uncommitted record at the head of the lane
-    Process p(peer(b, {"--topic", "sip.tx", "--size", "100", "--seed", "9", "publish", "--count", "1000"}));
+    Process dying(peer(b, {"--topic", topic, "--size", size, "loan-and-hang", "--priority", priority}));
+    dying.expect_ready();
+    Process p(peer(b, {"--topic", topic, "--size", size, "--seed", "9", "publish", "--count", count, "--priority", priority}));
     p.expect_ready();
     dying.kill(SIGKILL);
     CHECK(dying.exit_code() == 128 + SIGKILL);
     auto r = s.read_line(std::chrono::minutes(2));
     REQUIRE(r.has_value());
     INFO(*r);
-    CHECK(field(*r, "received") == "1000");
+    CHECK(field(*r, "received") == count);
     CHECK(field(*r, "errors") == "0");
     CHECK(p.exit_code() == 0);
+}
+
+}  // namespace
+
+TEST_CASE("a publisher killed between claim and commit does not stall the subscriber or lose others' events") {
+    killed_mid_claim("sip.tx", "100", "normal", "1000");
 }
 
 TEST_CASE("a subscriber killed while publishers wait on it stops gating them") {
@@ -41,21 +51,7 @@ TEST_CASE("a subscriber killed while publishers wait on it stops gating them") {
 }
 
 TEST_CASE("a Critical claimant killed mid-claim is recovered at once: the Critical events behind it arrive first") {
-    Broker b;
-    Process s(peer(b, {"--topic", "call.control", "--size", "64", "--seed", "4", "subscribe", "--count", "500", "--timeout", "120"}));
-    s.expect_ready();
-    Process dying(peer(b, {"--topic", "call.control", "--size", "64", "loan-and-hang", "--priority", "critical"}));
-    dying.expect_ready();  // an open claim at the head of the Critical lane
-    Process p(peer(b, {"--topic", "call.control", "--size", "64", "--seed", "4", "publish", "--count", "500", "--priority", "critical"}));
-    p.expect_ready();
-    dying.kill(SIGKILL);
-    CHECK(dying.exit_code() == 128 + SIGKILL);
-    auto r = s.read_line(std::chrono::minutes(2));
-    REQUIRE(r.has_value());
-    INFO(*r);
-    CHECK(field(*r, "received") == "500");
-    CHECK(field(*r, "errors") == "0");
-    CHECK(p.exit_code() == 0);
+    killed_mid_claim("call.control", "64", "critical", "500");
 }
 
 TEST_CASE("a publisher killed between its commit and its wake-up call: the broker wakes the parked subscriber") {
