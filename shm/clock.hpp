@@ -51,6 +51,7 @@ public:
     // Now, in the timestamps' timebase: compare Sample::timestamp_ns() with this.
     std::int64_t now_ns() const noexcept { return to_ns(raw()); }
     ClockKind kind() const noexcept { return c_.kind; }
+    const ClockCalibration& calibration() const noexcept { return c_; }
 
 private:
     ClockCalibration c_{};

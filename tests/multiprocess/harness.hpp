@@ -116,7 +116,9 @@ public:
         int st = wait(timeout);
         return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     }
-    void kill(int sig) { ::kill(pid_, sig); }
+    void kill(int sig) {
+        if (!status_) ::kill(pid_, sig);  // never signal a pid that was already reaped (it may be reused)
+    }
 
     // utime + stime of the process in clock ticks (/proc/<pid>/stat).
     long cpu_ticks() const {
@@ -147,13 +149,15 @@ public:
     Broker() : dir_(make_dir()), socket_((dir_ / "broker.sock").string()) {
         static int n = 0;
         prefix_ = "rvoip-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
-        proc_.emplace(std::vector<std::string>{RVOIP_EVENTD_PATH, "--foreground", "--socket", socket_, "--shm-prefix", prefix_,
-                                               "--cleanup", "--log-level", "warn"});
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-        while (!accepts()) {
-            REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline, "rvoip-eventd did not start");
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
+        start();
+    }
+    // Stops the broker with `sig` (SIGKILL: a crash, which keeps its segments) and starts a new one on the
+    // same socket and shm prefix.
+    void restart(int sig) {
+        proc_->kill(sig);
+        proc_->wait(std::chrono::seconds(30));
+        proc_.reset();
+        start();
     }
     ~Broker() {
         if (proc_) {
@@ -182,6 +186,15 @@ public:
     }
 
 private:
+    void start() {
+        proc_.emplace(std::vector<std::string>{RVOIP_EVENTD_PATH, "--foreground", "--socket", socket_, "--shm-prefix", prefix_,
+                                               "--cleanup", "--log-level", "warn"});
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (!accepts()) {
+            REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline, "rvoip-eventd did not start");
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+    }
     static std::filesystem::path make_dir() {
         std::string tmpl = (std::filesystem::temp_directory_path() / "rvoip-test-XXXXXX").string();
         REQUIRE(::mkdtemp(tmpl.data()) != nullptr);

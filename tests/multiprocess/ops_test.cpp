@@ -93,3 +93,76 @@ TEST_CASE("bad flags are refused with a message and a non-zero status") {
     Process long_path({RVOIP_EVENTD_PATH, "--foreground", "--socket", "/tmp/" + std::string(200, 'x')});
     CHECK(long_path.exit_code() == 2);
 }
+
+TEST_CASE("a broker restarted after a crash adopts the rings: a subscriber started afterwards gets an old publisher's events") {
+    Broker b;
+    Process old_pub(peer(b, {"--topic", "call.state", "--size", "64", "--seed", "5", "publish", "--count", "1000", "--wait-go"}));
+    old_pub.expect_ready();
+    b.restart(SIGKILL);
+    Process new_sub(peer(b, {"--topic", "call.state", "--size", "64", "--seed", "5", "subscribe", "--count", "1000", "--timeout", "60"}));
+    new_sub.expect_ready();
+    old_pub.write_line("go");  // publishes through the ring it mapped before the restart
+    auto r = new_sub.read_line(std::chrono::minutes(2));
+    REQUIRE(r.has_value());
+    INFO(*r);
+    CHECK(field(*r, "received") == "1000");
+    CHECK(field(*r, "errors") == "0");
+    CHECK(old_pub.exit_code() == 0);
+}
+
+TEST_CASE("a corrupt segment left by an earlier broker is moved aside with a clear log line, not adopted") {
+    Broker b;
+    {
+        Process pub(peer(b, {"--topic", "media.quality", "--size", "64", "publish", "--count", "1"}));
+        CHECK(pub.exit_code() == 0);
+    }
+    const std::string data = "/dev/shm/" + b.prefix() + ".media.quality.data";
+    REQUIRE(std::filesystem::exists(data));
+    b.restart(SIGKILL);  // the new broker adopted the topic; now break it and restart once more
+    {
+        std::fstream f(data, std::ios::in | std::ios::out | std::ios::binary);
+        const std::uint32_t bad_abi = 999;
+        f.seekp(8);
+        f.write(reinterpret_cast<const char*>(&bad_abi), 4);
+    }
+    b.restart(SIGKILL);
+    CHECK_FALSE(std::filesystem::exists(data));  // moved aside, not replaced in place
+    bool aside = false;
+    for (auto& e : std::filesystem::directory_iterator("/dev/shm"))
+        if (e.path().filename().string().starts_with(b.prefix() + ".media.quality.data.rejected-")) {
+            aside = true;
+            std::filesystem::remove(e.path());
+        }
+    CHECK(aside);
+    // The topic works again, on fresh segments.
+    Process sub(peer(b, {"--topic", "media.quality", "--size", "64", "subscribe", "--count", "1", "--timeout", "60"}));
+    sub.expect_ready();
+    Process pub(peer(b, {"--topic", "media.quality", "--size", "64", "publish", "--count", "1"}));
+    auto r = sub.read_line(std::chrono::minutes(1));
+    REQUIRE(r.has_value());
+    CHECK(field(*r, "received") == "1");
+    for (auto& e : std::filesystem::directory_iterator("/dev/shm"))
+        if (e.path().filename().string().starts_with(b.prefix() + ".media.quality.cursors.rejected-")) std::filesystem::remove(e.path());
+}
+
+TEST_CASE("a publisher killed mid-claim while the broker was down is recovered when the broker returns") {
+    Broker b;
+    Process sub(peer(b, {"--topic", "call.control", "--size", "64", "--seed", "6", "subscribe", "--count", "300", "--timeout", "120"}));
+    sub.expect_ready();
+    Process dying(peer(b, {"--topic", "call.control", "--size", "64", "loan-and-hang"}));
+    dying.expect_ready();  // an open claim at the head of the lane
+    Process pub(peer(b, {"--topic", "call.control", "--size", "64", "--seed", "6", "publish", "--count", "300", "--wait-go"}));
+    pub.expect_ready();
+    b.process().kill(SIGKILL);
+    b.process().wait();
+    dying.kill(SIGKILL);  // dies while no broker watches
+    CHECK(dying.exit_code() == 128 + SIGKILL);
+    pub.write_line("go");  // its events queue behind the dead claim
+    b.restart(SIGKILL);    // (already dead) a new broker adopts the topic and recovers the dead claim
+    auto r = sub.read_line(std::chrono::minutes(2));
+    REQUIRE(r.has_value());
+    INFO(*r);
+    CHECK(field(*r, "received") == "300");
+    CHECK(field(*r, "errors") == "0");
+    CHECK(pub.exit_code() == 0);
+}

@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
     pub->add_option("--priority", priority);
     app.add_option("--mix", mix, "'lanes': cycle High, Normal, Low, then one Critical at the end");
     pub->add_option("--batch", batch);
+    pub->add_flag("--wait-go", wait_go, "after READY, wait for a line on stdin before publishing");
 
     auto* sub = app.add_subcommand("subscribe", "receive --count payloads and verify them");
     sub->add_option("--count", count);
@@ -143,6 +144,10 @@ int main(int argc, char** argv) {
         auto p = bus->raw_publisher(topic, popt);
         if (!p) return die(p.error());
         ready();
+        if (wait_go) {
+            std::string line;
+            std::getline(std::cin, line);
+        }
         std::vector<std::byte> buf;
         std::vector<std::vector<std::byte>> batch_bufs(batch);
         std::vector<std::span<const std::byte>> spans(batch);
