@@ -734,8 +734,9 @@ struct Broker::Impl {
                 if (rep.padded_bytes)
                     log->warn("topic '{}': padded {} bytes claimed by dead publisher pid {}", t.name, rep.padded_bytes, s->pid);
                 // It may have died between a commit and its wake-up call, or parked subscribers wait at
-                // what was just padded: wake them all (found by the model, SPEC_NO_RING).
-                ring_parked(t);
+                // what was just padded: wake them all (found by the model, SPEC_NO_RING). A retry that
+                // padded nothing changed nothing a subscriber could read: no ring on every timer tick.
+                if (rep.padded_bytes || rep.outcome == shm::Recovery::done) ring_parked(t);
                 if (rep.outcome == shm::Recovery::retry) return false;
                 release_publisher_slot(t, p.slot);
                 return true;

@@ -320,10 +320,8 @@ public:
           mask_((t.settings[lane].capacity - 1) & ~std::uint64_t(layout::kLine - 1)),
           key_(t.record_key),
           max_event_(t.settings[lane].max_event),
-          exact_size_(exact_size),
-          min_len_(exact_size ? exact_size : 0),
+          min_len_(exact_size),
           len_span_(exact_size ? 0 : t.settings[lane].max_event),
-          max_hops_(t.settings[lane].capacity / layout::kLine),
           max_publishers_(t.max_publishers),
           cursor_(&t.slots[slot].position[lane]),
           position_(start),
@@ -347,7 +345,7 @@ public:
     // (SubscriberCore::open), and the ring index is masked to a line boundary as well, so even a wrong
     // start can never make a header read cross the ring's end: its marker would simply never match.
     [[gnu::always_inline]] Peek peek() noexcept {
-        for (std::uint64_t hops = 0; hops <= max_hops_; ++hops) {
+        for (std::uint64_t hops = 0; hops <= capacity_ / layout::kLine; ++hops) {
             const std::uint64_t idx = position_ & mask_;
             auto* h = reinterpret_cast<const layout::RecordHeader*>(ring_ + idx);
             // acquire: pairs with the release in LaneWriter::publish_header / write_padding. Anything but
@@ -380,7 +378,7 @@ public:
         switch (p.fault) {
         case Fault::padding_length: return "padding record of " + v + " bytes exceeds its bounds" + at;
         case Fault::data_length:
-            return "record of " + v + " bytes" + at + (exact_size_ ? " where every event has " + std::to_string(exact_size_) + " bytes"
+            return "record of " + v + " bytes" + at + (min_len_ ? " where every event has " + std::to_string(min_len_) + " bytes"
                                                                   : " exceeds the max event of " + std::to_string(max_event_) + " bytes or the ring");
         case Fault::flags: return "record header has unknown flags " + v + at;
         case Fault::publisher: return "record names publisher slot " + v + ", out of range" + at;
@@ -442,10 +440,10 @@ private:
     std::uint64_t mask_ = 0;
     std::uint64_t key_ = 0;
     std::uint32_t max_event_ = 0;
-    std::uint32_t exact_size_ = 0;
-    std::uint32_t min_len_ = 0;   // len - min_len_ <= len_span_ (unsigned) is the payload length check
+    // Payload length check in one compare: len - min_len_ <= len_span_ (unsigned). Typed topics: min_len_ is
+    // sizeof(T) and the span 0; raw topics: 0 and max_event.
+    std::uint32_t min_len_ = 0;
     std::uint32_t len_span_ = 0;
-    std::uint64_t max_hops_ = 0;  // a run of padding longer than the ring is corrupt
     std::uint32_t max_publishers_ = 0;
     std::atomic<std::uint64_t>* cursor_ = nullptr;
     std::uint64_t position_ = 0;   // next record to read

@@ -315,15 +315,15 @@ Recovery recover_lane(TopicMap& t, std::uint32_t dead, std::size_t lane, Recover
     };
     if (mine.length == 0) return finish();  // no claim in flight (a dead slot's intent no longer changes)
     const std::uint64_t cap = t.settings[lane].capacity;
-    const std::string where = std::string(to_string(static_cast<Priority>(lane))) + " lane: ";
+    auto where = [lane] { return std::string(to_string(static_cast<Priority>(lane))) + " lane: "; };  // only on corruption
     if (!valid_intent(mine, cap)) {
-        r.corrupt = where + "claim intent (" + std::to_string(mine.position) + ", " + std::to_string(mine.length) + ") is not aligned or exceeds the ring";
+        r.corrupt = where() + "claim intent (" + std::to_string(mine.position) + ", " + std::to_string(mine.length) + ") is not aligned or exceeds the ring";
         return finish();
     }
     // seq_cst: every claim below this tail happened before this load, and so did its claimant's intent.
     const std::uint64_t tail = t.lanes[lane].position();
     if (tail % kLine != 0) {
-        r.corrupt = where + "tail " + std::to_string(tail) + " is not 64-byte aligned";
+        r.corrupt = where() + "tail " + std::to_string(tail) + " is not 64-byte aligned";
         return finish();
     }
     if (tail <= mine.position) return finish();  // its CAS never happened, and never will
@@ -337,7 +337,7 @@ Recovery recover_lane(TopicMap& t, std::uint32_t dead, std::size_t lane, Recover
             const RecordHeader* h = header_at(t, lane, y);
             const std::uint64_t step = h->flags == kRecordPadding ? std::uint64_t(h->length) : record_size(h->length);
             if (step == 0 || step % kLine != 0 || step > cap) {
-                r.corrupt = where + "committed record at position " + std::to_string(y) + " has an impossible length";
+                r.corrupt = where() + "committed record at position " + std::to_string(y) + " has an impossible length";
                 return finish();
             }
             y += step;
