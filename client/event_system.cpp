@@ -1,16 +1,14 @@
 #include "rvoip/events.hpp"
 
-#include "daemon/broker.hpp"
+#include "client/connection.hpp"
 #include "proto/channel.hpp"
-
-#include <spdlog/sinks/null_sink.h>
-#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <sys/socket.h>
@@ -32,159 +30,6 @@ layout::Fingerprint raw_fingerprint(std::string_view schema, std::uint32_t versi
 }
 
 namespace detail {
-
-// A broker on a thread of this process, on a private socket and shm prefix.
-class EmbeddedBroker {
-public:
-    static Result<std::unique_ptr<EmbeddedBroker>> start() {
-        static std::atomic<unsigned> counter{0};
-        auto e = std::unique_ptr<EmbeddedBroker>(new EmbeddedBroker());
-        const auto id = std::to_string(::getpid()) + "-" + std::to_string(counter++);
-        e->dir_ = std::filesystem::temp_directory_path() / ("rvoip-events-embedded-" + id);
-        daemon::BrokerConfig cfg;
-        cfg.socket_path = (e->dir_ / "broker.sock").string();
-        cfg.shm_prefix = "rvoip-events-embedded-" + id;
-        cfg.cleanup_on_exit = true;
-        cfg.doorbells = 256;
-        if (!spdlog::get("eventd")) {
-            // Quiet by default inside a user's process; RVOIP_EVENTS_EMBEDDED_LOG=1 shows the broker's log.
-            auto quiet = std::getenv("RVOIP_EVENTS_EMBEDDED_LOG") == nullptr;
-            auto logger = quiet ? std::make_shared<spdlog::logger>("eventd", std::make_shared<spdlog::sinks::null_sink_mt>())
-                                : spdlog::default_logger()->clone("eventd");
-            spdlog::register_logger(logger);
-        }
-        e->broker_ = std::make_unique<daemon::Broker>(cfg);
-        if (auto ok = e->broker_->open(); !ok) return std::unexpected(ok.error().context("embedded broker"));
-        e->thread_ = std::thread([b = e->broker_.get()] { b->run(false); });
-        return e;
-    }
-    ~EmbeddedBroker() {
-        broker_->stop();
-        if (thread_.joinable()) thread_.join();
-        broker_.reset();
-        std::error_code ec;
-        std::filesystem::remove_all(dir_, ec);
-    }
-    std::string socket_path() const { return broker_->config().socket_path; }
-
-private:
-    EmbeddedBroker() = default;
-    std::filesystem::path dir_;
-    std::unique_ptr<daemon::Broker> broker_;
-    std::thread thread_;
-};
-
-// The control connection. Calls are serialised by a mutex: control traffic is rare and never on the
-// data path.
-class Connection {
-public:
-    static Result<std::shared_ptr<Connection>> open(const std::string& path, const std::string& name,
-                                                    std::chrono::milliseconds timeout,
-                                                    std::unique_ptr<EmbeddedBroker> embedded) {
-        auto c = std::shared_ptr<Connection>(new Connection());
-        c->path_ = path;
-        c->embedded_ = std::move(embedded);
-        if (path.size() >= sizeof(sockaddr_un::sun_path))
-            return fail(Errc::invalid_argument, "socket path '" + path + "' is longer than 107 bytes");
-        struct stat st{};
-        if (::stat(path.c_str(), &st) != 0)
-            return fail(Errc::broker_unavailable, "no rvoip-eventd: socket path '" + path + "' does not exist (is the broker running?)");
-        if (!S_ISSOCK(st.st_mode)) return fail(Errc::broker_unavailable, "'" + path + "' is not a socket");
-        c->fd_ = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-        if (c->fd_ < 0) return fail(Errc::internal, std::string("socket: ") + std::strerror(errno));
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-        if (::connect(c->fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-            auto e = errno;
-            return fail(e == EACCES ? Errc::permission_denied : Errc::broker_unavailable,
-                        "cannot connect to rvoip-eventd at '" + path + "': " + std::strerror(e));
-        }
-        timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
-        ::setsockopt(c->fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-
-        auto r = c->call(proto::Hello{proto::kMinProtocolVersion, proto::kProtocolVersion, std::uint32_t(::getpid()), name});
-        if (!r) return std::unexpected(r.error().context("hello"));
-        auto* ok = std::get_if<proto::HelloOk>(&r->body);
-        if (!ok || r->fds.size() != 1) return fail(Errc::malformed, "broker answered hello with an unexpected reply");
-        if (ok->abi_version != layout::kAbiVersion)
-            return fail(Errc::version_mismatch, "broker's shared-memory ABI is " + std::to_string(ok->abi_version) +
-                                                    ", this library's is " + std::to_string(layout::kAbiVersion));
-        c->client_id_ = ok->client_id;
-        auto seg = shm::Segment::map_fd(r->fds[0], shm::Access::read_write, "doorbell segment");
-        r->fds.clear();
-        if (!seg) return std::unexpected(seg.error());
-        auto bells = shm::attach_doorbells(seg->bytes());
-        if (!bells) return std::unexpected(bells.error());
-        c->doorbell_segment_ = std::move(*seg);
-        c->doorbells_ = *bells;
-        return c;
-    }
-
-    ~Connection() {
-        if (fd_ >= 0) ::close(fd_);
-        // embedded_ (if any) stops after our socket is closed: the broker sees us leave first.
-    }
-
-    struct Reply {
-        proto::Body body;
-        std::vector<int> fds;
-        ~Reply() { proto::close_fds(fds); }
-        Reply(proto::Body b, std::vector<int> f) : body(std::move(b)), fds(std::move(f)) {}
-        Reply(Reply&& o) noexcept : body(std::move(o.body)), fds(std::exchange(o.fds, {})) {}
-    };
-
-    // Sends a request and waits for its reply; an ErrorReply becomes the error value.
-    Result<Reply> call(proto::Body request) {
-        std::lock_guard lock(mu_);
-        const std::uint64_t corr = ++next_correlation_;
-        if (auto st = proto::send_message(fd_, proto::Message{corr, std::move(request)}); !st)
-            return fail(Errc::broker_unavailable, "rvoip-eventd at '" + path_ + "' is gone: " + st.error().what());
-        for (;;) {
-            auto f = proto::recv_frame(fd_);
-            if (!f) {
-                if (f.error().code == Errc::would_block)
-                    return fail(Errc::broker_unavailable, "rvoip-eventd at '" + path_ + "' did not answer in time");
-                return fail(Errc::broker_unavailable, "rvoip-eventd at '" + path_ + "' is gone: " + f.error().what());
-            }
-            auto m = proto::decode(f->bytes);
-            if (!m) {
-                proto::close_fds(f->fds);
-                return std::unexpected(m.error().context("reply from the broker"));
-            }
-            if (std::holds_alternative<proto::ShutdownNotice>(m->body)) {
-                stopping_ = true;
-                proto::close_fds(f->fds);
-                continue;
-            }
-            if (m->correlation != corr) {  // a late reply to an earlier call that timed out
-                proto::close_fds(f->fds);
-                continue;
-            }
-            if (auto* e = std::get_if<proto::ErrorReply>(&m->body)) {
-                proto::close_fds(f->fds);
-                return fail(e->code, e->message);
-            }
-            return Reply(std::move(m->body), std::move(f->fds));
-        }
-    }
-
-    const std::string& path() const noexcept { return path_; }
-    const shm::DoorbellMap& doorbells() const noexcept { return doorbells_; }
-    bool stopping() const noexcept { return stopping_; }
-
-private:
-    Connection() = default;
-    std::unique_ptr<EmbeddedBroker> embedded_;  // destroyed after the members below
-    std::mutex mu_;
-    int fd_ = -1;
-    std::string path_;
-    std::uint32_t client_id_ = 0;
-    std::uint64_t next_correlation_ = 0;
-    shm::Segment doorbell_segment_;
-    shm::DoorbellMap doorbells_{};
-    std::atomic<bool> stopping_{false};
-};
 
 namespace {
 
@@ -215,6 +60,16 @@ Result<Opened> open_topic(Connection& conn, std::string_view topic, const layout
     const bool pub = role == proto::Role::publisher;
     auto r = pub ? conn.call(proto::AddPublisher{tok->topic_id}) : conn.call(proto::AddSubscriber{tok->topic_id, doorbell, proto::StartAt::tail});
     if (!r) return std::unexpected(r.error().context("topic '" + o.info.name + "'"));
+    // Until the slot is ours for good, any failure below hands it back to the broker.
+    struct GiveBack {
+        Connection& conn;
+        std::optional<proto::Body> remove;
+        ~GiveBack() {
+            if (remove) (void)conn.call(std::move(*remove));
+        }
+    } give_back{conn, {}};
+    if (auto* p = std::get_if<proto::PublisherOk>(&r->body)) give_back.remove = proto::RemovePublisher{tok->topic_id, p->slot};
+    if (auto* q = std::get_if<proto::SubscriberOk>(&r->body)) give_back.remove = proto::RemoveSubscriber{tok->topic_id, q->slot};
     if (r->fds.size() != 2) return fail(Errc::malformed, "broker sent " + std::to_string(r->fds.size()) + " descriptors, expected 2");
     auto fds = std::exchange(r->fds, {});
     auto data = shm::Segment::map_fd(fds[0], pub ? shm::Access::read_write : shm::Access::read_only, "topic '" + o.info.name + "' data");
@@ -231,6 +86,7 @@ Result<Opened> open_topic(Connection& conn, std::string_view topic, const layout
     o.cursors = std::move(*cursors);
     o.map = *map;
     o.reply = std::move(r->body);
+    give_back.remove.reset();
     return o;
 }
 
@@ -252,6 +108,7 @@ Result<std::unique_ptr<PublisherCore>> PublisherCore::open(std::shared_ptr<Conne
     p->map_ = o->map;
     p->info_ = std::move(o->info);
     p->slot_ = ok->slot;
+    p->held_ = p->conn_->hold({proto::Role::publisher, p->info_.name, p->map_.record_key, p->info_.id, ok->slot, layout::kNoDoorbell});
     for (std::size_t l = 0; l < layout::kLanes; ++l)
         p->writers_[l] = shm::LaneWriter(p->map_, p->conn_->doorbells(), l, static_cast<std::uint16_t>(ok->slot));
     p->clock_ = p->conn_->doorbells().clock;
@@ -260,7 +117,7 @@ Result<std::unique_ptr<PublisherCore>> PublisherCore::open(std::shared_ptr<Conne
 
 PublisherCore::~PublisherCore() {
     if (loaned_) abandon_loan();
-    if (conn_) (void)conn_->call(proto::RemovePublisher{info_.id, slot_});
+    if (conn_) conn_->release(held_);
 }
 
 Error PublisherCore::too_large(std::uint32_t bytes, std::uint32_t records, std::uint32_t lane) const {
@@ -357,6 +214,7 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::open(std::shared_ptr<Con
     s->info_ = std::move(o->info);
     s->slot_index_ = ok->slot;
     s->slot_ = &s->map_.slots[ok->slot];
+    s->held_ = s->conn_->hold({proto::Role::subscriber, s->info_.name, s->map_.record_key, s->info_.id, ok->slot, ok->doorbell});
     s->bell_ = &s->conn_->doorbells().bells[ok->doorbell].word;
     s->wait_ = opt.wait;
     s->clock_ = s->conn_->doorbells().clock;
@@ -370,7 +228,7 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::open(std::shared_ptr<Con
 }
 
 SubscriberCore::~SubscriberCore() {
-    if (conn_) (void)conn_->call(proto::RemoveSubscriber{info_.id, slot_index_});
+    if (conn_) conn_->release(held_);
 }
 
 Error SubscriberCore::corrupt(std::uint32_t lane, const shm::LaneReader::Peek& p) noexcept {
@@ -507,20 +365,14 @@ Result<proto::StatsReply> EventSystem::stats() {
 
 const std::string& EventSystem::socket_path() const noexcept { return conn_->path(); }
 bool EventSystem::broker_stopping() const noexcept { return conn_->stopping(); }
+ConnectionState EventSystem::connection() const { return conn_->state(); }
 std::int64_t EventSystem::now_ns() const noexcept { return conn_->doorbells().clock.now_ns(); }
 
 Result<EventSystem> EventSystemBuilder::build() const {
     if (name_.empty() || name_.size() > proto::kClientNameMax)
         return fail(Errc::invalid_argument, "client name '" + name_ + "' must be 1-31 printable characters");
-    std::unique_ptr<detail::EmbeddedBroker> embedded;
-    std::string path = socket_.empty() ? proto::default_socket_path() : socket_;
-    if (embedded_) {
-        auto e = detail::EmbeddedBroker::start();
-        if (!e) return std::unexpected(e.error());
-        embedded = std::move(*e);
-        path = embedded->socket_path();
-    }
-    auto c = detail::Connection::open(path, name_, timeout_, std::move(embedded));
+    auto c = embedded_ ? detail::Connection::open_embedded(name_, timeout_)
+                       : detail::Connection::open(socket_.empty() ? proto::default_socket_path() : socket_, name_, timeout_);
     if (!c) return std::unexpected(c.error());
     return EventSystem(std::move(*c));
 }

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -87,6 +88,8 @@ struct Session {
     std::string name = "?";
     bool greeted = false;
     bool exited = false;  // its process is gone: its publisher slots are marked dead
+    std::int64_t adopted_ns = 0;  // adopted from segments at start (CLOCK_MONOTONIC); 0: a connection's
+    bool grace_over = false;      // adopted and not reclaimed within the grace period
     std::vector<Slot> publishers;
     std::vector<Slot> subscribers;
     std::vector<std::uint32_t> doorbells;
@@ -258,6 +261,7 @@ struct Broker::Impl {
         s->pidfd = pidfd_open(pid);
         s->name = "adopted";
         s->greeted = true;
+        s->adopted_ns = shm::monotonic_ns();
         if (s->pidfd >= 0) watch(s->pidfd);
         by_pid[pid] = s.get();
         orphans.push_back(std::move(s));
@@ -468,6 +472,7 @@ struct Broker::Impl {
                 else if constexpr (std::is_same_v<B, proto::RemovePublisher>) return on_remove_publisher(s, corr, body);
                 else if constexpr (std::is_same_v<B, proto::RemoveSubscriber>) return on_remove_subscriber(s, corr, body);
                 else if constexpr (std::is_same_v<B, proto::Stats>) return on_stats(s, corr);
+                else if constexpr (std::is_same_v<B, proto::Reclaim>) return on_reclaim(s, corr, body);
                 else return fail(Errc::malformed, std::string(proto::to_string(type)) + " is not a request");
             },
             m.body);
@@ -571,6 +576,7 @@ struct Broker::Impl {
         }
         *it = s.id;
         shm::claim_publisher(topic.map, slot, std::uint32_t(s.pid));
+        test_delay();
         s.publishers.push_back({topic.id, slot});
         log->debug("client {} publishes on '{}' (slot {})", s.id, topic.name, slot);
         reply(s, corr, proto::PublisherOk{topic.id, slot}, {*data, *cursors});
@@ -607,9 +613,61 @@ struct Broker::Impl {
         *it = s.id;
         topic.subscriber_doorbell[slot] = bell;
         auto start = shm::join_subscriber(topic.map, slot, bell, std::uint32_t(s.pid));
+        test_delay();
         s.subscribers.push_back({topic.id, slot});
         log->debug("client {} subscribes to '{}' (slot {}, doorbell {})", s.id, topic.name, slot, bell);
         reply(s, corr, proto::SubscriberOk{topic.id, slot, bell, start}, {*data, *cursors});
+        return {};
+    }
+
+    void test_delay() const {
+        if (cfg.test_slot_reply_delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(cfg.test_slot_reply_delay_ms));
+    }
+
+    // A reconnecting client takes back a slot it held: same topic ring (record key), slot held for its
+    // very pid (peer credentials) by a session whose connection is gone (adopted at start, or dropped).
+    Status on_reclaim(Session& s, std::uint64_t corr, const proto::Reclaim& r) {
+        const bool pub = r.role == proto::Role::publisher;
+        const std::string what = std::string(pub ? "publisher" : "subscriber") + " slot " + std::to_string(r.slot) + " of topic '" + r.topic + "'";
+        auto it = topic_ids.find(r.topic);
+        if (it == topic_ids.end()) return fail(Errc::no_such_topic, "cannot reclaim " + what + ": this broker holds no such topic (its segments were not adopted)");
+        Topic& t = *topics[it->second - 1];
+        if (t.map.header->record_key != r.record_key)
+            return fail(Errc::no_such_topic, "cannot reclaim " + what + ": the topic was created anew since this client mapped it");
+        if (r.slot >= (pub ? t.map.max_publishers : t.map.max_subscribers))
+            return fail(Errc::invalid_argument, "cannot reclaim " + what + ": no such slot");
+        auto& owners = pub ? t.publisher_owner : t.subscriber_owner;
+        if (owners[r.slot] == s.id) {  // already ours: a repeated reclaim
+            reply(s, corr, proto::ReclaimOk{t.id});
+            return {};
+        }
+        auto from_it = std::find_if(orphans.begin(), orphans.end(), [&](auto& o) { return o->id == owners[r.slot]; });
+        if (from_it == orphans.end() || (*from_it)->exited || (*from_it)->pid != s.pid)
+            return fail(Errc::permission_denied, "cannot reclaim " + what + ": it is not held for pid " + std::to_string(s.pid));
+        Session& from = **from_it;
+        const std::uint32_t bell = pub ? layout::kNoDoorbell : t.subscriber_doorbell[r.slot];
+        if (!pub && bell != r.doorbell)
+            return fail(Errc::permission_denied, "cannot reclaim " + what + ": it was given doorbell " + std::to_string(bell) +
+                                                     ", not " + std::to_string(r.doorbell));
+        if (!take_slot(pub ? from.publishers : from.subscribers, t.id, r.slot))
+            return fail(Errc::internal, "cannot reclaim " + what + ": the broker's records disagree");
+        (pub ? s.publishers : s.subscribers).push_back({t.id, r.slot});
+        owners[r.slot] = s.id;
+        if (!pub) {  // the doorbell moves with its subscriber
+            const bool still_used = std::any_of(from.subscribers.begin(), from.subscribers.end(),
+                                                [&](const Slot& x) { return topics[x.topic - 1]->subscriber_doorbell[x.slot] == bell; });
+            if (!still_used) std::erase(from.doorbells, bell);
+            if (std::find(s.doorbells.begin(), s.doorbells.end(), bell) == s.doorbells.end()) s.doorbells.push_back(bell);
+        }
+        log->info("client {} '{}' (pid {}) reclaimed {} (topic id {})", s.id, s.name, s.pid, what, t.id);
+        if (from.publishers.empty() && from.subscribers.empty()) {
+            release_unused_doorbells(from);
+            if (from.pidfd >= 0) ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, from.pidfd, nullptr);
+            close_session_fds(from);
+            orphans.erase(from_it);
+            arm_timer(timer_needed());
+        }
+        reply(s, corr, proto::ReclaimOk{t.id});
         return {};
     }
 
@@ -716,7 +774,11 @@ struct Broker::Impl {
     // process's other claims as dead claimants, not live ones. Rearms the timer while any orphan remains
     // (an idle broker with no orphans never wakes up).
     void reap() {
+        const std::int64_t now = shm::monotonic_ns();
         for (auto& s : orphans) {
+            if (s->adopted_ns && !s->grace_over && !s->exited && now - s->adopted_ns >= std::int64_t(cfg.reclaim_grace_ms) * 1'000'000 &&
+                !process_gone(s->pidfd, s->pid))
+                end_grace(*s);
             if (s->exited || !process_gone(s->pidfd, s->pid)) continue;
             s->exited = true;
             if (s->pidfd >= 0) ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, s->pidfd, nullptr);
@@ -724,7 +786,12 @@ struct Broker::Impl {
                 topics[p.topic - 1]->map.publishers[p.slot].state.store(static_cast<std::uint32_t>(layout::SlotState::dead));
         }
         std::erase_if(orphans, [&](std::unique_ptr<Session>& s) {
-            if (!s->exited) return false;
+            if (!s->exited) {
+                if (!s->grace_over || !s->publishers.empty() || !s->subscribers.empty()) return false;
+                if (s->pidfd >= 0) ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, s->pidfd, nullptr);
+                close_session_fds(*s);
+                return true;
+            }
             std::erase_if(s->publishers, [&](const Slot& p) {
                 Topic& t = *topics[p.topic - 1];
                 auto rep = shm::recover_publisher(t.map, p.slot);
@@ -749,7 +816,31 @@ struct Broker::Impl {
             close_session_fds(*s);
             return true;
         });
-        arm_timer(!orphans.empty());
+        arm_timer(timer_needed());
+    }
+
+    // A live process that did not reclaim its adopted slots in time: its subscriber slots are released,
+    // so that publishers stop waiting on cursors nobody may be moving. Its publisher slots stay held
+    // until it exits: it may still publish through them, and a slot given to another publisher while
+    // this one claims would share one claim-intent table between two writers.
+    void end_grace(Session& s) {
+        s.grace_over = true;
+        for (auto& sub : s.subscribers) release_subscriber_slot(*topics[sub.topic - 1], sub.slot);
+        if (!s.subscribers.empty())
+            log->warn("pid {} did not reclaim {} adopted subscriber slot(s) within {} ms: released", s.pid, s.subscribers.size(),
+                      cfg.reclaim_grace_ms);
+        s.subscribers.clear();
+        release_unused_doorbells(s);
+        if (!s.publishers.empty())
+            log->warn("pid {} did not reclaim {} adopted publisher slot(s) within {} ms: held until it exits", s.pid,
+                      s.publishers.size(), cfg.reclaim_grace_ms);
+    }
+
+    // The timer ticks while something must be polled: a recovery to retry, a process without a pidfd
+    // to watch, an adopted client within its grace period. Processes with a pidfd wake us by themselves.
+    bool timer_needed() const {
+        return std::any_of(orphans.begin(), orphans.end(),
+                           [](auto& s) { return s->exited || s->pidfd < 0 || (s->adopted_ns && !s->grace_over); });
     }
 
     void tick() {

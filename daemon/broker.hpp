@@ -20,6 +20,12 @@ struct BrokerConfig {
     std::string shm_prefix = "rvoip-events";
     std::uint32_t doorbells = 1024;
     bool cleanup_on_exit = false;  // remove the segments on a graceful stop (default: keep them)
+    // After a restart, how long a live process whose slots were adopted has to reconnect and reclaim
+    // them. Its subscriber slots are released after that (publishers stop waiting on them); its
+    // publisher slots stay held until it exits, since it may still be publishing through them.
+    std::uint32_t reclaim_grace_ms = 10'000;
+    // Tests only: hold add_publisher/add_subscriber replies this long (a broker too slow for its client).
+    std::uint32_t test_slot_reply_delay_ms = 0;
     // Lane settings for topics created without explicit ones: [critical, high, normal, low].
     std::array<layout::LaneSettings, layout::kLanes> defaults = default_lanes();
 

@@ -71,6 +71,11 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1u, rvoip::events::layout::kMaxDoorbells))
         ->capture_default_str();
     app.add_flag("--cleanup", cfg.cleanup_on_exit, "remove the shared-memory segments on exit (default: keep them)");
+    app.add_option("--reclaim-grace-ms", cfg.reclaim_grace_ms,
+                   "after a restart, how long live clients have to reclaim their adopted slots")
+        ->capture_default_str();
+    app.add_option("--test-slot-reply-delay-ms", cfg.test_slot_reply_delay_ms, "tests only: delay slot replies")
+        ->group("");  // hidden: a broker too slow for its clients, for the late-reply tests
     CLI11_PARSE(app, argc, argv);
 
     auto logger = spdlog::stderr_color_mt("eventd");

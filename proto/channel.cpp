@@ -41,7 +41,7 @@ void close_fds(std::vector<int>& fds) noexcept {
     fds.clear();
 }
 
-Result<Frame> recv_frame(int sock) {
+Result<Frame> recv_frame(int sock, int flags) {
     Frame f;
     f.bytes.resize(kMaxFrame + 1);  // one spare byte detects oversize datagrams (MSG_TRUNC)
     iovec iov{f.bytes.data(), f.bytes.size()};
@@ -52,7 +52,7 @@ Result<Frame> recv_frame(int sock) {
     msg.msg_control = ctrl;
     msg.msg_controllen = sizeof ctrl;
     ssize_t n;
-    do n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    do n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | flags);
     while (n < 0 && errno == EINTR);
     if (n < 0) {
         if (errno == ECONNRESET) return fail(Errc::closed, "peer reset the control socket");

@@ -23,7 +23,8 @@ Status send_frame(int sock, std::span<const std::byte> frame, std::span<const in
 Status send_message(int sock, const Message& m, std::span<const int> fds = {});
 // Blocks for one datagram. Errc::closed on an orderly shutdown by the peer; truncated frames and
 // control data are reported as malformed (their descriptors are closed).
-Result<Frame> recv_frame(int sock);
+// `flags` adds recvmsg flags (MSG_DONTWAIT: Errc::would_block when nothing is queued).
+Result<Frame> recv_frame(int sock, int flags = 0);
 
 void close_fds(std::vector<int>& fds) noexcept;
 

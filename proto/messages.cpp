@@ -207,6 +207,14 @@ void encode_body(Writer& w, const ErrorReply& m) {
     w.put_string(std::string_view(m.message).substr(0, kMaxErrorMessage));
 }
 void encode_body(Writer&, const ShutdownNotice&) {}
+void encode_body(Writer& w, const Reclaim& m) {
+    w.put(static_cast<std::uint8_t>(m.role));
+    w.put_fixed(m.topic, layout::kTopicNameMax + 1);
+    w.put(m.record_key);
+    w.put(m.slot);
+    w.put(m.doorbell);
+}
+void encode_body(Writer& w, const ReclaimOk& m) { w.put(m.topic_id); }
 
 Result<Body> decode_body(MsgType t, Reader& r) {
     switch (t) {
@@ -348,6 +356,27 @@ Result<Body> decode_body(MsgType t, Reader& r) {
         return m;
     }
     case MsgType::shutdown_notice: return ShutdownNotice{};
+    case MsgType::reclaim: {
+        Reclaim m;
+        auto role = r.get<std::uint8_t>("role");
+        auto n = r.get_fixed(layout::kTopicNameMax + 1, "topic");
+        auto k = r.get<std::uint64_t>("record_key");
+        auto s = r.get<std::uint32_t>("slot");
+        auto d = r.get<std::uint32_t>("doorbell");
+        if (auto st = all_ok(role, n, k, s, d); !st) return std::unexpected(st.error());
+        if (*role != 1 && *role != 2) return fail(Errc::malformed, "reclaim: role " + std::to_string(*role) + " is not publisher(1) or subscriber(2)");
+        m.role = static_cast<Role>(*role);
+        m.topic = *n;
+        m.record_key = *k;
+        m.slot = *s;
+        m.doorbell = *d;
+        return m;
+    }
+    case MsgType::reclaim_ok: {
+        auto id = r.get<std::uint32_t>("topic_id");
+        if (!id) return std::unexpected(id.error());
+        return ReclaimOk{*id};
+    }
     }
     return fail(Errc::malformed, "unknown message type " + std::to_string(static_cast<unsigned>(t)));
 }
@@ -375,6 +404,8 @@ std::string_view to_string(MsgType t) noexcept {
     case MsgType::stats_reply: return "stats_reply";
     case MsgType::error_reply: return "error_reply";
     case MsgType::shutdown_notice: return "shutdown_notice";
+    case MsgType::reclaim: return "reclaim";
+    case MsgType::reclaim_ok: return "reclaim_ok";
     }
     return "unknown";
 }
@@ -414,7 +445,7 @@ Result<Message> decode(std::span<const std::byte> frame) {
     if (*ver < kMinProtocolVersion || *ver > kProtocolVersion)
         return fail(Errc::version_mismatch, "frame version " + std::to_string(*ver) + " is outside the supported " +
                                                 std::to_string(kMinProtocolVersion) + ".." + std::to_string(kProtocolVersion));
-    if (*type < 1 || *type > static_cast<std::uint16_t>(MsgType::shutdown_notice))
+    if (*type < 1 || *type > static_cast<std::uint16_t>(MsgType::reclaim_ok))
         return fail(Errc::malformed, "unknown message type " + std::to_string(*type));
     auto t = static_cast<MsgType>(*type);
     auto body = decode_body(t, r);

@@ -50,6 +50,8 @@ enum class MsgType : std::uint16_t {
     stats_reply = 13,
     error_reply = 14,
     shutdown_notice = 15,  // broker -> client, unsolicited (correlation 0): the broker is stopping
+    reclaim = 16,          // a reconnecting client takes back a slot it held before the connection dropped
+    reclaim_ok = 17,
 };
 
 enum class Role : std::uint8_t { publisher = 1, subscriber = 2 };
@@ -126,9 +128,24 @@ struct ErrorReply {
     std::string message;
 };
 struct ShutdownNotice {};
+// After a broker restart (or any lost connection) a client takes back the slots it still uses. The
+// broker checks them against what it adopted: the topic by name and by its segment's record key (the
+// same ring, not a namesake made since), the slot held for exactly the connecting process (its pid from
+// the socket's peer credentials, never from the message) and, for a subscriber, its doorbell.
+struct Reclaim {
+    Role role = Role::publisher;
+    std::string topic;
+    std::uint64_t record_key = 0;
+    std::uint32_t slot = 0;
+    std::uint32_t doorbell = layout::kNoDoorbell;  // subscribers: the doorbell the slot was given
+};
+struct ReclaimOk {
+    std::uint32_t topic_id = 0;  // the restarted broker's id of the topic (ids are renumbered)
+};
 
 using Body = std::variant<Hello, HelloOk, OpenTopic, TopicOk, AddPublisher, PublisherOk, AddSubscriber, SubscriberOk,
-                          RemovePublisher, RemoveSubscriber, Ok, Stats, StatsReply, ErrorReply, ShutdownNotice>;
+                          RemovePublisher, RemoveSubscriber, Ok, Stats, StatsReply, ErrorReply, ShutdownNotice, Reclaim,
+                          ReclaimOk>;
 
 struct Message {
     std::uint64_t correlation = 0;

@@ -159,6 +159,15 @@ struct LaneCounters {
     std::uint32_t timeouts = 0;  // `block` publishes that gave up
 };
 
+// The control connection as this EventSystem sees it. Publishing and receiving never depend on it:
+// they go on through the mapped rings while the broker is away.
+struct ConnectionState {
+    bool connected = false;
+    std::uint64_t reconnects = 0;  // times the connection was re-established (a broker restart) and slots reclaimed
+    std::uint32_t slots_lost = 0;  // slots a restarted broker would not give back: their rings were not adopted
+    std::string last_error;        // why the connection last dropped, a reconnection failed, or a reclaim was refused
+};
+
 struct TopicInfo {
     std::string name;
     std::uint32_t id = 0;
@@ -256,6 +265,7 @@ private:
     shm::Clock clock_;
     TopicInfo info_;
     std::uint32_t slot_ = 0;
+    std::uint64_t held_ = 0;  // Connection::hold handle: reclaimed after a reconnection, released at the end
     // the loan in flight
     bool loaned_ = false;
     std::uint32_t loan_lane_ = 0;
@@ -325,6 +335,7 @@ private:
     shm::Clock clock_;
     TopicInfo info_;
     std::uint32_t slot_index_ = 0;
+    std::uint64_t held_ = 0;  // Connection::hold handle
 };
 
 template <class SizeOf>
@@ -637,8 +648,10 @@ public:
     // Now, in the timebase of Sample::timestamp_ns(): CLOCK_MONOTONIC nanoseconds read from the TSC with
     // the broker's calibration, so it is comparable across processes and costs a few ns.
     std::int64_t now_ns() const noexcept;
-    // True once the broker said it is stopping (the data plane keeps working).
+    // True once the broker said it is stopping (the data plane keeps working), until it is back.
     bool broker_stopping() const noexcept;
+    // Whether the broker is reachable now; the library reconnects by itself, with back-off.
+    ConnectionState connection() const;
 
 private:
     friend class EventSystemBuilder;

@@ -4,6 +4,8 @@
 #include "rvoip/events.hpp"
 #include "tests/multiprocess/harness.hpp"
 
+#include <fstream>
+
 using namespace rvoip::events;
 using namespace rvoip::events::test;
 
@@ -261,4 +263,38 @@ TEST_CASE("a blocked publisher proceeds as soon as the subscriber makes room") {
     for (std::uint64_t i = 0; i < 10'000; ++i) REQUIRE(p->publish(Small{i}).has_value());
     consumer.join();
     CHECK(p->counters(Priority::normal).timeouts == 0);
+}
+
+TEST_CASE("a reclaim is refused for a slot held for another process, and for a ring the broker did not adopt") {
+    Broker b({}, /*cleanup=*/false);
+    Process holder(peer(b, {"hold"}));  // a publisher of test.schema, slot 0, in another process
+    holder.expect_ready();
+    b.restart(SIGKILL);  // the new broker holds slot 0 for the holder's pid until it reclaims it
+    std::uint64_t key = 0;
+    {
+        std::ifstream f("/dev/shm/" + b.prefix() + ".test.schema.data", std::ios::binary);
+        f.seekg(offsetof(layout::TopicHeader, record_key));
+        f.read(reinterpret_cast<char*>(&key), sizeof key);
+        REQUIRE(f.good());
+    }
+    int fd = raw_connect(b.socket());
+    REQUIRE(proto::send_message(fd, proto::Message{1, proto::Hello{proto::kMinProtocolVersion, proto::kProtocolVersion, 1, "intruder"}}).has_value());
+    auto hello = proto::recv_frame(fd);
+    REQUIRE(hello.has_value());
+    proto::close_fds(hello->fds);
+    REQUIRE(proto::send_message(fd, proto::Message{2, proto::Reclaim{proto::Role::publisher, "test.schema", key, 0, layout::kNoDoorbell}}).has_value());
+    auto e = expect_error(fd);
+    CHECK(e.code == Errc::permission_denied);  // the broker goes by the socket's peer pid, not by anything in the message
+    CHECK(e.message.find("not held for pid") != std::string::npos);
+    REQUIRE(proto::send_message(fd, proto::Message{3, proto::Reclaim{proto::Role::publisher, "test.schema", key ^ 1, 0, layout::kNoDoorbell}}).has_value());
+    e = expect_error(fd);
+    CHECK(e.code == Errc::no_such_topic);
+    CHECK(e.message.find("created anew") != std::string::npos);
+    REQUIRE(proto::send_message(fd, proto::Message{4, proto::Reclaim{proto::Role::subscriber, "no.such", key, 0, 0}}).has_value());
+    CHECK(expect_error(fd).code == Errc::no_such_topic);
+    REQUIRE(proto::send_message(fd, proto::Message{5, proto::Reclaim{proto::Role::publisher, "test.schema", key, 999, 0}}).has_value());
+    CHECK(expect_error(fd).code == Errc::invalid_argument);
+    ::close(fd);
+    holder.close_stdin();
+    CHECK(holder.exit_code() == 0);
 }

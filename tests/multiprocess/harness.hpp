@@ -146,7 +146,10 @@ private:
 // A real rvoip-eventd on a socket and shm prefix of its own.
 class Broker {
 public:
-    Broker() : dir_(make_dir()), socket_((dir_ / "broker.sock").string()) {
+    // `extra`: more rvoip-eventd flags. `cleanup`: --cleanup, so a SIGTERM removes the segments; without
+    // it a stopped broker leaves them for the next one to adopt (the destructor removes them).
+    explicit Broker(std::vector<std::string> extra = {}, bool cleanup = true)
+        : dir_(make_dir()), socket_((dir_ / "broker.sock").string()), extra_(std::move(extra)), cleanup_(cleanup) {
         static int n = 0;
         prefix_ = "rvoip-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
         start();
@@ -166,6 +169,8 @@ public:
         }
         std::error_code ec;
         std::filesystem::remove_all(dir_, ec);
+        for (auto& e : std::filesystem::directory_iterator("/dev/shm", ec))
+            if (e.path().filename().string().starts_with(prefix_ + ".")) std::filesystem::remove(e.path(), ec);
     }
     const std::string& socket() const { return socket_; }
     const std::string& prefix() const { return prefix_; }
@@ -187,8 +192,10 @@ public:
 
 private:
     void start() {
-        proc_.emplace(std::vector<std::string>{RVOIP_EVENTD_PATH, "--foreground", "--socket", socket_, "--shm-prefix", prefix_,
-                                               "--cleanup", "--log-level", "warn"});
+        std::vector<std::string> argv{RVOIP_EVENTD_PATH, "--foreground", "--socket", socket_, "--shm-prefix", prefix_, "--log-level", "warn"};
+        if (cleanup_) argv.push_back("--cleanup");
+        argv.insert(argv.end(), extra_.begin(), extra_.end());
+        proc_.emplace(std::move(argv));
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
         while (!accepts()) {
             REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline, "rvoip-eventd did not start");
@@ -203,6 +210,8 @@ private:
     std::filesystem::path dir_;
     std::string socket_;
     std::string prefix_;
+    std::vector<std::string> extra_;
+    bool cleanup_ = true;
     std::optional<Process> proc_;
 };
 

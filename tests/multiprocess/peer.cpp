@@ -46,6 +46,13 @@ int die(const Error& e) {
     return 2;
 }
 
+// Reconnections so far, once the connection is up again (a broker restarted moments ago may still be
+// coming back): waits up to 60 s for it.
+std::uint64_t settled_reconnects(const EventSystem& bus) {
+    for (int i = 0; i < 6000 && !bus.connection().connected; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return bus.connection().reconnects;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -70,12 +77,20 @@ int main(int argc, char** argv) {
     app.add_option("--mix", mix, "'lanes': cycle High, Normal, Low, then one Critical at the end");
     pub->add_option("--batch", batch);
     pub->add_flag("--wait-go", wait_go, "after READY, wait for a line on stdin before publishing");
+    std::uint32_t phases = 1;
+    double rate = 0;
+    pub->add_option("--phases", phases, "publish --count events this many times, each after a line on stdin (with --wait-go)");
+    pub->add_option("--rate", rate, "events per second (0: as fast as the lane takes them)");
 
     auto* sub = app.add_subcommand("subscribe", "receive --count payloads and verify them");
     sub->add_option("--count", count);
     sub->add_option("--publishers", publishers);
     sub->add_option("--timeout", timeout_s);
     sub->add_flag("--wait-go", wait_go, "after READY, wait for a line on stdin before receiving");
+    bool join_late = false;
+    std::uint64_t latency_first = ~0ull;
+    sub->add_option("--latency-first", latency_first, "measure maxlat_us over the first N events only");
+    sub->add_flag("--join-late", join_late, "publishers may be mid-stream: each one's first event sets its expected sequence");
 
     auto* hold = app.add_subcommand("hold", "open a typed publisher and hold it until stdin closes");
     hold->add_flag("--type-b", typed_b);
@@ -144,19 +159,33 @@ int main(int argc, char** argv) {
         auto p = bus->raw_publisher(topic, popt);
         if (!p) return die(p.error());
         ready();
-        if (wait_go) {
-            std::string line;
-            std::getline(std::cin, line);
-        }
         std::vector<std::byte> buf;
         std::vector<std::vector<std::byte>> batch_bufs(batch);
         std::vector<std::span<const std::byte>> spans(batch);
         std::uint64_t digest = 0;
         const Priority fixed = parse_priority(priority);
-        for (std::uint64_t seq = 0; seq < count;) {
+        const std::uint64_t total = count * phases;
+        std::uint64_t phase_end = 0;
+        auto started = std::chrono::steady_clock::now();
+        for (std::uint64_t seq = 0; seq < total;) {
+            if (seq == phase_end) {  // next phase: after a line on stdin
+                if (seq) {
+                    std::printf("phase %llu sent\n", (unsigned long long)(seq / count));
+                    std::fflush(stdout);
+                }
+                if (wait_go) {
+                    std::string line;
+                    std::getline(std::cin, line);
+                }
+                phase_end += count;
+                started = std::chrono::steady_clock::now();
+            }
+            if (rate > 0)  // paced: never ahead of the schedule of this phase
+                while (std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() * rate < double(seq + count - phase_end))
+                    __builtin_ia32_pause();
             Priority pr = fixed;
-            if (mix == "lanes") pr = seq + 1 == count ? Priority::critical : Priority(1 + seq % 3);
-            std::uint32_t n = std::uint32_t(std::min<std::uint64_t>(batch, count - seq));
+            if (mix == "lanes") pr = seq + 1 == total ? Priority::critical : Priority(1 + seq % 3);
+            std::uint32_t n = std::uint32_t(std::min<std::uint64_t>(batch, phase_end - seq));
             if (mix == "lanes") n = 1;
             for (std::uint32_t i = 0; i < n; ++i) {
                 auto& b = batch_bufs[i];
@@ -172,7 +201,8 @@ int main(int argc, char** argv) {
             for (std::uint32_t i = 0; i < n; ++i) digest += record_hash(spans[i]);
             seq += n;
         }
-        std::printf("sent %llu digest %llu\n", (unsigned long long)count, (unsigned long long)digest);
+        std::printf("sent %llu digest %llu reconnects %llu\n", (unsigned long long)total, (unsigned long long)digest,
+                    (unsigned long long)settled_reconnects(*bus));
         return 0;
     }
 
@@ -187,6 +217,8 @@ int main(int argc, char** argv) {
     std::vector<std::uint64_t> next_seq(64, 0);  // per publisher slot, per lane collapsed: one lane in use
     std::vector<std::array<std::uint64_t, 4>> next_lane_seq(64, std::array<std::uint64_t, 4>{});
     std::uint64_t digest = 0, errors = 0, got = 0;
+    std::vector<bool> seen(64, false);
+    std::int64_t max_latency = 0;  // publish to receive, ns: a pause of the data path shows here
     int first_lane = -1, last_lane = -1;
     bool monotone = true;
     std::vector<std::byte> expect;
@@ -205,6 +237,9 @@ int main(int argc, char** argv) {
         auto bytes = ev->bytes();
         const std::uint16_t slot = ev->publisher();
         std::uint64_t seq = ev->sequence();
+        if (join_late && slot < 64 && !seen[slot]) next_lane_seq[slot][std::size_t(lane)] = seq;
+        if (slot < 64) seen[slot] = true;
+        if (got < latency_first) max_latency = std::max(max_latency, bus->now_ns() - ev->timestamp_ns());
         if (slot >= 64 || seq != next_lane_seq[slot][std::size_t(lane)]) {
             if (errors++ < 5) std::fprintf(stderr, "peer: publisher %u lane %d: sequence %llu, expected %llu\n", slot, lane,
                                            (unsigned long long)seq, (unsigned long long)(slot < 64 ? next_lane_seq[slot][std::size_t(lane)] : 0));
@@ -224,7 +259,8 @@ int main(int argc, char** argv) {
         digest += record_hash(bytes);
         ++got;
     }
-    std::printf("received %llu digest %llu errors %llu first %d monotone %d\n", (unsigned long long)got,
-                (unsigned long long)digest, (unsigned long long)errors, first_lane, monotone ? 1 : 0);
+    std::printf("received %llu digest %llu errors %llu first %d monotone %d maxlat_us %lld reconnects %llu\n", (unsigned long long)got,
+                (unsigned long long)digest, (unsigned long long)errors, first_lane, monotone ? 1 : 0, (long long)(max_latency / 1000),
+                (unsigned long long)settled_reconnects(*bus));
     return got == count && errors == 0 ? 0 : 3;
 }

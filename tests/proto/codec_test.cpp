@@ -53,7 +53,8 @@ TEST_CASE("every message survives an encode/decode round trip with its correlati
 
     for (Body b : {Body{Hello{1, 1, 99, "sip-transport"}}, Body{HelloOk{}}, Body{TopicOk{}}, Body{AddPublisher{3}},
                    Body{PublisherOk{3, 4}}, Body{AddSubscriber{3, 9, StartAt::tail}}, Body{SubscriberOk{3, 4, 5, {1, 2, 3, 4}}},
-                   Body{RemovePublisher{1, 2}}, Body{RemoveSubscriber{1, 2}}, Body{Ok{}}, Body{Stats{}}, Body{ShutdownNotice{}}}) {
+                   Body{RemovePublisher{1, 2}}, Body{RemoveSubscriber{1, 2}}, Body{Ok{}}, Body{Stats{}}, Body{ShutdownNotice{}},
+                   Body{ReclaimOk{6}}}) {
         auto r = decode(encode(Message{5, b}));
         REQUIRE(r.has_value());
         CHECK(r->body.index() == b.index());
@@ -131,6 +132,28 @@ TEST_CASE("malformed frames are refused with a message naming what was wrong") {
         f[16] = std::byte(250);
         auto r = decode(f);
         REQUIRE_FALSE(r.has_value());
+    }
+}
+
+TEST_CASE("a reclaim names the topic, its ring's key, the slot and the doorbell; a bad role is refused") {
+    auto m = decode(encode(Message{11, Reclaim{Role::subscriber, "call.control", 0x1234'5678'9abc'def1ull, 7, 12}}));
+    REQUIRE(m.has_value());
+    auto& r = std::get<Reclaim>(m->body);
+    CHECK(r.role == Role::subscriber);
+    CHECK(r.topic == "call.control");
+    CHECK(r.record_key == 0x1234'5678'9abc'def1ull);
+    CHECK(r.slot == 7);
+    CHECK(r.doorbell == 12);
+    auto f = encode(Message{1, Reclaim{Role::publisher, "a", 1, 0, layout::kNoDoorbell}});
+    f[16] = std::byte(9);
+    auto bad = decode(f);
+    REQUIRE_FALSE(bad.has_value());
+    CHECK(bad.error().message.find("role") != std::string::npos);
+    for (std::size_t n = 16; n < f.size(); ++n) {  // every truncation refused
+        std::vector<std::byte> cut(f.begin(), f.begin() + std::ptrdiff_t(n));
+        std::uint32_t len = std::uint32_t(cut.size());
+        std::memcpy(cut.data(), &len, 4);
+        CHECK_FALSE(decode(cut).has_value());
     }
 }
 
