@@ -161,3 +161,40 @@ TEST_CASE("a slot granted after the client's call gave up is handed back: no act
     CHECK(t->subscribers == 0);
     CHECK(slow->connection().connected);  // a slow reply is not a lost connection
 }
+
+TEST_CASE("slots of a live process that does not come back within the grace period: subscribers released, publishers held until it exits") {
+    Broker b({"--reclaim-grace-ms", "500"}, /*cleanup=*/false);
+    Process sub(peer(b, {"--topic", "call.state", "--size", "64", "subscribe", "--count", "1", "--timeout", "300"}));
+    sub.expect_ready();
+    Process pub(peer(b, {"--topic", "call.state", "--size", "64", "publish", "--count", "1", "--wait-go"}));
+    pub.expect_ready();
+    sub.kill(SIGSTOP);  // stopped processes cannot reconnect
+    pub.kill(SIGSTOP);
+    b.restart(SIGKILL);
+    auto bus = EventSystemBuilder().socket_path(b.socket()).client_name("check").build();
+    REQUIRE(bus.has_value());
+    std::optional<proto::TopicStats> t;
+    for (int i = 0; i < 3000; ++i) {  // the grace period passes
+        t = topic_stats(*bus, "call.state");
+        if (t && t->subscribers == 0) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(t.has_value());
+    CHECK(t->subscribers == 0);  // released: publishers no longer wait on a cursor nobody moves
+    CHECK(t->publishers == 1);   // held: the process may still publish through it
+    // The publisher comes back late: its reclaim is still granted (the slot was held for its pid), and
+    // its event reaches a subscriber of the new broker.
+    auto fresh = bus->raw_subscriber("call.state");
+    REQUIRE(fresh.has_value());
+    pub.kill(SIGCONT);
+    pub.write_line("go");
+    auto got = fresh->receive_for(std::chrono::seconds(60));
+    REQUIRE(got.has_value());
+    auto r = pub.read_line(std::chrono::minutes(1));
+    REQUIRE(r.has_value());
+    CHECK(field(*r, "reconnects") == "1");
+    CHECK(pub.exit_code() == 0);
+    sub.kill(SIGCONT);  // comes back too late: its slot is gone; the process is not harmed
+    sub.kill(SIGTERM);
+    sub.wait();
+}
