@@ -20,6 +20,9 @@ struct BrokerConfig {
     std::string shm_prefix = "rvoip-events";
     std::uint32_t doorbells = 1024;
     bool cleanup_on_exit = false;  // remove the segments on a graceful stop (default: keep them)
+    // No subscriber is evicted within this long of joining (or of its adoption by a restarted broker): a
+    // consumer that is still warming up is not a stuck one.
+    std::uint32_t evict_grace_ms = 5000;
     // Lane settings for topics created without explicit ones: [critical, high, normal, low].
     std::array<layout::LaneSettings, layout::kLanes> defaults = default_lanes();
 
@@ -27,10 +30,14 @@ struct BrokerConfig {
         std::array<layout::LaneSettings, layout::kLanes> l{};
         // Lossless first: every lane makes a publisher wait up to a second for a slow subscriber. Topics
         // where a refusal is better than a stall ask for `fail` when they are created.
+        // Eviction: never on Critical (its subscribers must see everything; a stuck one blocks its
+        // publishers, counted). On the others a subscriber that held publishers for 500 ms is evicted:
+        // shorter than the block timeout, so a stopped subscriber costs publishers one stall and never a
+        // failed publish, and ten times a bad scheduling hiccup on a loaded host.
         l[0] = {1u << 20, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
-        l[1] = {1u << 21, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
-        l[2] = {1u << 22, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
-        l[3] = {1u << 22, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
+        l[1] = {1u << 21, 64 * 1024, Overflow::block, 0, 0, 1000, 500};
+        l[2] = {1u << 22, 64 * 1024, Overflow::block, 0, 0, 1000, 500};
+        l[3] = {1u << 22, 64 * 1024, Overflow::block, 0, 0, 1000, 500};
         return l;
     }
 };
