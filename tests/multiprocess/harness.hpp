@@ -146,7 +146,9 @@ private:
 // A real rvoip-eventd on a socket and shm prefix of its own.
 class Broker {
 public:
-    Broker() : dir_(make_dir()), socket_((dir_ / "broker.sock").string()) {
+    // `flags`: more command-line flags for rvoip-eventd (e.g. {"--evict-grace-ms", "200"}).
+    explicit Broker(std::vector<std::string> flags = {})
+        : dir_(make_dir()), socket_((dir_ / "broker.sock").string()), flags_(std::move(flags)) {
         static int n = 0;
         prefix_ = "rvoip-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
         start();
@@ -187,8 +189,10 @@ public:
 
 private:
     void start() {
-        proc_.emplace(std::vector<std::string>{RVOIP_EVENTD_PATH, "--foreground", "--socket", socket_, "--shm-prefix", prefix_,
-                                               "--cleanup", "--log-level", "warn"});
+        std::vector<std::string> argv{RVOIP_EVENTD_PATH, "--foreground", "--socket", socket_, "--shm-prefix", prefix_,
+                                      "--cleanup", "--log-level", "warn"};
+        argv.insert(argv.end(), flags_.begin(), flags_.end());
+        proc_.emplace(std::move(argv));
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
         while (!accepts()) {
             REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline, "rvoip-eventd did not start");
@@ -203,6 +207,7 @@ private:
     std::filesystem::path dir_;
     std::string socket_;
     std::string prefix_;
+    std::vector<std::string> flags_;
     std::optional<Process> proc_;
 };
 
