@@ -94,7 +94,8 @@ void EvictionMonitor::scan_lane(TopicWatch& w, shm::TopicMap& map, std::size_t l
             continue;
         }
         if (lw.since == 0) lw.since = now_ns;
-        if (now_ns - lw.since < after_ns || now_ns - s.joined_ns < grace_ns_) continue;
+        // A tenth of a tick of slack: timer jitter must not cost a whole tick more (600 ms for 500).
+        if (now_ns - lw.since + interval_ns_ / 10 < after_ns || now_ns - s.joined_ns < grace_ns_) continue;
         const std::int64_t held = now_ns - lw.since;
         lw.since = 0;
         const auto r = shm::evict_subscriber(map, i, lane, cursor);
