@@ -224,6 +224,9 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::open(std::shared_ptr<Con
         if (ok->start[l] % layout::kLine != 0) return fail(Errc::malformed, "broker gave a start position that is not 64-byte aligned");
         s->readers_[l] = shm::LaneReader(s->map_, l, ok->slot, ok->start[l], exact);
     }
+    // Zeroed by the broker at join; read anyway (acquire: pairs with evict_subscriber's closing store).
+    s->seen_evictions_ = s->handled_evictions_ = s->slot_->evictions.load(std::memory_order_acquire) & ~1u;
+    s->missed_seen_ = s->slot_->missed.load();
     return s;
 }
 
@@ -248,6 +251,54 @@ Error SubscriberCore::corrupt(std::uint32_t lane, const shm::LaneReader::Peek& p
     } catch (...) {
     }
     return Error(Errc::corrupt, std::move(what));
+}
+
+// The broker evicted us (shm::evict_subscriber) or is doing so. Reads the slot's missed count and cursors
+// between two equal, even evictions values (a seqlock: the broker makes it odd while it writes them; all
+// loads seq_cst), takes up every lane whose cursor the broker moved, and reports what was missed once.
+// An odd or changing value means the broker is in the middle of an eviction: seen_evictions_ is left
+// stale so that the next try_next looks again, and this one reads on as usual meanwhile.
+Status SubscriberCore::follow_eviction() noexcept {
+    const std::uint32_t e = slot_->evictions.load();
+    if (e != handled_evictions_) {
+        if (e & 1) return {};
+        const std::uint64_t missed = slot_->missed.load();
+        std::array<std::uint64_t, layout::kLanes> cursor{};
+        for (std::size_t l = 0; l < layout::kLanes; ++l) cursor[l] = slot_->position[l].load();
+        if (slot_->evictions.load() != e) return {};
+        // The broker counted every data record between our stored cursor and the new one, also those we
+        // had delivered already: they are not missed.
+        std::uint64_t delivered = 0;
+        for (std::size_t l = 0; l < layout::kLanes; ++l) {
+            if (cursor[l] == readers_[l].stored()) continue;
+            delivered += readers_[l].follow_eviction(cursor[l]);
+            lagged_lanes_ |= 1u << l;
+        }
+        const std::uint64_t counted = missed - missed_seen_;
+        const std::uint64_t lost = counted > delivered ? counted - delivered : 0;
+        unreported_ += lost;
+        // relaxed: single-writer counter, read by the CLI
+        slot_->lagged.store(slot_->lagged.load(std::memory_order_relaxed) + lost, std::memory_order_relaxed);
+        missed_seen_ = missed;
+        handled_evictions_ = e;
+    }
+    seen_evictions_ = handled_evictions_;
+    if (unreported_ == 0) {
+        lagged_lanes_ = 0;
+        return {};
+    }
+    last_missed_ = std::exchange(unreported_, 0);
+    std::string what;
+    try {
+        what = "topic '" + info_.name + "':";
+        for (std::uint32_t l = 0; l < layout::kLanes; ++l)
+            if (lagged_lanes_ & (1u << l)) what += " " + std::string(to_string(Priority(l)));
+        what += " lane(s): evicted by the broker for holding publishers back; " + std::to_string(last_missed_) +
+                " event(s) missed; resumed where the broker moved the cursor";
+    } catch (...) {  // no memory for the message: last_missed() still tells the count
+    }
+    lagged_lanes_ = 0;
+    return std::unexpected(Error(Errc::lagged, std::move(what)));
 }
 
 bool SubscriberCore::any_ready() const noexcept {

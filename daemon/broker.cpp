@@ -1,5 +1,6 @@
 #include "daemon/broker.hpp"
 
+#include "daemon/monitor.hpp"
 #include "proto/channel.hpp"
 #include "proto/messages.hpp"
 #include "shm/doorbell.hpp"
@@ -114,8 +115,9 @@ struct Broker::Impl {
     std::vector<std::unique_ptr<Session>> orphans;               // connection closed, process maybe alive
     std::uint32_t next_client_id = 1;
     bool timer_armed = false;
+    EvictionMonitor monitor;  // slow subscribers (daemon/monitor.hpp)
 
-    explicit Impl(BrokerConfig c) : cfg(std::move(c)) {
+    explicit Impl(BrokerConfig c) : cfg(std::move(c)), monitor(std::chrono::milliseconds(cfg.evict_grace_ms)) {
         log = spdlog::get("eventd");
         if (!log) log = spdlog::default_logger();
     }
@@ -205,8 +207,10 @@ struct Broker::Impl {
         epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
         stop_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         timer_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-        if (epoll_fd < 0 || stop_fd < 0 || timer_fd < 0) return fail(Errc::internal, std::string("epoll setup: ") + std::strerror(errno));
+        if (epoll_fd < 0 || stop_fd < 0 || timer_fd < 0 || monitor.fd() < 0)
+            return fail(Errc::internal, std::string("epoll setup: ") + std::strerror(errno));
         watch(listen_fd);
+        watch(monitor.fd());
         watch(stop_fd);
         watch(timer_fd);
         adopt_topics();  // after the epoll set and the timer: adopted clients' pidfds go into them
@@ -332,6 +336,12 @@ struct Broker::Impl {
             t->subscriber_owner[i] = s.id;
             t->subscriber_doorbell[i] = bell < doorbells.count ? bell : layout::kNoDoorbell;
             s.subscribers.push_back({t->id, i});
+            monitor.joined(t->id, t->map, i, shm::monotonic_ns());  // the grace period counts from adoption
+            if (const auto e = sl.evictions.load(); e & 1) {  // odd: the previous broker died inside an eviction
+                sl.evictions.store(e + 1);
+                log->warn("topic '{}': subscriber slot {} (pid {}) was being evicted when the previous broker stopped; "
+                          "its next lagged report may be off by that eviction's count", topic, i, pid);
+            }
             if (bell < doorbells.count && std::find(s.doorbells.begin(), s.doorbells.end(), bell) == s.doorbells.end()) {
                 s.doorbells.push_back(bell);
                 std::erase(free_doorbells, bell);
@@ -384,6 +394,7 @@ struct Broker::Impl {
                 if (fd == signal_fd) return shutdown("signal received");
                 if (fd == listen_fd) accept_clients();
                 else if (fd == timer_fd) tick();
+                else if (fd == monitor.fd()) evict_stuck();
                 else if (sessions.count(fd)) serve(fd);
                 else reap();  // an orphan's pidfd: its process exited
             }
@@ -524,6 +535,7 @@ struct Broker::Impl {
                 lanes[l].overflow = r.overflow;
                 lanes[l].block_timeout_ms = r.block_timeout_ms;
             }
+            if (r.evict_after_ms) lanes[l].evict_after_ms = r.evict_after_ms == proto::kEvictNever ? 0 : r.evict_after_ms;
             if (fp.kind == layout::Kind::typed && fp.size > lanes[l].max_event)
                 return fail(Errc::event_too_large, describe(fp) + " is larger than the " +
                                                        std::string(to_string(Priority(l))) + " lane's max event of " +
@@ -613,6 +625,7 @@ struct Broker::Impl {
         *it = s.id;
         topic.subscriber_doorbell[slot] = bell;
         auto start = shm::join_subscriber(topic.map, slot, bell, std::uint32_t(s.pid));
+        monitor.joined(topic.id, topic.map, slot, shm::monotonic_ns());
         test_delay();
         s.subscribers.push_back({topic.id, slot});
         log->debug("client {} subscribes to '{}' (slot {}, doorbell {})", s.id, topic.name, slot, bell);
@@ -709,6 +722,7 @@ struct Broker::Impl {
             ts.publishers = std::uint32_t(std::count_if(t->publisher_owner.begin(), t->publisher_owner.end(), [](auto o) { return o != kNoOwner; }));
             ts.subscribers = std::uint32_t(std::count_if(t->subscriber_owner.begin(), t->subscriber_owner.end(), [](auto o) { return o != kNoOwner; }));
             for (std::size_t l = 0; l < layout::kLanes; ++l) ts.tails[l] = t->map.lanes[l].position(std::memory_order_relaxed);  // relaxed: a report
+            ts.evictions = monitor.evictions(t->id);
             r.topics.push_back(std::move(ts));
         }
         reply(s, corr, std::move(r));
@@ -724,6 +738,7 @@ struct Broker::Impl {
     void release_subscriber_slot(Topic& t, std::uint32_t slot) {
         shm::leave_subscriber(t.map, slot);
         t.subscriber_owner[slot] = kNoOwner;
+        monitor.left(t.id, slot);
     }
     void release_unused_doorbells(Session& s) {
         std::erase_if(s.doorbells, [&](std::uint32_t bell) {
@@ -743,6 +758,29 @@ struct Broker::Impl {
             if (i < layout::kMaxSubscribers && t.subscriber_owner[i] != kNoOwner && t.subscriber_doorbell[i] < doorbells.count)
                 shm::ring(&doorbells.bells[t.subscriber_doorbell[i]].word);
         }
+    }
+
+    // A monitor tick: evicts subscribers that held a lane's publishers back for its evict_after, rings
+    // their doorbells (by the broker's own record, like ring_parked) so a parked one wakes to see it.
+    void evict_stuck() {
+        monitor.drain();
+        for (auto& t : topics) {
+            for (const auto& e : monitor.scan(t->id, t->map, shm::monotonic_ns())) {
+                if (t->subscriber_doorbell[e.slot] < doorbells.count) shm::ring(&doorbells.bells[t->subscriber_doorbell[e.slot]].word);
+                const Session* owner = session_of(t->subscriber_owner[e.slot]);
+                log->warn("topic '{}' {} lane: evicted subscriber slot {} (client {} '{}', pid {}): it held the lane's publishers for "
+                          "{} ms without reading; {} event(s) ({} bytes) skipped",
+                          t->name, to_string(Priority(e.lane)), e.slot, t->subscriber_owner[e.slot], owner ? owner->name : "?",
+                          owner ? owner->pid : 0, e.held_ns / 1'000'000, e.missed, e.bytes);
+            }
+        }
+    }
+    const Session* session_of(std::uint32_t client) const {
+        for (auto& [fd, s] : sessions)
+            if (s->id == client) return s.get();
+        for (auto& s : orphans)
+            if (s->id == client) return s.get();
+        return nullptr;
     }
 
     void disconnect(int fd) {

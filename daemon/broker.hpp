@@ -26,6 +26,9 @@ struct BrokerConfig {
     std::uint32_t reclaim_grace_ms = 10'000;
     // Tests only: hold add_publisher/add_subscriber replies this long (a broker too slow for its client).
     std::uint32_t test_slot_reply_delay_ms = 0;
+    // No subscriber is evicted within this long of joining (or of its adoption by a restarted broker): a
+    // consumer that is still warming up is not a stuck one.
+    std::uint32_t evict_grace_ms = 5000;
     // Lane settings for topics created without explicit ones: [critical, high, normal, low].
     std::array<layout::LaneSettings, layout::kLanes> defaults = default_lanes();
 
@@ -33,10 +36,14 @@ struct BrokerConfig {
         std::array<layout::LaneSettings, layout::kLanes> l{};
         // Lossless first: every lane makes a publisher wait up to a second for a slow subscriber. Topics
         // where a refusal is better than a stall ask for `fail` when they are created.
+        // Eviction: never on Critical (its subscribers must see everything; a stuck one blocks its
+        // publishers, counted). On the others a subscriber that held publishers for 500 ms is evicted:
+        // shorter than the block timeout, so a stopped subscriber costs publishers one stall and never a
+        // failed publish, and ten times a bad scheduling hiccup on a loaded host.
         l[0] = {1u << 20, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
-        l[1] = {1u << 21, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
-        l[2] = {1u << 22, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
-        l[3] = {1u << 22, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
+        l[1] = {1u << 21, 64 * 1024, Overflow::block, 0, 0, 1000, 500};
+        l[2] = {1u << 22, 64 * 1024, Overflow::block, 0, 0, 1000, 500};
+        l[3] = {1u << 22, 64 * 1024, Overflow::block, 0, 0, 1000, 500};
         return l;
     }
 };

@@ -70,6 +70,9 @@ int main(int argc, char** argv) {
     app.add_option("--doorbells", cfg.doorbells, "number of futex doorbells (parked consumers)")
         ->check(CLI::Range(1u, rvoip::events::layout::kMaxDoorbells))
         ->capture_default_str();
+    app.add_option("--evict-grace-ms", cfg.evict_grace_ms, "no subscriber is evicted within this many ms of joining")
+        ->check(CLI::Range(0u, rvoip::events::layout::kMaxEvictAfterMs))
+        ->capture_default_str();
     app.add_flag("--cleanup", cfg.cleanup_on_exit, "remove the shared-memory segments on exit (default: keep them)");
     app.add_option("--reclaim-grace-ms", cfg.reclaim_grace_ms,
                    "after a restart, how long live clients have to reclaim their adopted slots")

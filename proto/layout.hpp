@@ -64,7 +64,9 @@ enum class Overflow : std::uint8_t { block = 0, fail = 1 };
 namespace rvoip::events::layout {
 
 constexpr std::size_t kLine = 64;  // fixed, not hardware_destructive_interference_size: this is an ABI
-constexpr std::uint32_t kAbiVersion = 2;  // 2: record key, per-lane claim intents, parked mask
+// 2: record key, per-lane claim intents, parked mask
+// 3: eviction: evict_after_ms, per-slot evictions and missed
+constexpr std::uint32_t kAbiVersion = 3;
 constexpr std::size_t kLanes = 4;
 constexpr std::uint32_t kMaxPublishers = 64;    // per topic
 constexpr std::uint32_t kMaxSubscribers = 64;   // per topic: one bit each in CursorHeader::parked
@@ -108,12 +110,14 @@ struct LaneSettings {
     std::uint64_t capacity = 0;          // ring bytes, power of two
     std::uint32_t max_event = 0;         // max payload bytes
     Overflow overflow = Overflow::block;
-    std::uint8_t evict = 0;              // reserved for slow-subscriber eviction
+    std::uint8_t evict = 0;              // reserved
     std::uint16_t reserved = 0;
     std::uint32_t block_timeout_ms = 0;  // `block` policy: how long a publish waits for space
-    std::uint32_t reserved2 = 0;
+    std::uint32_t evict_after_ms = 0;    // the broker evicts a subscriber that held publishers this long; 0 = never
 };
 static_assert(sizeof(LaneSettings) == 24);
+static_assert(offsetof(LaneSettings, evict_after_ms) == 20);
+constexpr std::uint32_t kMaxEvictAfterMs = 3'600'000;  // an hour: anything longer is a typo
 
 // ---------------------------------------------------------------------------------------------------
 // Records.
@@ -240,13 +244,19 @@ static_assert(kMaxSubscribers <= 64, "one bit per subscriber slot in CursorHeade
 static_assert(sizeof(CursorHeader) == 2 * kLine);
 
 struct alignas(kLine) SubscriberSlot {
-    // line 0: positions are written by the subscriber (release) and read by publishers on a gate refresh
+    // line 0: positions are written by the subscriber (CAS from the value it last stored: the broker may
+    // have moved them, see evict_subscriber) and read by publishers on a gate refresh
     std::atomic<std::uint64_t> position[kLanes];
     std::atomic<std::uint32_t> state;     // SlotState, written by the broker
     std::uint32_t doorbell;               // index into the doorbell segment, written by the broker
     std::uint32_t pid;
-    std::uint32_t reserved;
-    std::uint8_t pad0[kLine - 48];
+    // Eviction (DESIGN §4, slow subscribers), written by the broker only. `missed`: data records the
+    // broker skipped over when it moved this slot's cursors forward. `evictions`: a sequence count, odd
+    // while an eviction is being written (missed, then the cursor CAS), even once done, so that the
+    // subscriber reads missed and cursors as one consistent pair; evictions / 2 is how many happened.
+    std::atomic<std::uint32_t> evictions;
+    std::atomic<std::uint64_t> missed;
+    std::uint8_t pad0[kLine - 56];
     // line 1: counters, single writer (the subscriber)
     std::atomic<std::uint64_t> received[kLanes];
     std::atomic<std::uint64_t> lagged;
@@ -256,6 +266,9 @@ struct alignas(kLine) SubscriberSlot {
 };
 static_assert(sizeof(SubscriberSlot) == 2 * kLine);
 static_assert(offsetof(SubscriberSlot, state) == 32);
+static_assert(offsetof(SubscriberSlot, evictions) == 44);
+static_assert(offsetof(SubscriberSlot, missed) == 48);
+static_assert(offsetof(SubscriberSlot, received) == kLine);
 
 constexpr std::uint64_t cursors_size(std::uint32_t max_subscribers) noexcept {
     return sizeof(CursorHeader) + std::uint64_t(max_subscribers) * sizeof(SubscriberSlot);

@@ -44,6 +44,7 @@ public:
             put(static_cast<std::uint8_t>(l.overflow));
             put(l.evict);
             put(l.block_timeout_ms);
+            put(l.evict_after_ms);
         }
     }
     std::vector<std::byte>& bytes() { return buf_; }
@@ -111,13 +112,15 @@ public:
             auto ovf = get<std::uint8_t>("lane.overflow");
             auto ev = get<std::uint8_t>("lane.evict");
             auto to = get<std::uint32_t>("lane.block_timeout_ms");
-            if (!cap || !max || !ovf || !ev || !to) return fail(Errc::malformed, "frame ends inside lane settings");
+            auto ea = get<std::uint32_t>("lane.evict_after_ms");
+            if (!cap || !max || !ovf || !ev || !to || !ea) return fail(Errc::malformed, "frame ends inside lane settings");
             if (*ovf > 1) return fail(Errc::malformed, "lane.overflow " + std::to_string(*ovf) + " is not block(0) or fail(1)");
             l.capacity = *cap;
             l.max_event = *max;
             l.overflow = static_cast<Overflow>(*ovf);
             l.evict = *ev;
             l.block_timeout_ms = *to;
+            l.evict_after_ms = *ea;
         }
         return lanes;
     }
@@ -200,6 +203,7 @@ void encode_body(Writer& w, const StatsReply& m) {
         w.put(t.publishers);
         w.put(t.subscribers);
         for (auto x : t.tails) w.put(x);
+        w.put(t.evictions);
     }
 }
 void encode_body(Writer& w, const ErrorReply& m) {
@@ -340,6 +344,9 @@ Result<Body> decode_body(MsgType t, Reader& r) {
                 if (!v) return std::unexpected(v.error());
                 x = *v;
             }
+            auto ev = r.get<std::uint64_t>("evictions");
+            if (!ev) return std::unexpected(ev.error());
+            t.evictions = *ev;
             m.topics.push_back(std::move(t));
         }
         return m;

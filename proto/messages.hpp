@@ -26,8 +26,9 @@
 
 namespace rvoip::events::proto {
 
-constexpr std::uint16_t kProtocolVersion = 1;
-constexpr std::uint16_t kMinProtocolVersion = 1;
+// 2: lane settings carry evict_after_ms; topic stats carry evictions
+constexpr std::uint16_t kProtocolVersion = 2;
+constexpr std::uint16_t kMinProtocolVersion = 2;
 constexpr std::size_t kFrameHeaderSize = 16;
 constexpr std::size_t kMaxFrame = 64 * 1024;
 constexpr std::size_t kMaxErrorMessage = 1024;
@@ -74,9 +75,12 @@ struct OpenTopic {
     std::string topic;
     layout::Fingerprint fingerprint;
     // Settings to use if this open creates the topic; zero fields take the broker's defaults. `overflow`
-    // counts only when block_timeout_ms is non-zero (the client chose a policy).
+    // counts only when block_timeout_ms is non-zero (the client chose a policy). `evict_after_ms`: 0 takes
+    // the broker's default, kEvictNever asks for no eviction (stored as 0, which in the settings in force,
+    // TopicOk's, means never), anything else is the value.
     std::array<layout::LaneSettings, layout::kLanes> lanes{};
 };
+constexpr std::uint32_t kEvictNever = 0xffffffffu;
 struct TopicOk {
     std::uint32_t topic_id = 0;
     bool created = false;
@@ -118,6 +122,7 @@ struct TopicStats {
     std::uint32_t publishers = 0;
     std::uint32_t subscribers = 0;
     std::array<std::uint64_t, layout::kLanes> tails{};
+    std::uint64_t evictions = 0;  // subscribers the broker evicted from this topic's lanes since it started
 };
 struct StatsReply {
     std::uint32_t clients = 0;

@@ -404,13 +404,23 @@ public:
     }
 
     // Moves past the record last returned by peek(), by the length peek() validated.
-    void consume(const Peek& p) noexcept { position_ += layout::record_size(p.length); }
+    void consume(const Peek& p) noexcept {
+        position_ += layout::record_size(p.length);
+        ++consumed_;
+    }
 
-    // Lets publishers reuse everything before `pos` (a position previously reached by consume()).
+    // Lets publishers reuse everything before `pos` (a position previously reached by consume()). A CAS
+    // from the value we stored last, not a store: the broker may have moved the cursor forward (it
+    // evicted us, shm::evict_subscriber), and then it stays where the broker put it until
+    // follow_eviction() takes it up. Its cost is paid once per sixteenth of the ring or empty lane.
     void release(std::uint64_t pos) noexcept {
         if (pos == published_) return;
+        std::uint64_t expected = published_;
+        // release: pairs with the seq_cst loads in min_cursor; relaxed on failure: the broker's cursor is
+        // read again, ordered, by follow_eviction.
+        if (!cursor_->compare_exchange_strong(expected, pos, std::memory_order_release, std::memory_order_relaxed)) return;
         published_ = pos;
-        cursor_->store(pos, std::memory_order_release);  // release: pairs with the seq_cst loads in min_cursor
+        consumed_at_store_ = consumed_;
     }
     void release() noexcept { release(position_); }
     // release(), but only once a sixteenth of the ring has been read since the last one: the cursor's
@@ -421,6 +431,23 @@ public:
     }
 
     std::uint64_t position() const noexcept { return position_; }
+    // The cursor value this reader stored last (any other value in the slot was put there by the broker).
+    std::uint64_t stored() const noexcept { return published_; }
+
+    // After the broker moved our cursor from stored() to `cursor` (an eviction): returns how many of the
+    // data records it counted as skipped this reader had delivered already, and resumes from `cursor`.
+    // Normally the reader had stopped before `cursor` and jumps there. If it read on past `cursor` while
+    // the broker walked, it stays where it is: the records in [cursor, position) are counted here (our
+    // cursor at `cursor` still protects them), and the rest of what it delivered is what the broker skipped.
+    std::uint64_t follow_eviction(std::uint64_t cursor) noexcept {
+        const std::uint64_t delivered = consumed_ - consumed_at_store_;
+        std::uint64_t beyond = 0;
+        if (position_ <= cursor) position_ = cursor;
+        else beyond = std::min(delivered, count_data(cursor, position_));
+        published_ = cursor;
+        consumed_at_store_ = consumed_ - beyond;
+        return delivered - beyond;
+    }
 
     // True when a record (or padding) is committed at the read position. One acquire load.
     bool ready() const noexcept {
@@ -429,6 +456,22 @@ public:
     }
 
 private:
+    // Data records in [from, to), all committed and read by us already; stops at anything else.
+    [[gnu::cold, gnu::noinline]] std::uint64_t count_data(std::uint64_t from, std::uint64_t to) const noexcept {
+        std::uint64_t n = 0;
+        for (std::uint64_t hops = 0; from < to && hops <= capacity_ / layout::kLine; ++hops) {
+            const std::uint64_t idx = from & mask_;
+            auto* h = reinterpret_cast<const layout::RecordHeader*>(ring_ + idx);
+            if (h->position.load(std::memory_order_acquire) != (from ^ key_)) break;  // acquire: pairs with publish_header
+            const std::uint32_t len = h->length;
+            const bool padding = h->flags == layout::kRecordPadding;
+            const std::uint64_t step = padding ? len : layout::record_size(len);
+            if (step < layout::kLine || step % layout::kLine != 0 || idx + step > capacity_) break;
+            n += !padding;
+            from += step;
+        }
+        return n;
+    }
     [[gnu::cold, gnu::noinline]] Peek fault(Fault f, std::uint64_t value = 0) noexcept {
         fault_value_ = value;
         return {nullptr, 0, f};
@@ -448,6 +491,8 @@ private:
     std::atomic<std::uint64_t>* cursor_ = nullptr;
     std::uint64_t position_ = 0;   // next record to read
     std::uint64_t published_ = 0;  // last value stored to *cursor_
+    std::uint64_t consumed_ = 0;           // data records consumed, ever
+    std::uint64_t consumed_at_store_ = 0;  // ... when published_ was stored: those since lie past it
     std::uint64_t fault_value_ = 0;
 };
 

@@ -141,6 +141,7 @@ Status validate_lane(const LaneSettings& s, std::size_t lane) {
     if (2 * record_size(s.max_event) > s.capacity)
         return bad("capacity " + std::to_string(s.capacity) + " cannot hold two records of max_event " + std::to_string(s.max_event));
     if (s.overflow != Overflow::block && s.overflow != Overflow::fail) return bad("unknown overflow policy");
+    if (s.evict_after_ms > kMaxEvictAfterMs) return bad("evict_after " + std::to_string(s.evict_after_ms) + " ms exceeds an hour");
     return {};
 }
 
@@ -221,6 +222,8 @@ std::array<std::uint64_t, kLanes> join_subscriber(TopicMap& t, std::uint32_t slo
     s.wakeups.store(0, std::memory_order_relaxed);
     s.corrupt.store(0, std::memory_order_relaxed);
     s.skipped_bytes.store(0, std::memory_order_relaxed);
+    s.evictions.store(0, std::memory_order_relaxed);
+    s.missed.store(0, std::memory_order_relaxed);
     // 1. Hold the gate at the current tails and make the slot visible (seq_cst stores)...
     for (std::size_t l = 0; l < kLanes; ++l) s.position[l].store(t.lanes[l].position());
     if (t.cursor_header->slot_limit.load() <= slot) t.cursor_header->slot_limit.store(slot + 1);
@@ -386,7 +389,51 @@ Recovery recover_lane(TopicMap& t, std::uint32_t dead, std::size_t lane, Recover
     return finish();
 }
 
+// The ring bytes of the committed record at `pos` (0: none, or one a reader would refuse); `data` tells
+// whether it is an event or padding. The checks are LaneReader::peek's.
+std::uint64_t committed_step(const TopicMap& t, std::size_t lane, std::uint64_t pos, bool& data) noexcept {
+    if (!committed_at(t, lane, pos)) return 0;
+    const RecordHeader* h = header_at(t, lane, pos);
+    const std::uint64_t cap = t.settings[lane].capacity, idx = pos & (cap - 1);
+    const std::uint32_t len = h->length;
+    const std::uint16_t flags = h->flags;
+    data = flags == kRecordData;
+    if (flags == kRecordPadding) return len >= kLine && len % kLine == 0 && idx + len <= cap ? len : 0;
+    if (!data || len > t.settings[lane].max_event || idx + record_size(len) > cap) return 0;
+    return record_size(len);
+}
+
 }  // namespace
+
+EvictReport evict_subscriber(TopicMap& t, std::uint32_t slot, std::size_t lane, std::uint64_t expected) noexcept {
+    EvictReport r;
+    if (slot >= t.max_subscribers || lane >= kLanes || expected % kLine != 0) return r;
+    auto& s = t.slots[slot];
+    const std::uint64_t cap = t.settings[lane].capacity;
+    const std::uint64_t tail = t.lanes[lane].position();
+    std::uint64_t q = expected;
+    for (std::uint64_t hops = 0; hops < cap / kLine && q < tail; ++hops) {
+        bool data = false;
+        const std::uint64_t step = committed_step(t, lane, q, data);
+        if (step == 0 || q + step > tail) break;
+        q += step;
+        r.missed += data;
+    }
+    if (q == expected) return r;  // nothing committed there: whatever holds the lane, it is not this reader
+    // seq_cst throughout: the subscriber's reads (SubscriberCore::follow_eviction) are a seqlock over
+    // evictions, and its own cursor CAS is ordered with ours.
+    const std::uint32_t seq = s.evictions.load() | 1;
+    s.evictions.store(seq);
+    s.missed.store(s.missed.load() + r.missed);
+    std::uint64_t from = expected;
+    r.evicted = s.position[lane].compare_exchange_strong(from, q);
+    if (!r.evicted) s.missed.store(s.missed.load() - r.missed);
+    s.evictions.store(seq + 1);  // the subscriber's acquire load in try_next pairs with this store
+    if (!r.evicted) return EvictReport{};
+    r.bytes = q - expected;
+    r.to = q;
+    return r;
+}
 
 RecoveryReport recover_publisher(TopicMap& t, std::uint32_t slot) {
     RecoveryReport r;

@@ -7,6 +7,7 @@
 //   claim_publisher / release_publisher              broker only
 //   recover_publisher                                broker only, contract: the publisher's process is gone
 //                                                    and every slot of that process is marked dead first
+//   evict_subscriber                                 broker only (its eviction monitor)
 //
 // join_subscriber, leave_subscriber and recover_publisher are modelled in tests/model/ring.pml: change
 // them together with the model.
@@ -115,5 +116,23 @@ struct RecoveryReport {
     std::string corrupt;  // non-empty: an intent or lane value from shared memory that was refused
 };
 RecoveryReport recover_publisher(TopicMap& t, std::uint32_t slot);
+
+// Broker: evicts subscriber `slot` from `lane` (DESIGN §4, slow subscribers) by moving its cursor forward
+// over the committed records from `expected`, the stuck cursor it read, counting the data records among
+// them exactly. The walk stops at the first record that is not committed (or fails the checks a reader
+// makes), at the tail, and after at most capacity / 64 records. The records walked cannot be overwritten
+// meanwhile: the stuck cursor itself holds every publisher back from them.
+//
+// Writes, in this order: evictions made odd; missed += M; cursor CAS expected -> Q; evictions made even.
+// A failed CAS (the subscriber moved by itself) takes M back off before evictions turns even, so the
+// subscriber, which reads missed and its cursors only between two equal, even evictions values, never
+// counts it. The slot stays active: from Q its cursor gates publishers as before, and no rejoin is needed.
+struct EvictReport {
+    bool evicted = false;
+    std::uint64_t missed = 0;  // data records skipped (M)
+    std::uint64_t bytes = 0;   // ring bytes skipped (Q - expected), padding included
+    std::uint64_t to = 0;      // the new cursor (Q)
+};
+EvictReport evict_subscriber(TopicMap& t, std::uint32_t slot, std::size_t lane, std::uint64_t expected) noexcept;
 
 }  // namespace rvoip::events::shm

@@ -127,6 +127,14 @@ struct TopicOptions {
         l.block_timeout_ms = block_timeout.count() > 0 ? static_cast<std::uint32_t>(block_timeout.count()) : 1000;
         return *this;
     }
+    // How long a subscriber may hold this lane's publishers back before the broker evicts it (it then
+    // gets Errc::lagged with the exact count, see BasicSubscriber::last_missed). Zero: never. Unset: the
+    // broker's default (never on Critical, 500 ms on the others).
+    TopicOptions& evict_after(Priority p, std::chrono::milliseconds after) noexcept {
+        const auto ms = std::clamp<std::int64_t>(after.count(), 0, layout::kMaxEvictAfterMs + 1);  // beyond: refused
+        lane(p).evict_after_ms = ms == 0 ? proto::kEvictNever : static_cast<std::uint32_t>(ms);
+        return *this;
+    }
     TopicOptions& all(std::uint64_t capacity_bytes, std::uint32_t max_event_bytes) noexcept {
         for (auto& l : lanes) l.capacity = capacity_bytes, l.max_event = max_event_bytes;
         return *this;
@@ -287,8 +295,12 @@ public:
 
     // The next record of the highest non-empty lane, or Record{nullptr} when every lane is empty. A
     // corrupt record is reported once (Errc::corrupt, naming the lane and ring offset); the lane then
-    // resumes at its tail, and what it skipped is counted in the slot's corrupt and skipped_bytes.
+    // resumes at its tail, and what it skipped is counted in the slot's corrupt and skipped_bytes. An
+    // eviction by the broker is reported once (Errc::lagged, last_missed() events lost).
     Result<Record> try_next() noexcept {
+        // acquire: pairs with the broker's closing store of evictions in shm::evict_subscriber.
+        if (slot_->evictions.load(std::memory_order_acquire) != seen_evictions_) [[unlikely]]
+            if (auto st = follow_eviction(); !st) return std::unexpected(std::move(st.error()));
         for (std::uint32_t l = 0; l < layout::kLanes; ++l) {
             auto& r = readers_[l];
             const auto p = r.peek();
@@ -317,11 +329,20 @@ public:
 
     const TopicInfo& info() const noexcept { return info_; }
     const shm::Clock& clock() const noexcept { return clock_; }
+    std::uint64_t last_missed() const noexcept { return last_missed_; }
+    // A lagged report that a batch receive could not hand out: the next try_next reports it again.
+    void report_lag_again() noexcept {
+        unreported_ += last_missed_;
+        seen_evictions_ = kRecheck;
+    }
 
 private:
     SubscriberCore() = default;
     bool any_ready() const noexcept;
     Error corrupt(std::uint32_t lane, const shm::LaneReader::Peek& p) noexcept;
+    [[gnu::cold, gnu::noinline]] Status follow_eviction() noexcept;
+
+    static constexpr std::uint32_t kRecheck = 0xffffffffu;  // odd: never a finished evictions value
 
     std::shared_ptr<Connection> conn_;
     shm::Segment data_;
@@ -336,6 +357,14 @@ private:
     TopicInfo info_;
     std::uint32_t slot_index_ = 0;
     std::uint64_t held_ = 0;  // Connection::hold handle
+    // Evictions (follow_eviction): the slot's evictions value try_next compares with, the last one
+    // taken up, the slot's `missed` then, events missed but not yet reported, and the last report.
+    std::uint32_t seen_evictions_ = 0;
+    std::uint32_t handled_evictions_ = 0;
+    std::uint64_t missed_seen_ = 0;
+    std::uint64_t unreported_ = 0;
+    std::uint64_t last_missed_ = 0;
+    std::uint32_t lagged_lanes_ = 0;  // bit per lane moved since the last report
 };
 
 template <class SizeOf>
@@ -519,7 +548,10 @@ public:
         std::size_t n = 0;
         while (n < out.size()) {
             auto r = core_->try_next();
-            if (!r) return n ? Result<std::size_t>(n) : std::unexpected(std::move(r.error()));
+            if (!r) {
+                if (n && r.error().code == Errc::lagged) core_->report_lag_again();  // after the events we hand out
+                return n ? Result<std::size_t>(n) : std::unexpected(std::move(r.error()));
+            }
             if (!r->header) break;
             out[n++] = S(BasicSample<typename ViewOf<S>::type>(core_.get(), *r));
         }
@@ -533,8 +565,17 @@ public:
         if (!first) return std::unexpected(std::move(first.error()));
         out[0] = std::move(*first);
         auto rest = try_receive_batch(out.subspan(1));
+        if (!rest && rest.error().code == Errc::lagged) core_->report_lag_again();
         return 1 + (rest ? *rest : 0);
     }
+
+    // After Errc::lagged: how many events this subscriber lost, exactly. The broker evicts a subscriber
+    // that held a lane's publishers back for the lane's evict_after (TopicOptions::evict_after; never
+    // within a grace period after it joined): it moves the subscriber's cursor past what it had not read
+    // and counts it. The subscriber then goes on from there, with every later event. Samples still held
+    // when that happens may be overwritten: eviction is for subscribers that stopped, not for ones that
+    // hold on to samples.
+    std::uint64_t last_missed() const noexcept { return core_->last_missed(); }
 
     const TopicInfo& topic() const noexcept { return core_->info(); }
 

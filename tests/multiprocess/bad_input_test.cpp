@@ -179,7 +179,7 @@ TEST_CASE("a client cannot remove another client's publisher or use another's do
     auto p = owner.publisher<Small>();
     REQUIRE(p.has_value());
     int fd = raw_connect(b.socket());
-    REQUIRE(proto::send_message(fd, proto::Message{1, proto::Hello{1, 1, 1, "intruder"}}).has_value());
+    REQUIRE(proto::send_message(fd, proto::Message{1, proto::Hello{proto::kMinProtocolVersion, proto::kProtocolVersion, 1, "intruder"}}).has_value());
     auto hello = proto::recv_frame(fd);
     REQUIRE(hello.has_value());
     proto::close_fds(hello->fds);

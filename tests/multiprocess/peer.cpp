@@ -53,6 +53,84 @@ std::uint64_t settled_reconnects(const EventSystem& bus) {
     return bus.connection().reconnects;
 }
 
+// ---- eviction modes (tests/multiprocess/evict_test.cpp) ------------------------------------------------
+struct EvictArgs {
+    std::string topic;
+    Priority priority = Priority::normal;
+    std::uint64_t count = 0;
+    std::uint64_t mark = 0;  // subscriber: print GOT after this many events; publisher: PAUSED, wait for a line
+    std::uint32_t size = 0, max_size = 0;
+    std::uint64_t seed = 1;
+    double timeout_s = 120;
+};
+
+// Receives until every one of `count` events was either received or reported missed. Checks that events
+// come in order without gaps or repeats, except right after a lagged report of k: then the next event is
+// exactly the previous + k + 1. Prints "reported-missed k" per report, then
+// "received r missed m lagged n errors e".
+int subscribe_lagged(EventSystem& bus, const SubscriberOptions& opt, const EvictArgs& a) {
+    auto s = bus.raw_subscriber(a.topic, opt);
+    if (!s) return die(s.error());
+    ready();
+    std::uint64_t got = 0, missed = 0, reports = 0, errors = 0, next = 0;
+    std::vector<std::byte> expect;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(a.timeout_s);
+    while (got + missed < a.count && std::chrono::steady_clock::now() < deadline) {
+        auto ev = s->receive_for(std::chrono::milliseconds(200));
+        if (!ev) {
+            if (ev.error().code == Errc::timeout) continue;
+            if (ev.error().code != Errc::lagged) return die(ev.error());
+            ++reports;
+            missed += s->last_missed();
+            next += s->last_missed();
+            std::printf("reported-missed %llu\n", (unsigned long long)s->last_missed());
+            std::fflush(stdout);
+            std::fprintf(stderr, "peer: %s\n", ev.error().what().c_str());
+            continue;
+        }
+        const std::uint64_t seq = ev->sequence();
+        expect.resize(payload_size(a.size, a.max_size, a.seed, next));
+        fill_payload(expect, a.seed, next);
+        const auto bytes = ev->bytes();
+        if (seq != next || bytes.size() != expect.size() || std::memcmp(bytes.data(), expect.data(), expect.size()) != 0) {
+            if (errors++ < 5) std::fprintf(stderr, "peer: sequence %llu, expected %llu\n", (unsigned long long)seq, (unsigned long long)next);
+        }
+        next = seq + 1;
+        if (++got == a.mark) {
+            std::printf("GOT %llu\n", (unsigned long long)got);
+            std::fflush(stdout);
+        }
+    }
+    std::printf("received %llu missed %llu lagged %llu errors %llu\n", (unsigned long long)got, (unsigned long long)missed,
+                (unsigned long long)reports, (unsigned long long)errors);
+    return got + missed == a.count && errors == 0 ? 0 : 3;
+}
+
+// Publishes `count` events on one lane, retrying a publish that timed out (lossless); after `mark`
+// events prints PAUSED and waits for a line on stdin. Prints "sent n full f timeouts t" from its counters.
+int publish_paused(EventSystem& bus, const PublisherOptions& opt, const EvictArgs& a) {
+    auto p = bus.raw_publisher(a.topic, opt);
+    if (!p) return die(p.error());
+    ready();
+    std::string line;
+    std::vector<std::byte> b;
+    for (std::uint64_t seq = 0; seq < a.count;) {
+        if (seq == a.mark && a.mark) {
+            std::printf("PAUSED\n");
+            std::fflush(stdout);
+            std::getline(std::cin, line);
+        }
+        b.resize(payload_size(a.size, a.max_size, a.seed, seq));
+        fill_payload(b, a.seed, seq);
+        auto st = p->publish(b, a.priority);
+        if (!st && st.error().code != Errc::timeout) return die(st.error());
+        if (st) ++seq;
+    }
+    const auto c = p->counters(a.priority);
+    std::printf("sent %llu full %u timeouts %u\n", (unsigned long long)a.count, c.full, c.timeouts);
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -99,6 +177,20 @@ int main(int argc, char** argv) {
     auto* commit_die = app.add_subcommand("publish-and-hang", "publish event 0, stop before waking anyone, wait to be killed");
     auto* loan_die = app.add_subcommand("loan-and-hang", "claim a loan, never commit, wait to be killed");
     loan_die->add_option("--priority", priority);
+
+    EvictArgs ev;
+    std::int64_t evict_after_ms = -1, block_timeout_ms = 0;
+    app.add_option("--evict-after-ms", evict_after_ms, "the --priority lane's evict_after if this process creates the topic");
+    app.add_option("--block-timeout-ms", block_timeout_ms, "the --priority lane's block timeout if this process creates the topic");
+    auto* sub_lag = app.add_subcommand("subscribe-lagged", "receive, report evictions, check the events after them");
+    sub_lag->add_option("--count", ev.count)->required();
+    sub_lag->add_option("--report-after", ev.mark);
+    sub_lag->add_option("--timeout", ev.timeout_s);
+    sub_lag->add_option("--priority", priority);
+    auto* pub_pause = app.add_subcommand("publish-paused", "publish --count events, pause after --pause-after");
+    pub_pause->add_option("--count", ev.count)->required();
+    pub_pause->add_option("--pause-after", ev.mark);
+    pub_pause->add_option("--priority", priority);
     CLI11_PARSE(app, argc, argv);
 
     auto bus = EventSystemBuilder().socket_path(socket).client_name("test-peer").build();
@@ -110,6 +202,20 @@ int main(int argc, char** argv) {
             popt.topic.capacity(p, capacity).max_event(p, std::max<std::uint32_t>(max_size, size));
             sopt.topic.capacity(p, capacity).max_event(p, std::max<std::uint32_t>(max_size, size));
         }
+    }
+
+    if (sub_lag->parsed() || pub_pause->parsed()) {
+        const Priority pr = parse_priority(priority);
+        for (auto* t : {&popt.topic, &sopt.topic}) {
+            if (evict_after_ms >= 0) t->evict_after(pr, std::chrono::milliseconds(evict_after_ms));
+            if (block_timeout_ms > 0) t->overflow(pr, Overflow::block, std::chrono::milliseconds(block_timeout_ms));
+        }
+        ev.topic = topic;
+        ev.priority = pr;
+        ev.size = size;
+        ev.max_size = max_size;
+        ev.seed = seed;
+        return sub_lag->parsed() ? subscribe_lagged(*bus, sopt, ev) : publish_paused(*bus, popt, ev);
     }
 
     if (hold->parsed()) {

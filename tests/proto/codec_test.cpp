@@ -25,6 +25,8 @@ TEST_CASE("every message survives an encode/decode round trip with its correlati
     o.lanes[0].capacity = 1 << 20;
     o.lanes[0].max_event = 4096;
     o.lanes[0].overflow = Overflow::fail;
+    o.lanes[1].evict_after_ms = kEvictNever;
+    o.lanes[2].evict_after_ms = 300;
     auto frame = encode(Message{42, o});
     auto m = decode(frame);
     REQUIRE(m.has_value());
@@ -35,16 +37,20 @@ TEST_CASE("every message survives an encode/decode round trip with its correlati
     CHECK(got->fingerprint == o.fingerprint);
     CHECK(got->lanes[0].capacity == 1u << 20);
     CHECK(got->lanes[0].overflow == Overflow::fail);
+    CHECK(got->lanes[0].evict_after_ms == 0);
+    CHECK(got->lanes[1].evict_after_ms == kEvictNever);
+    CHECK(got->lanes[2].evict_after_ms == 300);
 
     StatsReply s;
     s.clients = 3;
-    s.topics.push_back(TopicStats{"sip.message", 1, 2, 3, {1, 2, 3, 4}});
+    s.topics.push_back(TopicStats{"sip.message", 1, 2, 3, {1, 2, 3, 4}, 5});
     auto sm = decode(encode(Message{7, s}));
     REQUIRE(sm.has_value());
     auto* sr = std::get_if<StatsReply>(&sm->body);
     REQUIRE(sr);
     CHECK(sr->topics.at(0).topic == "sip.message");
     CHECK(sr->topics.at(0).tails[3] == 4);
+    CHECK(sr->topics.at(0).evictions == 5);
 
     auto em = decode(encode(Message{9, ErrorReply{Errc::schema_mismatch, "topic 'x' carries A, you offered B"}}));
     REQUIRE(em.has_value());
