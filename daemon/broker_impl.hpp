@@ -1,0 +1,198 @@
+// Internal to rvoip-eventd: the broker's state and the rooms it is served from.
+//
+//   broker.cpp    start-up, the epoll loop, sessions and their requests' dispatch (the server)
+//   registry.cpp  topics and slots: open, add, remove, reclaim, stats
+//   adopt.cpp     re-adoption of a previous broker's segments at start
+//   liveness.cpp  clients that leave or exit: recovery of their claims, release of their slots, the
+//                 reclaim grace period, eviction ticks (the eviction rule itself: monitor.hpp)
+#pragma once
+
+#include "daemon/broker.hpp"
+#include "daemon/monitor.hpp"
+#include "proto/messages.hpp"
+#include "shm/doorbell.hpp"
+#include "shm/segment.hpp"
+#include "shm/topic_map.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace rvoip::events::daemon {
+
+using proto::Message;
+
+using proto::Message;
+
+constexpr std::uint32_t kMaxTopics = 4096;
+constexpr std::uint32_t kMaxClients = 4096;
+constexpr std::uint32_t kNoOwner = 0;
+
+inline std::string describe(const layout::Fingerprint& f) {
+    if (f.kind == layout::Kind::raw) return std::string(f.name()) + " (raw bytes, schema v" + std::to_string(f.schema_version) + ")";
+    return std::string(f.name()) + " (" + std::to_string(f.size) + " bytes, align " + std::to_string(f.align) +
+           ", schema v" + std::to_string(f.schema_version) + ")";
+}
+
+inline int pidfd_open(pid_t pid) noexcept { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+// True once the process behind `pidfd` (or `pid` when no pidfd could be had) has terminated.
+inline bool process_gone(int pidfd, pid_t pid) noexcept {
+    if (pidfd >= 0) {
+        pollfd p{pidfd, POLLIN, 0};
+        return ::poll(&p, 1, 0) == 1;
+    }
+    return ::kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+struct Topic {
+    std::uint32_t id = 0;
+    std::string name;
+    layout::Fingerprint fingerprint;
+    std::array<layout::LaneSettings, layout::kLanes> lanes{};
+    shm::Segment data;
+    shm::Segment cursors;
+    shm::TopicMap map;
+    std::array<std::uint32_t, layout::kMaxPublishers> publisher_owner{};   // client id, 0 = free
+    std::array<std::uint32_t, layout::kMaxSubscribers> subscriber_owner{};
+    // The doorbell each subscriber slot was given: the broker's own record, never read back from the
+    // cursor segment, which subscribers can write.
+    std::array<std::uint32_t, layout::kMaxSubscribers> subscriber_doorbell{};
+};
+
+struct Slot {
+    std::uint32_t topic = 0;
+    std::uint32_t slot = 0;
+};
+
+// What a client holds. A session outlives its connection while its process is alive: a process whose
+// control socket closed may still be publishing and reading through the segments.
+struct Session {
+    int fd = -1;
+    std::uint32_t id = 0;
+    pid_t pid = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    int pidfd = -1;
+    std::string name = "?";
+    bool greeted = false;
+    bool exited = false;  // its process is gone: its publisher slots are marked dead
+    std::int64_t adopted_ns = 0;  // adopted from segments at start (CLOCK_MONOTONIC); 0: a connection's
+    bool grace_over = false;      // adopted and not reclaimed within the grace period
+    std::vector<Slot> publishers;
+    std::vector<Slot> subscribers;
+    std::vector<std::uint32_t> doorbells;
+};
+
+struct Broker::Impl {
+    BrokerConfig cfg;
+    std::shared_ptr<spdlog::logger> log;
+    int listen_fd = -1;
+    int epoll_fd = -1;
+    int stop_fd = -1;
+    int signal_fd = -1;
+    int timer_fd = -1;
+    shm::Segment doorbell_segment;
+    shm::DoorbellMap doorbells;
+    std::vector<std::uint32_t> free_doorbells;
+    std::vector<std::unique_ptr<Topic>> topics;  // index = topic id - 1
+    std::map<std::string, std::uint32_t, std::less<>> topic_ids;
+    std::unordered_map<int, std::unique_ptr<Session>> sessions;  // by socket fd
+    std::vector<std::unique_ptr<Session>> orphans;               // connection closed, process maybe alive
+    std::uint32_t next_client_id = 1;
+    bool timer_armed = false;
+    EvictionMonitor monitor;  // slow subscribers (daemon/monitor.hpp)
+    std::string segment_name(std::string_view what) const { return cfg.shm_prefix + "." + std::string(what); }
+    static std::string shm_path(const std::string& name) { return "/dev/shm/" + name; }
+    static void close_session_fds(Session& s) {
+        if (s.fd >= 0) ::close(s.fd);
+        if (s.pidfd >= 0) ::close(s.pidfd);
+        s.fd = s.pidfd = -1;
+    }
+    template <class Vec>
+    static bool take_slot(Vec& v, std::uint32_t topic, std::uint32_t slot) {
+        auto it = std::find_if(v.begin(), v.end(), [&](const Slot& x) { return x.topic == topic && x.slot == slot; });
+        if (it == v.end()) return false;
+        v.erase(it);
+        return true;
+    }
+
+    // broker.cpp: start-up, the loop, sessions.
+    explicit Impl(BrokerConfig c);
+    ~Impl();
+    Status open();
+    Status bind_error();
+    void watch(int fd);
+    int run(bool handle_signals);
+    int shutdown(const char* why);
+    void accept_clients();
+    void serve(int fd);
+    void reply(Session& s, std::uint64_t corr, proto::Body body, std::vector<int> fds = {});
+    void reply_error(Session& s, std::uint64_t corr, const Error& e);
+    void handle(Session& s, const Message& m);
+    Status on_hello(Session& s, std::uint64_t corr, const proto::Hello& h);
+
+    // adopt.cpp: re-adoption of a previous broker's segments (same prefix).
+    // Renames a segment that cannot be adopted out of the way, so that nothing replaces it silently and
+    // an operator can inspect it.
+    void move_aside(const std::string& name, const std::string& why);
+    bool adopt_doorbells();
+    // The session that holds an adopted slot of process `pid`: one per pid, like a client whose
+    // connection is gone. Its slots are released when the process exits (pidfd), as for any client.
+    Session& adopted_session(pid_t pid, std::unordered_map<pid_t, Session*>& by_pid);
+    void adopt_topics();
+    void adopt_topic(const std::string& topic, std::unordered_map<pid_t, Session*>& by_pid);
+
+    // registry.cpp: topics and slots.
+    Status on_open_topic(Session& s, std::uint64_t corr, const proto::OpenTopic& o);
+    Result<Topic*> find_topic(std::uint32_t id);
+    Status on_add_publisher(Session& s, std::uint64_t corr, const proto::AddPublisher& a);
+    Status on_add_subscriber(Session& s, std::uint64_t corr, const proto::AddSubscriber& a);
+    void test_delay() const;
+    // A reconnecting client takes back a slot it held: same topic ring (record key), slot held for its
+    // very pid (peer credentials) by a session whose connection is gone (adopted at start, or dropped).
+    Status on_reclaim(Session& s, std::uint64_t corr, const proto::Reclaim& r);
+    Status on_remove_publisher(Session& s, std::uint64_t corr, const proto::RemovePublisher& r);
+    Status on_remove_subscriber(Session& s, std::uint64_t corr, const proto::RemoveSubscriber& r);
+    Status on_stats(Session& s, std::uint64_t corr);
+    void release_publisher_slot(Topic& t, std::uint32_t slot);
+    void release_subscriber_slot(Topic& t, std::uint32_t slot);
+    void release_unused_doorbells(Session& s);
+
+    // liveness.cpp: clients that leave or exit, the reclaim grace period, eviction ticks.
+    // Rings the doorbell of every parked subscriber of `t`, by the broker's own record of their doorbells.
+    void ring_parked(Topic& t);
+    // A monitor tick: evicts subscribers that held a lane's publishers back for its evict_after, rings
+    // their doorbells (by the broker's own record, like ring_parked) so a parked one wakes to see it.
+    void evict_stuck();
+    const Session* session_of(std::uint32_t client) const;
+    void disconnect(int fd);
+    // Releases what exited processes held; pads their unfinished claims. Every publisher slot of an
+    // exited process is marked dead before any is recovered, so that recovery of one slot sees the
+    // process's other claims as dead claimants, not live ones.
+    void reap();
+    // A live process that did not reclaim its adopted slots in time: its subscriber slots are released,
+    // so that publishers stop waiting on cursors nobody may be moving. Its publisher slots stay held
+    // until it exits: it may still publish through them, and a slot given to another publisher while
+    // this one claims would share one claim-intent table between two writers.
+    void end_grace(Session& s);
+    // The timer ticks while something must be polled: a recovery to retry, a process without a pidfd
+    // to watch, an adopted client within its grace period. Processes with a pidfd wake us by themselves
+    // (an idle broker never wakes up).
+    bool timer_needed() const;
+    void tick();
+    void arm_timer(bool on);
+};
+
+}  // namespace rvoip::events::daemon

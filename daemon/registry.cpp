@@ -1,0 +1,237 @@
+// Topics and slots: the requests that create, grant, reclaim and release them.
+#include "daemon/broker_impl.hpp"
+
+#include <thread>
+
+#include <sys/epoll.h>
+
+namespace rvoip::events::daemon {
+
+Status Broker::Impl::on_open_topic(Session& s, std::uint64_t corr, const proto::OpenTopic& o) {
+    if (auto ok = proto::validate_topic_name(o.topic); !ok) return ok;
+    const auto& fp = o.fingerprint;
+    if (fp.kind == layout::Kind::typed && (fp.size == 0 || fp.align == 0))
+        return fail(Errc::invalid_argument, "typed fingerprint " + describe(fp) + " has no size or alignment");
+    if (auto it = topic_ids.find(o.topic); it != topic_ids.end()) {
+        Topic& t = *topics[it->second - 1];
+        if (!(t.fingerprint == fp))
+            return fail(Errc::schema_mismatch, "topic '" + t.name + "' carries " + describe(t.fingerprint) +
+                                                   "; this client offered " + describe(fp));
+        reply(s, corr, proto::TopicOk{t.id, false, t.lanes});
+        return {};
+    }
+    if (topics.size() >= kMaxTopics) return fail(Errc::limit_reached, "the broker holds its maximum of 4096 topics");
+    auto lanes = cfg.defaults;
+    for (std::size_t l = 0; l < layout::kLanes; ++l) {
+        const auto& r = o.lanes[l];
+        if (r.capacity) lanes[l].capacity = r.capacity;
+        if (r.max_event) lanes[l].max_event = r.max_event;
+        if (r.block_timeout_ms) {  // the policy was chosen (see OpenTopic): otherwise keep the default's
+            lanes[l].overflow = r.overflow;
+            lanes[l].block_timeout_ms = r.block_timeout_ms;
+        }
+        if (r.evict_after_ms) lanes[l].evict_after_ms = r.evict_after_ms == proto::kEvictNever ? 0 : r.evict_after_ms;
+        if (fp.kind == layout::Kind::typed && fp.size > lanes[l].max_event)
+            return fail(Errc::event_too_large, describe(fp) + " is larger than the " +
+                                                   std::string(to_string(Priority(l))) + " lane's max event of " +
+                                                   std::to_string(lanes[l].max_event) + " bytes");
+        if (auto ok = shm::validate_lane(lanes[l], l); !ok) return std::unexpected(ok.error().context("topic '" + o.topic + "'"));
+    }
+    auto t = std::make_unique<Topic>();
+    t->id = std::uint32_t(topics.size() + 1);
+    t->name = o.topic;
+    t->fingerprint = fp;
+    t->lanes = lanes;
+    auto data = shm::Segment::create(segment_name(o.topic + ".data"), shm::topic_data_size(lanes));
+    if (!data) return std::unexpected(data.error());
+    auto cursors = shm::Segment::create(segment_name(o.topic + ".cursors"), layout::cursors_size(layout::kMaxSubscribers));
+    if (!cursors) return std::unexpected(cursors.error());
+    t->data = std::move(*data);
+    t->cursors = std::move(*cursors);
+    shm::format_topic(t->data.bytes(), o.topic, t->id, fp, lanes);
+    shm::format_cursors(t->cursors.bytes(), t->id);
+    auto map = shm::attach(t->data.bytes(), t->cursors.bytes());
+    if (!map) return std::unexpected(map.error().context("freshly created topic"));
+    t->map = *map;
+    log->info("topic '{}' created by client {} '{}': {}, lanes {}/{}/{}/{} bytes", o.topic, s.id, s.name, describe(fp),
+              lanes[0].capacity, lanes[1].capacity, lanes[2].capacity, lanes[3].capacity);
+    reply(s, corr, proto::TopicOk{t->id, true, lanes});
+    topic_ids.emplace(o.topic, t->id);
+    topics.push_back(std::move(t));
+    return {};
+}
+
+Result<Topic*> Broker::Impl::find_topic(std::uint32_t id) {
+    if (id == 0 || id > topics.size()) return fail(Errc::no_such_topic, "no topic with id " + std::to_string(id));
+    return topics[id - 1].get();
+}
+
+Status Broker::Impl::on_add_publisher(Session& s, std::uint64_t corr, const proto::AddPublisher& a) {
+    auto t = find_topic(a.topic_id);
+    if (!t) return std::unexpected(t.error());
+    Topic& topic = **t;
+    auto it = std::find(topic.publisher_owner.begin(), topic.publisher_owner.end(), kNoOwner);
+    if (it == topic.publisher_owner.end())
+        return fail(Errc::limit_reached, "topic '" + topic.name + "' already has 64 publishers");
+    auto slot = std::uint32_t(it - topic.publisher_owner.begin());
+    auto data = topic.data.dup_fd(shm::Access::read_write);
+    if (!data) return std::unexpected(data.error());
+    auto cursors = topic.cursors.dup_fd(shm::Access::read_only);
+    if (!cursors) {
+        ::close(*data);
+        return std::unexpected(cursors.error());
+    }
+    *it = s.id;
+    shm::claim_publisher(topic.map, slot, std::uint32_t(s.pid));
+    test_delay();
+    s.publishers.push_back({topic.id, slot});
+    log->debug("client {} publishes on '{}' (slot {})", s.id, topic.name, slot);
+    reply(s, corr, proto::PublisherOk{topic.id, slot}, {*data, *cursors});
+    return {};
+}
+
+Status Broker::Impl::on_add_subscriber(Session& s, std::uint64_t corr, const proto::AddSubscriber& a) {
+    auto t = find_topic(a.topic_id);
+    if (!t) return std::unexpected(t.error());
+    Topic& topic = **t;
+    auto it = std::find(topic.subscriber_owner.begin(), topic.subscriber_owner.end(), kNoOwner);
+    if (it == topic.subscriber_owner.end())
+        return fail(Errc::limit_reached, "topic '" + topic.name + "' already has 64 subscribers");
+    std::uint32_t bell = a.doorbell;
+    bool new_bell = bell == layout::kNoDoorbell;
+    if (new_bell) {
+        if (free_doorbells.empty()) return fail(Errc::limit_reached, "all " + std::to_string(cfg.doorbells) + " doorbells are in use");
+        bell = free_doorbells.back();
+    } else if (std::find(s.doorbells.begin(), s.doorbells.end(), bell) == s.doorbells.end()) {
+        return fail(Errc::permission_denied, "doorbell " + std::to_string(bell) + " does not belong to this client");
+    }
+    auto data = topic.data.dup_fd(shm::Access::read_only);
+    if (!data) return std::unexpected(data.error());
+    auto cursors = topic.cursors.dup_fd(shm::Access::read_write);
+    if (!cursors) {
+        ::close(*data);
+        return std::unexpected(cursors.error());
+    }
+    if (new_bell) {
+        free_doorbells.pop_back();
+        s.doorbells.push_back(bell);
+    }
+    auto slot = std::uint32_t(it - topic.subscriber_owner.begin());
+    *it = s.id;
+    topic.subscriber_doorbell[slot] = bell;
+    auto start = shm::join_subscriber(topic.map, slot, bell, std::uint32_t(s.pid));
+    monitor.joined(topic.id, topic.map, slot, shm::monotonic_ns());
+    test_delay();
+    s.subscribers.push_back({topic.id, slot});
+    log->debug("client {} subscribes to '{}' (slot {}, doorbell {})", s.id, topic.name, slot, bell);
+    reply(s, corr, proto::SubscriberOk{topic.id, slot, bell, start}, {*data, *cursors});
+    return {};
+}
+
+void Broker::Impl::test_delay() const {
+    if (cfg.test_slot_reply_delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(cfg.test_slot_reply_delay_ms));
+}
+
+Status Broker::Impl::on_reclaim(Session& s, std::uint64_t corr, const proto::Reclaim& r) {
+    const bool pub = r.role == proto::Role::publisher;
+    const std::string what = std::string(pub ? "publisher" : "subscriber") + " slot " + std::to_string(r.slot) + " of topic '" + r.topic + "'";
+    auto it = topic_ids.find(r.topic);
+    if (it == topic_ids.end()) return fail(Errc::no_such_topic, "cannot reclaim " + what + ": this broker holds no such topic (its segments were not adopted)");
+    Topic& t = *topics[it->second - 1];
+    if (t.map.header->record_key != r.record_key)
+        return fail(Errc::no_such_topic, "cannot reclaim " + what + ": the topic was created anew since this client mapped it");
+    if (r.slot >= (pub ? t.map.max_publishers : t.map.max_subscribers))
+        return fail(Errc::invalid_argument, "cannot reclaim " + what + ": no such slot");
+    auto& owners = pub ? t.publisher_owner : t.subscriber_owner;
+    if (owners[r.slot] == s.id) {  // already ours: a repeated reclaim
+        reply(s, corr, proto::ReclaimOk{t.id});
+        return {};
+    }
+    auto from_it = std::find_if(orphans.begin(), orphans.end(), [&](auto& o) { return o->id == owners[r.slot]; });
+    if (from_it == orphans.end() || (*from_it)->exited || (*from_it)->pid != s.pid)
+        return fail(Errc::permission_denied, "cannot reclaim " + what + ": it is not held for pid " + std::to_string(s.pid));
+    Session& from = **from_it;
+    const std::uint32_t bell = pub ? layout::kNoDoorbell : t.subscriber_doorbell[r.slot];
+    if (!pub && bell != r.doorbell)
+        return fail(Errc::permission_denied, "cannot reclaim " + what + ": it was given doorbell " + std::to_string(bell) +
+                                                 ", not " + std::to_string(r.doorbell));
+    if (!take_slot(pub ? from.publishers : from.subscribers, t.id, r.slot))
+        return fail(Errc::internal, "cannot reclaim " + what + ": the broker's records disagree");
+    (pub ? s.publishers : s.subscribers).push_back({t.id, r.slot});
+    owners[r.slot] = s.id;
+    if (!pub) {  // the doorbell moves with its subscriber
+        const bool still_used = std::any_of(from.subscribers.begin(), from.subscribers.end(),
+                                            [&](const Slot& x) { return topics[x.topic - 1]->subscriber_doorbell[x.slot] == bell; });
+        if (!still_used) std::erase(from.doorbells, bell);
+        if (std::find(s.doorbells.begin(), s.doorbells.end(), bell) == s.doorbells.end()) s.doorbells.push_back(bell);
+    }
+    log->info("client {} '{}' (pid {}) reclaimed {} (topic id {})", s.id, s.name, s.pid, what, t.id);
+    if (from.publishers.empty() && from.subscribers.empty()) {
+        release_unused_doorbells(from);
+        if (from.pidfd >= 0) ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, from.pidfd, nullptr);
+        close_session_fds(from);
+        orphans.erase(from_it);
+        arm_timer(timer_needed());
+    }
+    reply(s, corr, proto::ReclaimOk{t.id});
+    return {};
+}
+
+Status Broker::Impl::on_remove_publisher(Session& s, std::uint64_t corr, const proto::RemovePublisher& r) {
+    if (!take_slot(s.publishers, r.topic_id, r.slot))
+        return fail(Errc::permission_denied, "publisher slot " + std::to_string(r.slot) + " of topic " +
+                                                 std::to_string(r.topic_id) + " does not belong to this client");
+    release_publisher_slot(*topics[r.topic_id - 1], r.slot);
+    reply(s, corr, proto::Ok{});
+    return {};
+}
+
+Status Broker::Impl::on_remove_subscriber(Session& s, std::uint64_t corr, const proto::RemoveSubscriber& r) {
+    if (!take_slot(s.subscribers, r.topic_id, r.slot))
+        return fail(Errc::permission_denied, "subscriber slot " + std::to_string(r.slot) + " of topic " +
+                                                 std::to_string(r.topic_id) + " does not belong to this client");
+    release_subscriber_slot(*topics[r.topic_id - 1], r.slot);
+    release_unused_doorbells(s);
+    reply(s, corr, proto::Ok{});
+    return {};
+}
+
+Status Broker::Impl::on_stats(Session& s, std::uint64_t corr) {
+    proto::StatsReply r;
+    r.clients = std::uint32_t(sessions.size());
+    for (auto& t : topics) {
+        if (r.topics.size() >= proto::kMaxStatsEntries) break;
+        proto::TopicStats ts;
+        ts.topic = t->name;
+        ts.topic_id = t->id;
+        ts.publishers = std::uint32_t(std::count_if(t->publisher_owner.begin(), t->publisher_owner.end(), [](auto o) { return o != kNoOwner; }));
+        ts.subscribers = std::uint32_t(std::count_if(t->subscriber_owner.begin(), t->subscriber_owner.end(), [](auto o) { return o != kNoOwner; }));
+        for (std::size_t l = 0; l < layout::kLanes; ++l) ts.tails[l] = t->map.lanes[l].position(std::memory_order_relaxed);  // relaxed: a report
+        ts.evictions = monitor.evictions(t->id);
+        r.topics.push_back(std::move(ts));
+    }
+    reply(s, corr, std::move(r));
+    return {};
+}
+
+void Broker::Impl::release_publisher_slot(Topic& t, std::uint32_t slot) {
+    shm::release_publisher(t.map, slot);
+    t.publisher_owner[slot] = kNoOwner;
+}
+
+void Broker::Impl::release_subscriber_slot(Topic& t, std::uint32_t slot) {
+    shm::leave_subscriber(t.map, slot);
+    t.subscriber_owner[slot] = kNoOwner;
+    monitor.left(t.id, slot);
+}
+
+void Broker::Impl::release_unused_doorbells(Session& s) {
+    std::erase_if(s.doorbells, [&](std::uint32_t bell) {
+        for (auto& sub : s.subscribers)
+            if (topics[sub.topic - 1]->subscriber_doorbell[sub.slot] == bell) return false;
+        free_doorbells.push_back(bell);
+        return true;
+    });
+}
+
+}  // namespace rvoip::events::daemon
