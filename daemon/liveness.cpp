@@ -23,8 +23,15 @@ void Broker::Impl::evict_stuck() {
     monitor.drain();
     for (auto& t : topics) {
         for (const auto& e : monitor.scan(t->id, t->map, shm::monotonic_ns())) {
-            if (t->subscriber_doorbell[e.slot] < doorbells.count) shm::ring(&doorbells.bells[t->subscriber_doorbell[e.slot]].word);
             const Session* owner = session_of(t->subscriber_owner[e.slot]);
+            if (e.returned) {
+                log->info("topic '{}' {} lane: evicted subscriber slot {} (client {} '{}', pid {}) reads again; {} more event(s) "
+                          "were skipped for it while it was away",
+                          t->name, to_string(Priority(e.lane)), e.slot, t->subscriber_owner[e.slot], owner ? owner->name : "?",
+                          owner ? owner->pid : 0, e.missed);
+                continue;
+            }
+            if (t->subscriber_doorbell[e.slot] < doorbells.count) shm::ring(&doorbells.bells[t->subscriber_doorbell[e.slot]].word);
             log->warn("topic '{}' {} lane: evicted subscriber slot {} (client {} '{}', pid {}): it held the lane's publishers for "
                       "{} ms without reading; {} event(s) ({} bytes) skipped",
                       t->name, to_string(Priority(e.lane)), e.slot, t->subscriber_owner[e.slot], owner ? owner->name : "?",

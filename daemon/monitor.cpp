@@ -85,7 +85,22 @@ void EvictionMonitor::scan_lane(TopicWatch& w, shm::TopicMap& map, std::size_t l
         const std::uint64_t cursor = map.slots[i].position[lane].load();
         const std::uint64_t received = map.slots[i].received[lane].load(std::memory_order_relaxed);  // relaxed: a sample
         if (cursor != lw.cursor || received != lw.received) {
+            if (lw.detached) {  // it reads again
+                out.push_back(Eviction{i, std::uint32_t(lane), lw.followed, 0, 0, true});
+                lw = LaneWatch{cursor, received, full, 0};
+                rearm();
+                continue;
+            }
             lw = LaneWatch{cursor, received, full, 0};
+            continue;
+        }
+        if (lw.detached) {  // still away: move it on over what was committed since the last tick
+            if (cursor >= tail) continue;
+            const auto r = shm::evict_subscriber(map, i, lane, cursor);
+            if (r.evicted) {
+                lw.cursor = r.to;
+                lw.followed += r.missed;
+            }
             continue;
         }
         const bool holding = cursor == lowest && cursor < tail && (tail - cursor > set.capacity - worst_claim || full != lw.full_seen);
@@ -102,13 +117,26 @@ void EvictionMonitor::scan_lane(TopicWatch& w, shm::TopicMap& map, std::size_t l
         if (!r.evicted) continue;
         lw.cursor = r.to;
         lw.full_seen = full;
+        lw.detached = true;
+        lw.followed = 0;
         ++w.evictions;
         out.push_back(Eviction{i, std::uint32_t(lane), r.missed, r.bytes, held});
+        rearm();
     }
 }
 
+bool EvictionMonitor::following() const noexcept {
+    for (auto& [id, w] : topics_)
+        for (auto& s : w.slots)
+            if (s.active)
+                for (auto& l : s.lanes)
+                    if (l.detached) return true;
+    return false;
+}
+
 // Ticks at a fifth of the shortest evict_after among topics that have a subscriber, within
-// [kMinTick, kMaxTick]; disarmed when there is none, so an idle broker never wakes up for this.
+// [kMinTick, kMaxTick], and at kMinTick while an evicted subscriber is followed; disarmed when there is
+// none, so an idle broker never wakes up for this.
 void EvictionMonitor::rearm() noexcept {
     std::int64_t interval = 0;
     for (auto& [id, w] : topics_) {
@@ -119,6 +147,7 @@ void EvictionMonitor::rearm() noexcept {
                 interval = interval == 0 ? tick : std::min(interval, tick);
             }
     }
+    if (following()) interval = kMinTick;
     if (interval == interval_ns_ || fd_ < 0) return;
     itimerspec its{};
     its.it_interval.tv_sec = its.it_value.tv_sec = interval / 1'000'000'000;

@@ -14,6 +14,11 @@
 // A subscriber that keeps receiving is never evicted, however slow; one that is starved on this lane by
 // a flood of higher-priority events, or that sits on a Sample, holds the lane all the same.
 //
+// Once evicted, a subscriber that still does not read is followed: every tick (10 ms while any is) its
+// cursor is moved on over whatever was committed since, counted the same way, so that publishers do not
+// stall for evict_after again on every lap of the ring. It costs the broker a walk over those records'
+// headers while the subscriber stays away; it ends the moment the subscriber reads again.
+//
 // Who calls what: the broker's loop thread only, for every method.
 #pragma once
 
@@ -36,6 +41,8 @@ public:
         std::uint64_t missed = 0;   // events skipped
         std::uint64_t bytes = 0;    // ring bytes skipped, padding included
         std::int64_t held_ns = 0;   // how long it had held the lane when evicted (to within a tick)
+        bool returned = false;      // not an eviction: an evicted subscriber reads again; `missed` were
+                                    // skipped for it while it was away, after its eviction
     };
 
     // `grace`: no eviction within this long of a subscriber's join (or its adoption by a restarted broker).
@@ -66,6 +73,8 @@ private:
         std::uint64_t received = 0;
         std::uint64_t full_seen = 0;  // publishers' full counters summed when it last moved
         std::int64_t since = 0;       // first tick it was seen holding the lane; 0: it is not
+        bool detached = false;        // evicted and not reading since: followed every tick
+        std::uint64_t followed = 0;   // events skipped while detached, after the eviction itself
     };
     struct SlotWatch {
         bool active = false;
@@ -81,6 +90,7 @@ private:
     };
     void scan_lane(TopicWatch& w, shm::TopicMap& map, std::size_t lane, std::int64_t now_ns, std::vector<Eviction>& out);
     void rearm() noexcept;
+    bool following() const noexcept;
 
     std::unordered_map<std::uint32_t, TopicWatch> topics_;
     int fd_ = -1;
