@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include <poll.h>
+#include <pwd.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -32,6 +33,9 @@ public:
         cfg.shm_prefix = "rvoip-events-embedded-" + id;
         cfg.cleanup_on_exit = true;
         cfg.doorbells = 256;
+        cfg.socket_mode = 0600;  // private to this process's user, in a directory of its own (0700)
+        if (::mkdir(e->dir_.c_str(), 0700) != 0)
+            return fail(Errc::internal, "cannot create '" + e->dir_.string() + "': " + std::strerror(errno));
         if (!spdlog::get("eventd")) {
             // Quiet by default inside a user's process; RVOIP_EVENTS_EMBEDDED_LOG=1 shows the broker's log.
             auto quiet = std::getenv("RVOIP_EVENTS_EMBEDDED_LOG") == nullptr;
@@ -62,8 +66,29 @@ private:
 
 namespace {
 
+// The broker hands us descriptors we map and trust: it must run as root, as the service user
+// (`rvoip-events`, or $RVOIP_EVENTS_BROKER_USER), or as ourselves. The kernel says who is behind the
+// socket (SO_PEERCRED); a process of another user that took the socket's path is refused.
+Status trusted_broker(int fd, const std::string& path) {
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return fail(Errc::internal, std::string("SO_PEERCRED: ") + std::strerror(errno));
+    if (cred.uid == 0 || cred.uid == ::geteuid()) return {};
+    const char* env = std::getenv("RVOIP_EVENTS_BROKER_USER");
+    const std::string service = env && *env ? env : "rvoip-events";
+    if (const passwd* pw = ::getpwnam(service.c_str()); pw && pw->pw_uid == cred.uid) return {};
+    if (service.find_first_not_of("0123456789") == std::string::npos && std::to_string(cred.uid) == service) return {};
+    return fail(Errc::permission_denied, "the process behind '" + path + "' (pid " + std::to_string(cred.pid) + ") runs as uid " +
+                                             std::to_string(cred.uid) + ", not as root, the service user '" + service +
+                                             "' or this user: not trusting it");
+}
+
 // A connected control socket, or an error naming why not (errno of connect).
 Result<int> dial(const std::string& path, std::chrono::milliseconds timeout) {
+    if (proto::private_socket_dir(path))  // user mode: a directory another user made is not ours to trust
+        if (auto ok = proto::check_private_dir(path.substr(0, path.rfind('/'))); !ok && ok.error().code == Errc::permission_denied)
+            return std::unexpected(ok.error());
     struct stat st{};
     if (::stat(path.c_str(), &st) != 0)
         return fail(Errc::broker_unavailable, "no rvoip-eventd: socket path '" + path + "' does not exist (is the broker running?)");
@@ -78,6 +103,10 @@ Result<int> dial(const std::string& path, std::chrono::milliseconds timeout) {
         ::close(fd);
         return fail(e == EACCES ? Errc::permission_denied : Errc::broker_unavailable,
                     "cannot connect to rvoip-eventd at '" + path + "': " + std::strerror(e));
+    }
+    if (auto ok = trusted_broker(fd, path); !ok) {
+        ::close(fd);
+        return std::unexpected(ok.error());
     }
     timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);

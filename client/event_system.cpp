@@ -108,6 +108,8 @@ Result<std::unique_ptr<PublisherCore>> PublisherCore::open(std::shared_ptr<Conne
     p->map_ = o->map;
     p->info_ = std::move(o->info);
     p->slot_ = ok->slot;
+    p->granted_lanes_ = ok->lanes & 0xf;
+    p->closed_lanes_ = std::uint8_t(~p->granted_lanes_ & 0xf);
     p->held_ = p->conn_->hold({proto::Role::publisher, p->info_.name, p->map_.record_key, p->info_.id, ok->slot, layout::kNoDoorbell});
     for (std::size_t l = 0; l < layout::kLanes; ++l)
         p->writers_[l] = shm::LaneWriter(p->map_, p->conn_->doorbells(), l, static_cast<std::uint16_t>(ok->slot));
@@ -130,9 +132,11 @@ Error PublisherCore::too_large(std::uint32_t bytes, std::uint32_t records, std::
                                             "'s ring of " + std::to_string(s.capacity) + " bytes: publish it in parts");
 }
 
-Error PublisherCore::loan_in_flight() const {
-    return Error(Errc::loan_outstanding, "topic '" + info_.name + "' " + std::string(to_string(Priority(loan_lane_))) +
-                                             " lane: a loan is open on this lane; commit or drop it before publishing here");
+Error PublisherCore::refused(std::uint32_t lane) const {
+    const std::string where = "topic '" + info_.name + "' " + std::string(to_string(Priority(lane))) + " lane";
+    if (!(granted_lanes_ & (1u << lane)))
+        return Error(Errc::permission_denied, where + ": this process may not publish on it (the broker's access rules)");
+    return Error(Errc::loan_outstanding, where + ": a loan is open on this lane; commit or drop it before publishing here");
 }
 
 // Phased back-off while a lane is full: spin, then yield, then sleep in growing steps up to 1 ms. The
@@ -154,6 +158,7 @@ bool PublisherCore::wait_for_room(std::int64_t deadline_ns, std::uint32_t& round
 
 Result<std::byte*> PublisherCore::loan(std::uint32_t len, Priority p) noexcept {
     if (loaned_) return std::unexpected(Error(Errc::loan_outstanding, "topic '" + info_.name + "': commit or drop the loan in flight first"));
+    if (!(granted_lanes_ & (1u << (static_cast<std::uint32_t>(p) & 3)))) return std::unexpected(refused(static_cast<std::uint32_t>(p) & 3));
     auto& w = writers_[static_cast<std::size_t>(p) & 3];
     auto size_of = [len](std::uint32_t) { return len; };
     auto c = w.try_claim(1, size_of);
@@ -164,6 +169,7 @@ Result<std::byte*> PublisherCore::loan(std::uint32_t len, Priority p) noexcept {
     }
     loaned_ = true;
     loan_lane_ = w.lane();
+    closed_lanes_ |= std::uint8_t(1u << loan_lane_);
     loan_len_ = len;
     loan_claim_ = *c;
     return w.payload_at(c->position, len);
@@ -175,6 +181,7 @@ Status PublisherCore::commit_loan(std::uint32_t len, Priority p) noexcept {
                                                                                  " bytes exceeds the loan of " + std::to_string(loan_len_)));
     auto& w = writers_[loan_lane_];
     loaned_ = false;
+    closed_lanes_ = std::uint8_t(~granted_lanes_ & 0xf);
     if ((static_cast<std::uint32_t>(p) & 3) == loan_lane_) {
         w.commit_in_place(loan_claim_, loan_len_, len, clock_.raw());
         w.notify();
@@ -192,6 +199,7 @@ Status PublisherCore::commit_loan(std::uint32_t len, Priority p) noexcept {
 void PublisherCore::abandon_loan() noexcept {
     if (!loaned_) return;
     loaned_ = false;
+    closed_lanes_ = std::uint8_t(~granted_lanes_ & 0xf);
     writers_[loan_lane_].abandon(loan_claim_);
     writers_[loan_lane_].notify();
 }

@@ -5,6 +5,9 @@
 
 #include <cstring>
 #include <filesystem>
+#include <optional>
+
+#include <grp.h>
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -49,10 +52,12 @@ Status Broker::Impl::open() {
     for (std::size_t l = 0; l < layout::kLanes; ++l)
         if (auto ok = shm::validate_lane(cfg.defaults[l], l); !ok) return std::unexpected(ok.error().context("default lane settings"));
 
-    std::error_code ec;
-    auto dir = std::filesystem::path(cfg.socket_path).parent_path();
-    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
-    if (ec) return fail(Errc::permission_denied, "cannot create socket directory '" + dir.string() + "': " + ec.message());
+    if (!cfg.acl_path.empty()) {
+        auto rules = AccessRules::load(cfg.acl_path);
+        if (!rules) return std::unexpected(rules.error());
+        access = std::move(*rules);
+    }
+    if (auto ok = prepare_socket_dir(); !ok) return ok;
 
     listen_fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (listen_fd < 0) return fail(Errc::internal, std::string("socket: ") + std::strerror(errno));
@@ -73,8 +78,7 @@ Status Broker::Impl::open() {
         ::unlink(cfg.socket_path.c_str());
         if (::bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return bind_error();
     }
-    // Anyone who can reach the socket may connect; what they may do is decided per request.
-    ::chmod(cfg.socket_path.c_str(), 0666);
+    if (auto ok = secure_socket(); !ok) return ok;
     if (::listen(listen_fd, 128) != 0) return fail(Errc::internal, std::string("listen: ") + std::strerror(errno));
 
     // A previous broker's segments are adopted, never replaced while their headers validate: clients
@@ -103,6 +107,7 @@ Status Broker::Impl::open() {
     watch(stop_fd);
     watch(timer_fd);
     adopt_topics();  // after the epoll set and the timer: adopted clients' pidfds go into them
+    if (access.enforced()) log->info("access rules from {}: {} rule(s)", cfg.acl_path, access.rule_count());
     log->info("listening on {} (shm prefix '{}', {} doorbells, timestamps from {})", cfg.socket_path, cfg.shm_prefix,
               cfg.doorbells, clock.kind == shm::ClockKind::tsc ? "the TSC" : "CLOCK_MONOTONIC");
     return {};
@@ -152,6 +157,21 @@ int Broker::Impl::run(bool handle_signals) {
     }
 }
 
+namespace {
+// The peer's supplementary groups (SO_PEERGROUPS), for group rules.
+std::vector<gid_t> peer_groups(int fd) {
+    std::vector<gid_t> groups(64);
+    socklen_t len = socklen_t(groups.size() * sizeof(gid_t));
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0) {
+        if (errno != ERANGE) return {};
+        groups.resize(len / sizeof(gid_t));
+        if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0) return {};
+    }
+    groups.resize(len / sizeof(gid_t));
+    return groups;
+}
+}  // namespace
+
 int Broker::Impl::shutdown(const char* why) {
     log->info("stopping: {}; telling {} client(s)", why, sessions.size());
     for (auto& [fd, s] : sessions) (void)proto::send_message(fd, Message{0, proto::ShutdownNotice{}});
@@ -178,6 +198,7 @@ void Broker::Impl::accept_clients() {
             s->gid = cred.gid;
             s->pidfd = pidfd_open(cred.pid);
         }
+        s->peer = Peer{s->uid, s->gid, peer_groups(fd)};
         watch(fd);
         log->debug("client {} connected (pid {}, uid {})", s->id, s->pid, s->uid);
         sessions.emplace(fd, std::move(s));
@@ -245,6 +266,55 @@ void Broker::Impl::handle(Session& s, const Message& m) {
     }
 }
 
+namespace {
+// The group the socket and its directory belong to: the configured one, else `rvoip-events` if that
+// group exists (the sysusers file creates it), else none (the broker's own).
+std::optional<gid_t> socket_gid(const std::string& configured, std::string& error) {
+    const std::string name = configured.empty() ? "rvoip-events" : configured;
+    if (const group* g = ::getgrnam(name.c_str())) return g->gr_gid;
+    if (!configured.empty()) error = "no group named '" + configured + "' for the socket";
+    return std::nullopt;
+}
+}  // namespace
+
+// The socket's directory: a private one (user mode) must be ours and 0700, made so if missing; a
+// system one is made 0750 with the socket's group, and must not be writable by others (unless sticky,
+// like /tmp).
+Status Broker::Impl::prepare_socket_dir() {
+    const auto dir = std::filesystem::path(cfg.socket_path).parent_path().string();
+    if (dir.empty()) return {};
+    const bool priv = proto::private_socket_dir(cfg.socket_path);
+    struct stat st{};
+    if (::lstat(dir.c_str(), &st) != 0) {
+        std::error_code ec;
+        std::filesystem::create_directories(std::filesystem::path(dir).parent_path(), ec);
+        if (::mkdir(dir.c_str(), priv ? 0700 : 0750) != 0 && errno != EEXIST)
+            return fail(Errc::permission_denied, "cannot create socket directory '" + dir + "': " + std::strerror(errno));
+        if (!priv) {
+            std::string error;
+            if (auto g = socket_gid(cfg.socket_group, error)) (void)!::chown(dir.c_str(), uid_t(-1), *g);
+            ::chmod(dir.c_str(), 0750);
+        }
+    }
+    if (priv) return proto::check_private_dir(dir);
+    if (::stat(dir.c_str(), &st) != 0) return fail(Errc::permission_denied, "socket directory '" + dir + "': " + std::strerror(errno));
+    if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX))
+        return fail(Errc::permission_denied, "socket directory '" + dir + "' is writable by every user: anyone could replace the socket");
+    return {};
+}
+
+// The socket's mode and group: who may connect at all. What they may then do, the access rules say.
+Status Broker::Impl::secure_socket() {
+    std::string error;
+    const auto g = socket_gid(cfg.socket_group, error);
+    if (!error.empty()) return fail(Errc::invalid_argument, error);
+    if (g && ::chown(cfg.socket_path.c_str(), uid_t(-1), *g) != 0 && !cfg.socket_group.empty())
+        return fail(Errc::permission_denied, "cannot give socket '" + cfg.socket_path + "' to group '" + cfg.socket_group + "': " + std::strerror(errno));
+    if (::chmod(cfg.socket_path.c_str(), cfg.socket_mode & 0777) != 0)
+        return fail(Errc::internal, "chmod of socket '" + cfg.socket_path + "': " + std::strerror(errno));
+    return {};
+}
+
 Status Broker::Impl::on_hello(Session& s, std::uint64_t corr, const proto::Hello& h) {
     if (s.greeted) return fail(Errc::malformed, "hello sent twice");
     const auto version = std::min(h.version_max, proto::kProtocolVersion);
@@ -253,6 +323,8 @@ Status Broker::Impl::on_hello(Session& s, std::uint64_t corr, const proto::Hello
                                                 std::to_string(h.version_max) + ", broker speaks " +
                                                 std::to_string(proto::kMinProtocolVersion) + ".." +
                                                 std::to_string(proto::kProtocolVersion));
+    if (!access.known(s.peer))
+        return fail(Errc::permission_denied, describe(s.peer) + " is not in this broker's access rules: it may use no topic");
     auto fd = doorbell_segment.dup_fd(shm::Access::read_write);
     if (!fd) return std::unexpected(fd.error());
     s.greeted = true;

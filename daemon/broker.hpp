@@ -20,6 +20,13 @@ struct BrokerConfig {
     std::string shm_prefix = "rvoip-events";
     std::uint32_t doorbells = 1024;
     bool cleanup_on_exit = false;  // remove the segments on a graceful stop (default: keep them)
+    // Access rules file (daemon/access.hpp); empty: everyone who can reach the socket may do everything.
+    std::string acl_path;
+    // The control socket: its mode, and its group (empty: the group `rvoip-events` if it exists, else
+    // the broker's own). The directory the broker creates for it gets the same group, mode 0750 (0700
+    // under /tmp or $XDG_RUNTIME_DIR, where a broker serves its own user only).
+    unsigned socket_mode = 0660;
+    std::string socket_group;
     // After a restart, how long a live process whose slots were adopted has to reconnect and reclaim
     // them. Its subscriber slots are released after that (publishers stop waiting on them); its
     // publisher slots stay held until it exits, since it may still be publishing through them.

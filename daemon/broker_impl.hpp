@@ -7,6 +7,7 @@
 //                 reclaim grace period, eviction ticks (the eviction rule itself: monitor.hpp)
 #pragma once
 
+#include "daemon/access.hpp"
 #include "daemon/broker.hpp"
 #include "daemon/monitor.hpp"
 #include "proto/messages.hpp"
@@ -84,6 +85,7 @@ struct Session {
     pid_t pid = 0;
     uid_t uid = 0;
     gid_t gid = 0;
+    Peer peer;  // uid, gid and supplementary groups from the socket: what access rules go by
     int pidfd = -1;
     std::string name = "?";
     bool greeted = false;
@@ -113,6 +115,7 @@ struct Broker::Impl {
     std::uint32_t next_client_id = 1;
     bool timer_armed = false;
     EvictionMonitor monitor;  // slow subscribers (daemon/monitor.hpp)
+    AccessRules access;       // who may do what (daemon/access.hpp)
     std::string segment_name(std::string_view what) const { return cfg.shm_prefix + "." + std::string(what); }
     static std::string shm_path(const std::string& name) { return "/dev/shm/" + name; }
     static void close_session_fds(Session& s) {
@@ -142,6 +145,8 @@ struct Broker::Impl {
     void reply_error(Session& s, std::uint64_t corr, const Error& e);
     void handle(Session& s, const Message& m);
     Status on_hello(Session& s, std::uint64_t corr, const proto::Hello& h);
+    Status prepare_socket_dir();
+    Status secure_socket();
 
     // adopt.cpp: re-adoption of a previous broker's segments (same prefix).
     // Renames a segment that cannot be adopted out of the way, so that nothing replaces it silently and
@@ -166,6 +171,8 @@ struct Broker::Impl {
     Status on_remove_publisher(Session& s, std::uint64_t corr, const proto::RemovePublisher& r);
     Status on_remove_subscriber(Session& s, std::uint64_t corr, const proto::RemoveSubscriber& r);
     Status on_stats(Session& s, std::uint64_t corr);
+    // permission_denied naming the topic and the operation, unless `s` holds `right` on `topic`.
+    Status allowed(const Session& s, std::string_view topic, Right right, std::string_view operation) const;
     void release_publisher_slot(Topic& t, std::uint32_t slot);
     void release_subscriber_slot(Topic& t, std::uint32_t slot);
     void release_unused_doorbells(Session& s);

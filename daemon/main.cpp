@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
@@ -74,12 +75,25 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0u, rvoip::events::layout::kMaxEvictAfterMs))
         ->capture_default_str();
     app.add_flag("--cleanup", cfg.cleanup_on_exit, "remove the shared-memory segments on exit (default: keep them)");
+    app.add_option("--acl", cfg.acl_path, "access rules: who may publish, subscribe, use Critical, create (docs/security.md)")
+        ->check(CLI::ExistingFile);
+    std::string socket_mode = "0660";
+    app.add_option("--socket-mode", socket_mode, "mode of the control socket (octal)")->capture_default_str();
+    app.add_option("--socket-group", cfg.socket_group, "group of the control socket (default: rvoip-events if it exists)");
     app.add_option("--reclaim-grace-ms", cfg.reclaim_grace_ms,
                    "after a restart, how long live clients have to reclaim their adopted slots")
         ->capture_default_str();
     app.add_option("--test-slot-reply-delay-ms", cfg.test_slot_reply_delay_ms, "tests only: delay slot replies")
         ->group("");  // hidden: a broker too slow for its clients, for the late-reply tests
     CLI11_PARSE(app, argc, argv);
+    try {
+        std::size_t used = 0;
+        cfg.socket_mode = unsigned(std::stoul(socket_mode, &used, 8));
+        if (used != socket_mode.size() || cfg.socket_mode > 0777) throw std::invalid_argument(socket_mode);
+    } catch (const std::exception&) {
+        std::fprintf(stderr, "--socket-mode: '%s' is not an octal mode such as 0660\n", socket_mode.c_str());
+        return 2;
+    }
 
     auto logger = spdlog::stderr_color_mt("eventd");
     logger->set_level(spdlog::level::from_str(level));

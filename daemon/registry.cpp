@@ -12,6 +12,9 @@ Status Broker::Impl::on_open_topic(Session& s, std::uint64_t corr, const proto::
     const auto& fp = o.fingerprint;
     if (fp.kind == layout::Kind::typed && (fp.size == 0 || fp.align == 0))
         return fail(Errc::invalid_argument, "typed fingerprint " + describe(fp) + " has no size or alignment");
+    const std::uint8_t rights = access.rights(s.peer, o.topic);
+    if (!(rights & (kPublish | kSubscribe)))
+        return fail(Errc::permission_denied, "topic '" + o.topic + "': " + describe(s.peer) + " may neither publish nor subscribe");
     if (auto it = topic_ids.find(o.topic); it != topic_ids.end()) {
         Topic& t = *topics[it->second - 1];
         if (!(t.fingerprint == fp))
@@ -20,12 +23,16 @@ Status Broker::Impl::on_open_topic(Session& s, std::uint64_t corr, const proto::
         reply(s, corr, proto::TopicOk{t.id, false, t.lanes});
         return {};
     }
+    if (auto ok = allowed(s, o.topic, kCreate, "create it"); !ok) return ok;
     if (topics.size() >= kMaxTopics) return fail(Errc::limit_reached, "the broker holds its maximum of 4096 topics");
     auto lanes = cfg.defaults;
+    const auto fixed = access.lanes(o.topic);  // sizes from the access rules outrank the creator's
     for (std::size_t l = 0; l < layout::kLanes; ++l) {
         const auto& r = o.lanes[l];
-        if (r.capacity) lanes[l].capacity = r.capacity;
-        if (r.max_event) lanes[l].max_event = r.max_event;
+        if (fixed && fixed->at(l).capacity) lanes[l].capacity = fixed->at(l).capacity;
+        else if (r.capacity) lanes[l].capacity = r.capacity;
+        if (fixed && fixed->at(l).max_event) lanes[l].max_event = fixed->at(l).max_event;
+        else if (r.max_event) lanes[l].max_event = r.max_event;
         if (r.block_timeout_ms) {  // the policy was chosen (see OpenTopic): otherwise keep the default's
             lanes[l].overflow = r.overflow;
             lanes[l].block_timeout_ms = r.block_timeout_ms;
@@ -70,6 +77,7 @@ Status Broker::Impl::on_add_publisher(Session& s, std::uint64_t corr, const prot
     auto t = find_topic(a.topic_id);
     if (!t) return std::unexpected(t.error());
     Topic& topic = **t;
+    if (auto ok = allowed(s, topic.name, kPublish, "publish"); !ok) return ok;
     auto it = std::find(topic.publisher_owner.begin(), topic.publisher_owner.end(), kNoOwner);
     if (it == topic.publisher_owner.end())
         return fail(Errc::limit_reached, "topic '" + topic.name + "' already has 64 publishers");
@@ -86,7 +94,10 @@ Status Broker::Impl::on_add_publisher(Session& s, std::uint64_t corr, const prot
     test_delay();
     s.publishers.push_back({topic.id, slot});
     log->debug("client {} publishes on '{}' (slot {})", s.id, topic.name, slot);
-    reply(s, corr, proto::PublisherOk{topic.id, slot}, {*data, *cursors});
+    // The Critical lane needs its own right. The library keeps to it; the ring itself cannot (one
+    // mapping holds every lane): docs/security.md says what that leaves.
+    const std::uint8_t lanes = (access.rights(s.peer, topic.name) & kCritical) ? 0xf : 0xe;
+    reply(s, corr, proto::PublisherOk{topic.id, slot, lanes}, {*data, *cursors});
     return {};
 }
 
@@ -94,6 +105,7 @@ Status Broker::Impl::on_add_subscriber(Session& s, std::uint64_t corr, const pro
     auto t = find_topic(a.topic_id);
     if (!t) return std::unexpected(t.error());
     Topic& topic = **t;
+    if (auto ok = allowed(s, topic.name, kSubscribe, "subscribe"); !ok) return ok;
     auto it = std::find(topic.subscriber_owner.begin(), topic.subscriber_owner.end(), kNoOwner);
     if (it == topic.subscriber_owner.end())
         return fail(Errc::limit_reached, "topic '" + topic.name + "' already has 64 subscribers");
@@ -138,6 +150,7 @@ Status Broker::Impl::on_reclaim(Session& s, std::uint64_t corr, const proto::Rec
     auto it = topic_ids.find(r.topic);
     if (it == topic_ids.end()) return fail(Errc::no_such_topic, "cannot reclaim " + what + ": this broker holds no such topic (its segments were not adopted)");
     Topic& t = *topics[it->second - 1];
+    if (auto ok = allowed(s, t.name, pub ? kPublish : kSubscribe, pub ? "publish" : "subscribe"); !ok) return ok;
     if (t.map.header->record_key != r.record_key)
         return fail(Errc::no_such_topic, "cannot reclaim " + what + ": the topic was created anew since this client mapped it");
     if (r.slot >= (pub ? t.map.max_publishers : t.map.max_subscribers))
@@ -196,11 +209,17 @@ Status Broker::Impl::on_remove_subscriber(Session& s, std::uint64_t corr, const 
     return {};
 }
 
+Status Broker::Impl::allowed(const Session& s, std::string_view topic, Right right, std::string_view operation) const {
+    if (access.rights(s.peer, topic) & right) return {};
+    return fail(Errc::permission_denied, "topic '" + std::string(topic) + "': " + describe(s.peer) + " may not " + std::string(operation));
+}
+
 Status Broker::Impl::on_stats(Session& s, std::uint64_t corr) {
     proto::StatsReply r;
     r.clients = std::uint32_t(sessions.size());
     for (auto& t : topics) {
         if (r.topics.size() >= proto::kMaxStatsEntries) break;
+        if (!(access.rights(s.peer, t->name) & (kPublish | kSubscribe))) continue;  // not even its name
         proto::TopicStats ts;
         ts.topic = t->name;
         ts.topic_id = t->id;

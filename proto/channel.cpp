@@ -2,8 +2,10 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -86,6 +88,28 @@ std::string default_socket_path() {
     if (::geteuid() == 0) return "/run/rvoip-events/broker.sock";
     if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x && *x) return std::string(x) + "/rvoip-events/broker.sock";
     return "/tmp/rvoip-events-" + std::to_string(::geteuid()) + "/broker.sock";
+}
+
+bool private_socket_dir(const std::string& socket_path) {
+    const std::string dir = socket_path.substr(0, socket_path.rfind('/'));
+    if (dir == "/tmp/rvoip-events-" + std::to_string(::geteuid())) return true;
+    const char* x = std::getenv("XDG_RUNTIME_DIR");
+    return x && *x && socket_path.starts_with(std::string(x) + "/");
+}
+
+Status check_private_dir(const std::string& dir) {
+    struct stat st{};
+    if (::lstat(dir.c_str(), &st) != 0) return fail(Errc::broker_unavailable, "socket directory '" + dir + "' does not exist");
+    if (!S_ISDIR(st.st_mode)) return fail(Errc::permission_denied, "socket directory '" + dir + "' is not a directory");
+    if (st.st_uid != ::geteuid())
+        return fail(Errc::permission_denied, "socket directory '" + dir + "' belongs to uid " + std::to_string(st.st_uid) +
+                                                 ", not to this user: another user may have made it; refusing it");
+    if (st.st_mode & 077) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
+        return fail(Errc::permission_denied, "socket directory '" + dir + "' has mode " + mode + "; it must be 0700");
+    }
+    return {};
 }
 
 }  // namespace rvoip::events::proto

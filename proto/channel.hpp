@@ -32,4 +32,12 @@ void close_fds(std::vector<int>& fds) noexcept;
 // root, else $XDG_RUNTIME_DIR/rvoip-events/broker.sock, else /tmp/rvoip-events-<uid>/broker.sock.
 std::string default_socket_path();
 
+// Whether the directory holding `socket_path` is one only its owner may use: the user-mode fallback
+// /tmp/rvoip-events-<uid>, or anything under $XDG_RUNTIME_DIR. Such a directory must be ours and mode
+// 0700; in /tmp anyone could have made it first and put their own "broker" in it.
+bool private_socket_dir(const std::string& socket_path);
+// Status of a private socket directory: an error naming its owner or mode when another user could
+// have placed or replaced the socket in it.
+Status check_private_dir(const std::string& dir);
+
 }  // namespace rvoip::events::proto

@@ -170,6 +170,7 @@ void encode_body(Writer& w, const AddPublisher& m) { w.put(m.topic_id); }
 void encode_body(Writer& w, const PublisherOk& m) {
     w.put(m.topic_id);
     w.put(m.slot);
+    w.put(m.lanes);
 }
 void encode_body(Writer& w, const AddSubscriber& m) {
     w.put(m.topic_id);
@@ -283,8 +284,10 @@ Result<Body> decode_body(MsgType t, Reader& r) {
     case MsgType::publisher_ok: {
         auto id = r.get<std::uint32_t>("topic_id");
         auto s = r.get<std::uint32_t>("slot");
-        if (auto st = all_ok(id, s); !st) return std::unexpected(st.error());
-        return PublisherOk{*id, *s};
+        auto l = r.get<std::uint8_t>("lanes");
+        if (auto st = all_ok(id, s, l); !st) return std::unexpected(st.error());
+        if (*l > 0xf) return fail(Errc::malformed, "publisher_ok: lanes " + std::to_string(*l) + " has bits beyond the four lanes");
+        return PublisherOk{*id, *s, *l};
     }
     case MsgType::add_subscriber: {
         auto id = r.get<std::uint32_t>("topic_id");

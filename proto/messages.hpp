@@ -92,6 +92,7 @@ struct AddPublisher {
 struct PublisherOk {
     std::uint32_t topic_id = 0;
     std::uint32_t slot = 0;
+    std::uint8_t lanes = 0xf;  // bit per lane this client may publish on (Critical needs its own right)
     // fds: [0] topic data (read-write), [1] topic cursors (read-only)
 };
 struct AddSubscriber {

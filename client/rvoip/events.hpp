@@ -199,9 +199,10 @@ public:
     // open there, and the loan's record would have to come first.
     template <class SizeOf, class Fill>
     Status publish_n(std::uint32_t n, SizeOf&& size_of, Fill&& fill, Priority p) noexcept {
-        auto& w = writers_[static_cast<std::size_t>(p) & 3];
-        if (loaned_ && loan_lane_ == w.lane()) [[unlikely]]
-            return std::unexpected(loan_in_flight());
+        const auto lane = static_cast<std::size_t>(p) & 3;
+        auto& w = writers_[lane];
+        if (closed_lanes_ & (1u << lane)) [[unlikely]]  // one test: the loan's lane, or a lane not granted
+            return std::unexpected(refused(std::uint32_t(lane)));
         auto c = w.try_claim(n, size_of);
         if (!c) [[unlikely]] {
             auto slow = claim_slow(w, n, size_of, c.error().code);
@@ -262,7 +263,7 @@ private:
     template <class SizeOf>
     Result<shm::LaneWriter::Claim> claim_slow(shm::LaneWriter& w, std::uint32_t n, SizeOf& size_of, Errc first) noexcept;
     Error too_large(std::uint32_t bytes, std::uint32_t records, std::uint32_t lane) const;
-    Error loan_in_flight() const;
+    Error refused(std::uint32_t lane) const;  // why closed_lanes_ has `lane`'s bit
     static bool wait_for_room(std::int64_t deadline_ns, std::uint32_t& round) noexcept;
 
     std::shared_ptr<Connection> conn_;
@@ -275,6 +276,10 @@ private:
     std::uint32_t slot_ = 0;
     std::uint64_t held_ = 0;  // Connection::hold handle: reclaimed after a reconnection, released at the end
     // the loan in flight
+    // Bit per lane a publish must not use now: lanes the broker did not grant (Critical needs its own
+    // right), and the lane of the loan in flight.
+    std::uint8_t closed_lanes_ = 0;
+    std::uint8_t granted_lanes_ = 0xf;
     bool loaned_ = false;
     std::uint32_t loan_lane_ = 0;
     std::uint32_t loan_len_ = 0;
