@@ -8,9 +8,16 @@ CMAKE_ARGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 # peers it measures us against and gnuplot for its plots.
 DEPS := cmake g++ make pkg-config libboost-dev libspdlog-dev libcli11-dev libmimalloc-dev doctest-dev python3 spin
 BENCH_DEPS := gnuplot-nox libzmq3-dev iceoryx libiceoryx-posh-dev
+# The fuzz targets (tests/fuzz) need clang with libFuzzer: clang 19, the first in Debian 12 whose C++20
+# concepts level lets libstdc++ 12 define std::expected.
+FUZZ_DEPS := clang-19 libclang-rt-19-dev
+FUZZ_CC := clang-19
+FUZZ_CXX := clang++-19
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS := fuzz_decode fuzz_records fuzz_broker
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps bench-deps install-packages build run test test-sanitizers bench install clean
+.PHONY: all deps bench-deps fuzz-deps install-packages build run test test-sanitizers build-fuzz test-fuzz fuzz bench install clean
 
 all: build
 
@@ -19,6 +26,9 @@ deps:
 
 bench-deps:
 	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEPS) $(BENCH_DEPS)"
+
+fuzz-deps:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEPS) $(FUZZ_DEPS)"
 
 install-packages:
 	@missing=$$(for p in $(PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -42,10 +52,11 @@ run: build
 	exec $(BUILD)/bin/rvoip-eventd --foreground --socket "$$sock"
 
 # Every test: unit, multi-process, model, crash soak, bench smoke; then the whole suite again under
-# ASan+UBSan, and the ring, recovery and client tests under TSan.
+# ASan+UBSan, and the ring, recovery and client tests under TSan; then each fuzz target for 30 s.
 test: build
 	cd $(BUILD) && ctest --output-on-failure --timeout 900
 	$(MAKE) --no-print-directory test-sanitizers
+	$(MAKE) --no-print-directory test-fuzz
 
 TSAN_TESTS := test_lane test_reader test_recovery test_api test_trust
 test-sanitizers: deps
@@ -55,6 +66,23 @@ test-sanitizers: deps
 	cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRVOIP_SANITIZE=address >/dev/null
 	cmake --build $(BUILD)-asan -j$(JOBS)
 	cd $(BUILD)-asan && ctest --output-on-failure --timeout 900 -LE '^model$$' -E '^bench_soak$$'
+
+# The fuzz targets only (tests/fuzz/README.md), in their own tree: clang, libFuzzer, ASan, UBSan.
+FUZZ_RUN_SECONDS ?= 30
+build-fuzz: fuzz-deps
+	CC=$(FUZZ_CC) CXX=$(FUZZ_CXX) cmake -S . -B $(BUILD)-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRVOIP_FUZZ=ON \
+	  -DRVOIP_FUZZ_SECONDS=$(FUZZ_RUN_SECONDS) >/dev/null
+	cmake --build $(BUILD)-fuzz -j$(JOBS) --target $(FUZZ_TARGETS)
+
+# Each target for 30 s from its seeds (ctest label fuzz); a crash, leak, UB or hang fails the run.
+test-fuzz: build-fuzz
+	cd $(BUILD)-fuzz && ctest --output-on-failure -L '^fuzz$$' -j$(JOBS)
+
+# Each target for FUZZ_SECONDS (default 300), one after the other; what they find stays in
+# $(BUILD)-fuzz/tests/fuzz/corpus/<target> (new inputs) and .../artifacts (crashes).
+fuzz:
+	@$(MAKE) --no-print-directory build-fuzz FUZZ_RUN_SECONDS=$(FUZZ_SECONDS)
+	cd $(BUILD)-fuzz && ctest --output-on-failure -L '^fuzz$$' --timeout $$(( $(FUZZ_SECONDS) + 300 ))
 
 # The full suite against the peers: terminal tables, bench/results/<date>.json, PNG plots, README section.
 bench: bench-deps
@@ -66,4 +94,4 @@ install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-tsan $(BUILD)-asan
+	rm -rf $(BUILD) $(BUILD)-tsan $(BUILD)-asan $(BUILD)-fuzz

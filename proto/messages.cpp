@@ -269,10 +269,12 @@ Result<Body> decode_body(MsgType t, Reader& r) {
         auto id = r.get<std::uint32_t>("topic_id");
         auto c = r.get<std::uint8_t>("created");
         if (auto s = all_ok(id, c); !s) return std::unexpected(s.error());
+        // One spelling per message: a flag byte is 0 or 1, as encode writes it.
+        if (*c > 1) return fail(Errc::malformed, "topic_ok: created " + std::to_string(*c) + " is not 0 or 1");
         auto l = r.get_lanes();
         if (!l) return std::unexpected(l.error());
         m.topic_id = *id;
-        m.created = *c != 0;
+        m.created = *c == 1;
         m.lanes = *l;
         return m;
     }

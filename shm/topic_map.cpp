@@ -304,8 +304,10 @@ void pad(TopicMap& t, std::size_t lane, std::uint64_t pos, std::uint64_t bytes) 
     h->position.store(pos ^ t.record_key, std::memory_order_release);  // release: pairs with the acquire in LaneReader::peek
 }
 
+// shrink_to counts only when it splits the intent (Intent::shrunk), and then it becomes a padding bound:
+// it must be a line boundary like the rest.
 bool valid_intent(const Intent& in, std::uint64_t capacity) noexcept {
-    return in.position % kLine == 0 && in.length % kLine == 0 && in.length <= capacity;
+    return in.position % kLine == 0 && in.length % kLine == 0 && in.length <= capacity && (!in.shrunk() || in.shrink_to % kLine == 0);
 }
 
 // One lane of recover_publisher.
@@ -320,7 +322,8 @@ Recovery recover_lane(TopicMap& t, std::uint32_t dead, std::size_t lane, Recover
     const std::uint64_t cap = t.settings[lane].capacity;
     auto where = [lane] { return std::string(to_string(static_cast<Priority>(lane))) + " lane: "; };  // only on corruption
     if (!valid_intent(mine, cap)) {
-        r.corrupt = where() + "claim intent (" + std::to_string(mine.position) + ", " + std::to_string(mine.length) + ") is not aligned or exceeds the ring";
+        r.corrupt = where() + "claim intent (" + std::to_string(mine.position) + ", " + std::to_string(mine.length) +
+                    (mine.shrunk() ? ", shrunk to " + std::to_string(mine.shrink_to) : std::string()) + ") is not aligned or exceeds the ring";
         return finish();
     }
     // seq_cst: every claim below this tail happened before this load, and so did its claimant's intent.
@@ -332,7 +335,11 @@ Recovery recover_lane(TopicMap& t, std::uint32_t dead, std::size_t lane, Recover
     if (tail <= mine.position) return finish();  // its CAS never happened, and never will
     // Readers cannot pass a hole, so the lowest active cursor is at or before any hole a reader waits at.
     // Below it the bytes may already hold a later lap: never write there.
-    const std::uint64_t waiting = min_cursor(t.lanes[lane], t.cursor_header, t.slots, t.max_subscribers, lane);
+    // Cursors are the subscribers' to write: rounded down to a line, an unaligned one can never make us
+    // read or pad off a record boundary (and no later lap can start in the line it points into, since a
+    // record is at least a line long).
+    const std::uint64_t waiting =
+        min_cursor(t.lanes[lane], t.cursor_header, t.slots, t.max_subscribers, lane) & ~std::uint64_t(kLine - 1);
     const std::uint64_t stop = std::min(mine.end(), tail);
     std::uint64_t y = mine.position;
     while (y < stop) {

@@ -133,6 +133,13 @@ TEST_CASE("malformed frames are refused with a message naming what was wrong") {
         REQUIRE_FALSE(r.has_value());
         CHECK(r.error().message.find("overflow") != std::string::npos);
     }
+    SUBCASE("a topic_ok whose created flag is neither 0 nor 1 (found by fuzz_decode)") {
+        auto f = encode(Message{4, TopicOk{1, true, {}}});
+        f[16 + 4] = std::byte(0x10);  // created: after the header and topic_id
+        auto r = decode(f);
+        REQUIRE_FALSE(r.has_value());
+        CHECK(r.error().message.find("created") != std::string::npos);
+    }
     SUBCASE("unknown error code in an error reply") {
         auto f = encode(Message{1, ErrorReply{Errc::internal, "x"}});
         f[16] = std::byte(250);

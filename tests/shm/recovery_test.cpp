@@ -216,6 +216,36 @@ TEST_CASE("recovery refuses unaligned or oversized intents and an unaligned tail
     (void)r;
 }
 
+TEST_CASE("recovery never steps off a line boundary a peer wrote: an unaligned cursor or shrink_to (found by fuzz_records)") {
+    TopicFixture t(4096, 64);
+    auto r = t.reader(3, 0);
+    (void)t.writer(3, 0);
+    mark(t, 0, SlotState::dead);
+    auto& in = t.map.publishers[0].intent[3];
+    t.map.lanes[3].tail.store(128);  // the dead publisher's claim [0, 128) happened, nothing was committed
+    in.position.store(0);
+    in.won.store(0);
+    in.length.store(128);
+    SUBCASE("a subscriber's cursor inside the hole's first line: the hole is padded from its start") {
+        t.map.slots[0].position[3].store(8);
+        auto rep = shm::recover_publisher(t.map, 0);
+        CHECK(rep.corrupt.empty());
+        CHECK(rep.padded_bytes == 128);
+        auto p = r.peek();
+        CHECK_FALSE(p.corrupt());
+        CHECK(r.position() == 128);
+    }
+    SUBCASE("a dead claim's shrink_to that is not a line boundary: refused, nothing written") {
+        in.shrink_to.store(8);
+        auto rep = shm::recover_publisher(t.map, 0);
+        CHECK(rep.corrupt.find("shrunk to 8") != std::string::npos);
+        CHECK(rep.padded_bytes == 0);
+        auto p = r.peek();
+        CHECK_FALSE(p.corrupt());
+        CHECK(r.position() == 0);
+    }
+}
+
 TEST_CASE("an unaligned tail in shared memory makes a claim fail as corrupt instead of writing past the ring") {
     TopicFixture t(4096, 64);
     auto w = t.writer(3, 0);
