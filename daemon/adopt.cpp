@@ -69,7 +69,10 @@ void Broker::Impl::adopt_topics() {
 void Broker::Impl::adopt_topic(const std::string& topic, std::unordered_map<pid_t, Session*>& by_pid) {
     const std::string data_name = segment_name(topic + ".data"), cursors_name = segment_name(topic + ".cursors");
     if (!proto::validate_topic_name(topic)) return move_aside(data_name, "'" + topic + "' is not a valid topic name");
-    if (topics.size() >= kMaxTopics) return move_aside(data_name, "the broker holds its maximum of 4096 topics");
+    // The ceiling, not the configured max_topics: a lowered limit refuses new topics, never moves aside
+    // rings that clients are using.
+    if (topics.size() >= kMaxTopicsCeiling)
+        return move_aside(data_name, "the broker holds its maximum of " + std::to_string(kMaxTopicsCeiling) + " topics");
     auto data = shm::Segment::open(data_name, shm::Access::read_write);
     if (!data) return move_aside(data_name, data.error().what());
     auto cursors = shm::Segment::open(cursors_name, shm::Access::read_write);
@@ -80,7 +83,8 @@ void Broker::Impl::adopt_topic(const std::string& topic, std::unordered_map<pid_
         return move_aside(data_name, map.error().what());
     }
     if (map->header->name != topic) {
-        move_aside(cursors_name, "it belongs to topic '" + std::string(map->header->name, ::strnlen(map->header->name, sizeof map->header->name)) + "'");
+        move_aside(cursors_name, "it belongs to topic '" +
+                                     proto::printable_excerpt({map->header->name, ::strnlen(map->header->name, sizeof map->header->name)}) + "'");
         return move_aside(data_name, "its header names another topic");
     }
     auto t = std::make_unique<Topic>();
@@ -91,6 +95,7 @@ void Broker::Impl::adopt_topic(const std::string& topic, std::unordered_map<pid_
     t->name = topic;
     t->fingerprint = map->header->fingerprint;
     t->lanes = map->settings;
+    account_shm(data->bytes().size() + cursors->bytes().size());
     t->data = std::move(*data);
     t->cursors = std::move(*cursors);
     t->map = *map;
@@ -99,6 +104,8 @@ void Broker::Impl::adopt_topic(const std::string& topic, std::unordered_map<pid_
         auto& e = t->map.publishers[i];
         const auto st = static_cast<layout::SlotState>(e.state.load());
         if (st != layout::SlotState::active && st != layout::SlotState::dead) continue;
+        // Any pid may be written there (0, negative, another process's): adopted_session watches it
+        // through a pidfd only, and a pid that names no process counts as gone (valid_pid).
         const pid_t pid = pid_t(e.pid);
         Session& s = adopted_session(pid, by_pid);
         t->publisher_owner[i] = s.id;
@@ -113,6 +120,9 @@ void Broker::Impl::adopt_topic(const std::string& topic, std::unordered_map<pid_
         const std::uint32_t bell = sl.doorbell;
         Session& s = adopted_session(pid, by_pid);
         t->subscriber_owner[i] = s.id;
+        // The doorbell index is the subscriber's to write: one beyond the segment is dropped; one that
+        // another process's slot was adopted with is rung for both but stays owned by the first, so
+        // that releasing one never frees it under the other.
         t->subscriber_doorbell[i] = bell < doorbells.count ? bell : layout::kNoDoorbell;
         s.subscribers.push_back({t->id, i});
         monitor.joined(t->id, t->map, i, shm::monotonic_ns());  // the grace period counts from adoption
@@ -121,9 +131,14 @@ void Broker::Impl::adopt_topic(const std::string& topic, std::unordered_map<pid_
             log->warn("topic '{}': subscriber slot {} (pid {}) was being evicted when the previous broker stopped; "
                       "its next lagged report may be off by that eviction's count", topic, i, pid);
         }
-        if (bell < doorbells.count && std::find(s.doorbells.begin(), s.doorbells.end(), bell) == s.doorbells.end()) {
+        if (bell < doorbells.count && std::find(s.doorbells.begin(), s.doorbells.end(), bell) == s.doorbells.end() &&
+            std::find(free_doorbells.begin(), free_doorbells.end(), bell) != free_doorbells.end()) {
             s.doorbells.push_back(bell);
             std::erase(free_doorbells, bell);
+        } else if (bell >= doorbells.count || std::find(s.doorbells.begin(), s.doorbells.end(), bell) == s.doorbells.end()) {
+            log->warn("topic '{}': adopted subscriber slot {} (pid {}) names doorbell {}, {}", topic, i, pid, bell,
+                      bell >= doorbells.count ? "beyond the doorbell segment: it is never rung"
+                                              : "which another process's slot holds: rung for both, owned by the other");
         }
         if (process_gone(s.pidfd, pid)) ++dead;
         else ++live_subs;

@@ -27,7 +27,7 @@ Broker::Impl::Impl(BrokerConfig c) : cfg(std::move(c)), monitor(std::chrono::mil
 Broker::Impl::~Impl() {
     for (auto& [fd, s] : sessions) close_session_fds(*s);
     for (auto& s : orphans) close_session_fds(*s);
-    for (int fd : {listen_fd, epoll_fd, stop_fd, signal_fd, timer_fd})
+    for (int fd : {listen_fd, epoll_fd, stop_fd, signal_fd, timer_fd, accept_timer_fd})
         if (fd >= 0) ::close(fd);
     if (listen_fd >= 0) ::unlink(cfg.socket_path.c_str());
     if (cfg.cleanup_on_exit) {
@@ -51,6 +51,8 @@ Status Broker::Impl::open() {
         return fail(Errc::invalid_argument, "doorbell count must be 1.." + std::to_string(layout::kMaxDoorbells));
     for (std::size_t l = 0; l < layout::kLanes; ++l)
         if (auto ok = shm::validate_lane(cfg.defaults[l], l); !ok) return std::unexpected(ok.error().context("default lane settings"));
+    if (auto ok = validate(cfg.limits); !ok) return ok;
+    shm_limit = effective_shm_limit(cfg.limits);
 
     if (!cfg.acl_path.empty()) {
         auto rules = AccessRules::load(cfg.acl_path);
@@ -96,20 +98,28 @@ Status Broker::Impl::open() {
     }
     free_doorbells.clear();
     for (std::uint32_t i = doorbells.count; i-- > 0;) free_doorbells.push_back(i);
+    shm_bytes = doorbell_segment.bytes().size();
 
     epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
     stop_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     timer_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-    if (epoll_fd < 0 || stop_fd < 0 || timer_fd < 0 || monitor.fd() < 0)
+    accept_timer_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (epoll_fd < 0 || stop_fd < 0 || timer_fd < 0 || accept_timer_fd < 0 || monitor.fd() < 0)
         return fail(Errc::internal, std::string("epoll setup: ") + std::strerror(errno));
     watch(listen_fd);
     watch(monitor.fd());
     watch(stop_fd);
     watch(timer_fd);
+    watch(accept_timer_fd);
     adopt_topics();  // after the epoll set and the timer: adopted clients' pidfds go into them
     if (access.enforced()) log->info("access rules from {}: {} rule(s)", cfg.acl_path, access.rule_count());
     log->info("listening on {} (shm prefix '{}', {} doorbells, timestamps from {})", cfg.socket_path, cfg.shm_prefix,
               cfg.doorbells, clock.kind == shm::ClockKind::tsc ? "the TSC" : "CLOCK_MONOTONIC");
+    const auto& l = cfg.limits;
+    log->info("limits: {} connections, {} topics, per client {} topics / {} publishers / {} subscribers, {} bytes of "
+              "/dev/shm ({} in use), lanes up to {} bytes and events up to {} bytes",
+              l.max_connections, l.max_topics, l.max_topics_per_client, l.max_publishers_per_client,
+              l.max_subscribers_per_client, shm_limit, shm_bytes, l.max_lane_capacity, l.max_event);
     return {};
 }
 
@@ -149,6 +159,7 @@ int Broker::Impl::run(bool handle_signals) {
             if (fd == stop_fd) return shutdown("stop requested");
             if (fd == signal_fd) return shutdown("signal received");
             if (fd == listen_fd) accept_clients();
+            else if (fd == accept_timer_fd) resume_accepting();
             else if (fd == timer_fd) tick();
             else if (fd == monitor.fd()) evict_stuck();
             else if (sessions.count(fd)) serve(fd);
@@ -179,12 +190,21 @@ int Broker::Impl::shutdown(const char* why) {
 }
 
 void Broker::Impl::accept_clients() {
-    for (;;) {
+    // A bounded batch per turn: a storm of connections must not hold up the clients already connected
+    // (level-triggered, the listening socket is reported again next turn if more wait).
+    for (int batch = 0; batch < 64; ++batch) {
         int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) return;  // EAGAIN, or a transient failure: epoll tells us again
-        if (sessions.size() >= kMaxClients) {
-            (void)proto::send_message(fd, Message{0, proto::ErrorReply{Errc::limit_reached, "too many clients"}});
-            ::close(fd);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) return pause_accepting(errno);
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && out_of_fds) {  // the backlog is drained: the episode is over
+                out_of_fds = false;
+                log->info("accepting connections again ({} connected)", sessions.size());
+            }
+            return;  // EAGAIN, or a transient failure: epoll tells us again
+        }
+        if (sessions.size() >= cfg.limits.max_connections) {
+            refuse_connection(fd);
             continue;
         }
         auto s = std::make_unique<Session>();
@@ -205,36 +225,89 @@ void Broker::Impl::accept_clients() {
     }
 }
 
+void Broker::Impl::refuse_connection(int fd) {
+    const auto e = limit_reached("the broker serves its maximum of clients", cfg.limits.max_connections, "max-connections");
+    // The refusal is a single datagram on a fresh socket: it never blocks (non-blocking socket) and a
+    // client that does not read it loses nothing but the reason.
+    (void)proto::send_message(fd, Message{0, proto::ErrorReply{e.code, e.message}});
+    ::close(fd);
+    std::uint64_t dropped = 0;
+    if (refusal_log.allow(shm::monotonic_ns(), dropped))
+        log->warn("connection refused: {}{}", e.message, dropped ? " (" + std::to_string(dropped) + " more refused before)" : "");
+}
+
+void Broker::Impl::pause_accepting(int err) {
+    if (accepting) {
+        ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, listen_fd, nullptr);
+        accepting = false;
+    }
+    // Retry after 100 ms, or sooner when a session closes and gives a descriptor back. Pending clients
+    // wait in the listen backlog meanwhile; the ones already connected are served as usual.
+    itimerspec its{};
+    its.it_value.tv_nsec = 100'000'000;
+    ::timerfd_settime(accept_timer_fd, 0, &its, nullptr);
+    if (!out_of_fds) {
+        out_of_fds = true;
+        log->warn("cannot accept connections: {} ({} clients connected); retrying every 100 ms and whenever a client "
+                  "leaves (rvoip-eventd raises its soft RLIMIT_NOFILE to the hard limit at start: raise LimitNOFILE)",
+                  std::strerror(err), sessions.size());
+    }
+}
+
+void Broker::Impl::resume_accepting() {
+    std::uint64_t expirations;
+    while (::read(accept_timer_fd, &expirations, sizeof expirations) > 0) {
+    }
+    if (accepting || listen_fd < 0) return;
+    watch(listen_fd);
+    accepting = true;
+}
+
 void Broker::Impl::serve(int fd) {
     auto it = sessions.find(fd);
     if (it == sessions.end()) return;
     Session& s = *it->second;
-    for (;;) {
-        auto frame = proto::recv_frame(fd);
-        if (!frame) {
-            if (frame.error().code == Errc::would_block) return;
-            if (frame.error().code == Errc::malformed) {  // oversize: answer and go on
-                reply_error(s, 0, frame.error());
-                continue;
-            }
-            return disconnect(fd);
-        }
+    // One request, not all of them: level-triggered epoll reports this socket again next turn while it
+    // holds more, so a client that floods gets a turn like any other and the timers, pidfds and other
+    // clients are served between its requests.
+    auto frame = proto::recv_frame(fd, MSG_DONTWAIT);
+    if (!frame) {
+        if (frame.error().code == Errc::would_block) return;
+        if (frame.error().code != Errc::malformed) return disconnect(fd);
+        reply_error(s, 0, frame.error());  // oversize: answer and go on
+    } else {
         // We never accept descriptors from clients.
         proto::close_fds(frame->fds);
         auto msg = proto::decode(frame->bytes);
         if (!msg) {
-            log->warn("client {} (pid {}): {}", s.id, s.pid, msg.error().what());
+            note(s, spdlog::level::warn, msg.error().what());
             reply_error(s, proto::peek_correlation(frame->bytes), msg.error());
-            continue;
+        } else {
+            handle(s, *msg);
         }
-        handle(s, *msg);
+    }
+    if (s.unreachable) {
+        note(s, spdlog::level::warn, "does not read its replies (its socket buffer is full): disconnected");
+        disconnect(fd);
     }
 }
 
+void Broker::Impl::note(Session& s, spdlog::level::level_enum level, const std::string& what) {
+    std::uint64_t dropped = 0;
+    if (!log->should_log(level) || !s.log_budget.allow(shm::monotonic_ns(), dropped)) return;
+    log->log(level, "client {} '{}' (pid {}): {}{}", s.id, s.name, s.pid, what,
+             dropped ? " (" + std::to_string(dropped) + " similar line(s) dropped)" : "");
+}
+
 void Broker::Impl::reply(Session& s, std::uint64_t corr, proto::Body body, std::vector<int> fds) {
+    // Non-blocking (accepted with SOCK_NONBLOCK): a client whose socket buffer is full does not read its
+    // replies. It is disconnected (serve) rather than waited for, and a reply is never dropped silently.
     auto st = proto::send_message(s.fd, Message{corr, std::move(body)}, fds);
     proto::close_fds(fds);
-    if (!st) log->debug("client {}: reply not delivered: {}", s.id, st.error().what());
+    if (!st) {
+        log->debug("client {}: reply not delivered: {}", s.id, st.error().what());
+        s.unreachable = true;
+    }
 }
 
 void Broker::Impl::reply_error(Session& s, std::uint64_t corr, const Error& e) {
@@ -261,7 +334,7 @@ void Broker::Impl::handle(Session& s, const Message& m) {
         },
         m.body);
     if (!st) {
-        log->info("client {} '{}' (pid {}): {} refused: {}", s.id, s.name, s.pid, proto::to_string(type), st.error().what());
+        note(s, spdlog::level::info, std::string(proto::to_string(type)) + " refused: " + st.error().what());
         reply_error(s, corr, st.error());
     }
 }

@@ -5,6 +5,7 @@
 // Used by the daemon binary and, embedded on a private socket, by EventSystemBuilder::embedded().
 #pragma once
 
+#include "daemon/limits.hpp"
 #include "proto/errc.hpp"
 #include "proto/layout.hpp"
 
@@ -36,6 +37,7 @@ struct BrokerConfig {
     // No subscriber is evicted within this long of joining (or of its adoption by a restarted broker): a
     // consumer that is still warming up is not a stuck one.
     std::uint32_t evict_grace_ms = 5000;
+    Limits limits;  // daemon/limits.hpp
     // Lane settings for topics created without explicit ones: [critical, high, normal, low].
     std::array<layout::LaneSettings, layout::kLanes> defaults = default_lanes();
 

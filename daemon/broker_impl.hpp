@@ -34,26 +34,37 @@ namespace rvoip::events::daemon {
 
 using proto::Message;
 
-using proto::Message;
-
-constexpr std::uint32_t kMaxTopics = 4096;
-constexpr std::uint32_t kMaxClients = 4096;
 constexpr std::uint32_t kNoOwner = 0;
 
+// A fingerprint for the log and for error messages. Its type name may come from shared memory (an
+// adopted topic), so it is escaped like anything else a client could have written.
 inline std::string describe(const layout::Fingerprint& f) {
-    if (f.kind == layout::Kind::raw) return std::string(f.name()) + " (raw bytes, schema v" + std::to_string(f.schema_version) + ")";
-    return std::string(f.name()) + " (" + std::to_string(f.size) + " bytes, align " + std::to_string(f.align) +
-           ", schema v" + std::to_string(f.schema_version) + ")";
+    const std::string name = proto::printable_excerpt(f.name());
+    if (f.kind == layout::Kind::raw) return name + " (raw bytes, schema v" + std::to_string(f.schema_version) + ")";
+    return name + " (" + std::to_string(f.size) + " bytes, align " + std::to_string(f.align) + ", schema v" +
+           std::to_string(f.schema_version) + ")";
 }
 
-inline int pidfd_open(pid_t pid) noexcept { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+// A pid that can name a process: pids read from shared memory are anyone's writing, and 0 or a negative
+// pid given to kill() means a process group, or every process. 4194304 is the kernel's PID_MAX_LIMIT.
+inline bool valid_pid(pid_t pid) noexcept { return pid > 0 && pid <= 4'194'304; }
 
-// True once the process behind `pidfd` (or `pid` when no pidfd could be had) has terminated.
+inline int pidfd_open(pid_t pid) noexcept {
+    if (!valid_pid(pid)) {
+        errno = EINVAL;
+        return -1;
+    }
+    return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+// True once the process behind `pidfd` (or `pid` when no pidfd could be had) has terminated. A pid
+// that names no process (0, negative, beyond pid_max) counts as gone.
 inline bool process_gone(int pidfd, pid_t pid) noexcept {
     if (pidfd >= 0) {
         pollfd p{pidfd, POLLIN, 0};
         return ::poll(&p, 1, 0) == 1;
     }
+    if (!valid_pid(pid)) return true;
     return ::kill(pid, 0) != 0 && errno == ESRCH;
 }
 
@@ -95,6 +106,9 @@ struct Session {
     std::vector<Slot> publishers;
     std::vector<Slot> subscribers;
     std::vector<std::uint32_t> doorbells;
+    std::uint32_t topics_created = 0;  // counted against Limits::max_topics_per_client
+    bool unreachable = false;          // a reply could not be sent (it does not read them): disconnect it
+    LogBudget log_budget;              // its refusals and malformed frames, in the log
 };
 
 struct Broker::Impl {
@@ -105,6 +119,12 @@ struct Broker::Impl {
     int stop_fd = -1;
     int signal_fd = -1;
     int timer_fd = -1;
+    int accept_timer_fd = -1;  // one-shot: retry accept() after running out of descriptors
+    bool accepting = true;     // listen_fd is in the epoll set
+    bool out_of_fds = false;   // an EMFILE episode is on (logged once, at its start)
+    LogBudget refusal_log;     // connections refused at max_connections
+    std::uint64_t shm_bytes = 0;  // bytes of /dev/shm in the broker's segments, against shm_limit
+    std::uint64_t shm_limit = 0;
     shm::Segment doorbell_segment;
     shm::DoorbellMap doorbells;
     std::vector<std::uint32_t> free_doorbells;
@@ -140,7 +160,15 @@ struct Broker::Impl {
     int run(bool handle_signals);
     int shutdown(const char* why);
     void accept_clients();
+    // Out of descriptors: the listening socket leaves the epoll set (level-triggered, it would report
+    // the pending connection again at once, for ever) until a session closes or a short timer fires.
+    void pause_accepting(int err);
+    void resume_accepting();
+    void refuse_connection(int fd);
+    // At most one request per call: the loop calls it once per ready client per turn.
     void serve(int fd);
+    // A log line about what a client did wrong, within its LogBudget.
+    void note(Session& s, spdlog::level::level_enum level, const std::string& what);
     void reply(Session& s, std::uint64_t corr, proto::Body body, std::vector<int> fds = {});
     void reply_error(Session& s, std::uint64_t corr, const Error& e);
     void handle(Session& s, const Message& m);
@@ -158,6 +186,15 @@ struct Broker::Impl {
     Session& adopted_session(pid_t pid, std::unordered_map<pid_t, Session*>& by_pid);
     void adopt_topics();
     void adopt_topic(const std::string& topic, std::unordered_map<pid_t, Session*>& by_pid);
+
+    // limits.cpp: what a request may still take (Limits); limit_reached naming the limit otherwise.
+    // Before a topic is created: the topic count, the client's own count and the lanes it asks for.
+    Status admit_topic(const Session& s, const proto::OpenTopic& o) const;
+    // Before its segments are created: the /dev/shm bytes they take. Counted by account_shm.
+    Status admit_shm(const std::string& topic, std::uint64_t bytes) const;
+    void account_shm(std::uint64_t bytes) { shm_bytes += bytes; }
+    Status admit_publisher(const Session& s) const;
+    Status admit_subscriber(const Session& s) const;
 
     // registry.cpp: topics and slots.
     Status on_open_topic(Session& s, std::uint64_t corr, const proto::OpenTopic& o);

@@ -56,6 +56,7 @@ void Broker::Impl::disconnect(int fd) {
     ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, nullptr);
     ::close(fd);
     s->fd = -1;
+    if (!accepting) resume_accepting();  // out of descriptors until now: one came back
     log->log(s->greeted ? spdlog::level::info : spdlog::level::debug,
              "client {} '{}' (pid {}) disconnected holding {} publisher(s), {} subscriber(s)", s->id, s->name, s->pid,
              s->publishers.size(), s->subscribers.size());

@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
     cfg.socket_path = proto::default_socket_path();
     std::string level = "info";
     bool foreground = false;
+    std::uint64_t max_fds = 0;
 
     CLI::App app{"rvoip-eventd: shared-memory event broker for the RVOIP stack"};
     app.add_option("--socket", cfg.socket_path, "control socket path (env RVOIP_EVENTS_SOCKET)")->capture_default_str();
@@ -82,6 +83,35 @@ int main(int argc, char** argv) {
     app.add_option("--socket-group", cfg.socket_group, "group of the control socket (default: rvoip-events if it exists)");
     app.add_option("--reclaim-grace-ms", cfg.reclaim_grace_ms,
                    "after a restart, how long live clients have to reclaim their adopted slots")
+        ->capture_default_str();
+    // Limits (daemon/limits.hpp): a request that reaches one is refused with limit_reached naming the flag.
+    auto& lim = cfg.limits;
+    app.add_option("--max-connections", lim.max_connections, "connected clients at once")
+        ->check(CLI::Range(1u, daemon::kMaxConnectionsCeiling))
+        ->capture_default_str();
+    app.add_option("--max-topics", lim.max_topics, "topics the broker holds")
+        ->check(CLI::Range(1u, daemon::kMaxTopicsCeiling))
+        ->capture_default_str();
+    app.add_option("--max-topics-per-client", lim.max_topics_per_client, "topics one client may create")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--max-publishers-per-client", lim.max_publishers_per_client, "publisher slots one client may hold")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--max-subscribers-per-client", lim.max_subscribers_per_client, "subscriber slots one client may hold")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--max-shm-bytes", lim.max_shm_bytes,
+                   "bytes of /dev/shm the broker's segments may take (0: 4 GiB or half of /dev/shm, the smaller)")
+        ->capture_default_str();
+    app.add_option("--max-lane-bytes", lim.max_lane_capacity, "largest lane capacity a client may ask for")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--max-event-bytes", lim.max_event, "largest max_event a client may ask for")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app.add_option("--max-fds", max_fds,
+                   "descriptor limit (RLIMIT_NOFILE soft); 0: raise the soft limit to the hard one")
         ->capture_default_str();
     app.add_option("--test-slot-reply-delay-ms", cfg.test_slot_reply_delay_ms, "tests only: delay slot replies")
         ->group("");  // hidden: a broker too slow for its clients, for the late-reply tests
@@ -108,6 +138,18 @@ int main(int argc, char** argv) {
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
     ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+    // Every client costs two descriptors (socket, pidfd) and every topic holds two segments: the soft
+    // limit (often 1024) is a default for programs that select(), which we do not.
+    auto fds = daemon::set_fd_limit(max_fds);
+    if (!fds) {
+        logger->critical("cannot start: {}", fds.error().what());
+        return 2;
+    }
+    if (*fds < 2ull * cfg.limits.max_connections + 64)
+        logger->warn("{} descriptors allow fewer than --max-connections {} clients (two each): connections beyond "
+                     "that wait until a client leaves",
+                     *fds, cfg.limits.max_connections);
 
     daemon::Broker broker(cfg);
     if (auto ok = broker.open(); !ok) {

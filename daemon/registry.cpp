@@ -24,7 +24,7 @@ Status Broker::Impl::on_open_topic(Session& s, std::uint64_t corr, const proto::
         return {};
     }
     if (auto ok = allowed(s, o.topic, kCreate, "create it"); !ok) return ok;
-    if (topics.size() >= kMaxTopics) return fail(Errc::limit_reached, "the broker holds its maximum of 4096 topics");
+    if (auto ok = admit_topic(s, o); !ok) return ok;
     auto lanes = cfg.defaults;
     const auto fixed = access.lanes(o.topic);  // sizes from the access rules outrank the creator's
     for (std::size_t l = 0; l < layout::kLanes; ++l) {
@@ -49,10 +49,14 @@ Status Broker::Impl::on_open_topic(Session& s, std::uint64_t corr, const proto::
     t->name = o.topic;
     t->fingerprint = fp;
     t->lanes = lanes;
+    const std::uint64_t bytes = shm::topic_data_size(lanes) + layout::cursors_size(layout::kMaxSubscribers);
+    if (auto ok = admit_shm(o.topic, bytes); !ok) return ok;
     auto data = shm::Segment::create(segment_name(o.topic + ".data"), shm::topic_data_size(lanes));
     if (!data) return std::unexpected(data.error());
     auto cursors = shm::Segment::create(segment_name(o.topic + ".cursors"), layout::cursors_size(layout::kMaxSubscribers));
     if (!cursors) return std::unexpected(cursors.error());
+    account_shm(bytes);
+    ++s.topics_created;
     t->data = std::move(*data);
     t->cursors = std::move(*cursors);
     shm::format_topic(t->data.bytes(), o.topic, t->id, fp, lanes);
@@ -78,6 +82,7 @@ Status Broker::Impl::on_add_publisher(Session& s, std::uint64_t corr, const prot
     if (!t) return std::unexpected(t.error());
     Topic& topic = **t;
     if (auto ok = allowed(s, topic.name, kPublish, "publish"); !ok) return ok;
+    if (auto ok = admit_publisher(s); !ok) return ok;
     auto it = std::find(topic.publisher_owner.begin(), topic.publisher_owner.end(), kNoOwner);
     if (it == topic.publisher_owner.end())
         return fail(Errc::limit_reached, "topic '" + topic.name + "' already has 64 publishers");
@@ -106,6 +111,7 @@ Status Broker::Impl::on_add_subscriber(Session& s, std::uint64_t corr, const pro
     if (!t) return std::unexpected(t.error());
     Topic& topic = **t;
     if (auto ok = allowed(s, topic.name, kSubscribe, "subscribe"); !ok) return ok;
+    if (auto ok = admit_subscriber(s); !ok) return ok;
     auto it = std::find(topic.subscriber_owner.begin(), topic.subscriber_owner.end(), kNoOwner);
     if (it == topic.subscriber_owner.end())
         return fail(Errc::limit_reached, "topic '" + topic.name + "' already has 64 subscribers");
@@ -151,7 +157,7 @@ Status Broker::Impl::on_reclaim(Session& s, std::uint64_t corr, const proto::Rec
     if (it == topic_ids.end()) return fail(Errc::no_such_topic, "cannot reclaim " + what + ": this broker holds no such topic (its segments were not adopted)");
     Topic& t = *topics[it->second - 1];
     if (auto ok = allowed(s, t.name, pub ? kPublish : kSubscribe, pub ? "publish" : "subscribe"); !ok) return ok;
-    if (t.map.header->record_key != r.record_key)
+    if (t.map.record_key != r.record_key)  // the key read at creation or adoption: the header is publishers' to write
         return fail(Errc::no_such_topic, "cannot reclaim " + what + ": the topic was created anew since this client mapped it");
     if (r.slot >= (pub ? t.map.max_publishers : t.map.max_subscribers))
         return fail(Errc::invalid_argument, "cannot reclaim " + what + ": no such slot");
@@ -161,7 +167,7 @@ Status Broker::Impl::on_reclaim(Session& s, std::uint64_t corr, const proto::Rec
         return {};
     }
     auto from_it = std::find_if(orphans.begin(), orphans.end(), [&](auto& o) { return o->id == owners[r.slot]; });
-    if (from_it == orphans.end() || (*from_it)->exited || (*from_it)->pid != s.pid)
+    if (from_it == orphans.end() || (*from_it)->exited || !valid_pid(s.pid) || (*from_it)->pid != s.pid)
         return fail(Errc::permission_denied, "cannot reclaim " + what + ": it is not held for pid " + std::to_string(s.pid));
     Session& from = **from_it;
     const std::uint32_t bell = pub ? layout::kNoDoorbell : t.subscriber_doorbell[r.slot];

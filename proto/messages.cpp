@@ -5,6 +5,29 @@
 #include <bit>
 
 namespace rvoip::events::proto {
+
+bool printable(std::string_view s) noexcept {
+    for (unsigned char c : s)
+        if (c < 0x20 || c > 0x7e) return false;
+    return true;
+}
+
+std::string printable_excerpt(std::string_view s, std::size_t max) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : s.substr(0, max)) {
+        if (c >= 0x20 && c <= 0x7e && c != '\\') {
+            out += char(c);
+            continue;
+        }
+        out += "\\x";
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+    }
+    if (s.size() > max) out += "...";
+    return out;
+}
+
 namespace {
 
 // Little-endian field writer. The machines we run on are little endian; memcpy keeps it alignment-safe.
@@ -97,6 +120,7 @@ public:
         if (!size || !align || !ver || !kind) return fail(Errc::malformed, "frame ends inside the fingerprint");
         if (*kind != 1 && *kind != 2) return fail(Errc::malformed, "fingerprint.kind " + std::to_string(*kind) + " is not typed(1) or raw(2)");
         if (name->empty()) return fail(Errc::malformed, "fingerprint.type_name is empty");
+        if (!printable(*name)) return fail(Errc::malformed, "fingerprint.type_name must be printable ASCII");
         if (*align != 0 && !layout::is_pow2(*align)) return fail(Errc::malformed, "fingerprint.align is not a power of two");
         f.size = *size;
         f.align = *align;
@@ -136,12 +160,6 @@ Status all_ok(const R&... r) {
     Status s;
     ((s = r ? s : Status(std::unexpected(r.error()))), ...);
     return s;
-}
-
-bool printable(std::string_view s) {
-    for (unsigned char c : s)
-        if (c < 0x20 || c > 0x7e) return false;
-    return true;
 }
 
 void encode_body(Writer& w, const Hello& m) {
@@ -377,6 +395,7 @@ Result<Body> decode_body(MsgType t, Reader& r) {
         auto d = r.get<std::uint32_t>("doorbell");
         if (auto st = all_ok(role, n, k, s, d); !st) return std::unexpected(st.error());
         if (*role != 1 && *role != 2) return fail(Errc::malformed, "reclaim: role " + std::to_string(*role) + " is not publisher(1) or subscriber(2)");
+        if (!printable(*n)) return fail(Errc::malformed, "topic must be printable ASCII");
         m.role = static_cast<Role>(*role);
         m.topic = *n;
         m.record_key = *k;
@@ -469,7 +488,7 @@ Result<Message> decode(std::span<const std::byte> frame) {
 
 Status validate_topic_name(std::string_view name) {
     auto bad = [&](std::string why) {
-        return fail(Errc::invalid_topic_name, "topic name '" + std::string(name.substr(0, 80)) + "' " + why +
+        return fail(Errc::invalid_topic_name, "topic name '" + printable_excerpt(name) + "' " + why +
                                                   " (expected [a-z0-9][a-z0-9_.-]{0,62})");
     };
     if (name.empty()) return bad("is empty");

@@ -175,4 +175,10 @@ std::uint64_t peek_correlation(std::span<const std::byte> frame) noexcept;
 // Topic names: [a-z0-9][a-z0-9_.-]{0,62}
 Status validate_topic_name(std::string_view name);
 
+// True when every byte is printable ASCII (0x20-0x7e): what decode() accepts in names and type names.
+bool printable(std::string_view s) noexcept;
+// Up to `max` bytes of `s` for a log line or an error message, every byte outside printable ASCII (and
+// the backslash) written as \xNN: nothing a client or a segment holds can forge a log line.
+std::string printable_excerpt(std::string_view s, std::size_t max = 80);
+
 }  // namespace rvoip::events::proto

@@ -304,10 +304,12 @@ void pad(TopicMap& t, std::size_t lane, std::uint64_t pos, std::uint64_t bytes) 
     h->position.store(pos ^ t.record_key, std::memory_order_release);  // release: pairs with the acquire in LaneReader::peek
 }
 
-// shrink_to counts only when it splits the intent (Intent::shrunk), and then it becomes a padding bound:
-// it must be a line boundary like the rest.
+// An intent is the publisher's to write: its position, length and shrink point must be line-aligned
+// (every padding the broker writes starts and ends on a line, inside the ring) and its length within one
+// lap, before any of them steps through the ring.
 bool valid_intent(const Intent& in, std::uint64_t capacity) noexcept {
-    return in.position % kLine == 0 && in.length % kLine == 0 && in.length <= capacity && (!in.shrunk() || in.shrink_to % kLine == 0);
+    return in.position % kLine == 0 && in.length % kLine == 0 && in.length <= capacity &&
+           (!in.shrunk() || in.shrink_to % kLine == 0);
 }
 
 // One lane of recover_publisher.
@@ -386,6 +388,10 @@ Recovery recover_lane(TopicMap& t, std::uint32_t dead, std::size_t lane, Recover
         if (live && !proven) return Recovery::retry;
         if (committed_at(t, lane, y)) continue;  // a live publisher committed meanwhile
         hole_end = std::min(hole_end, tail);
+        if (hole_end % kLine != 0) {  // unreachable with the checks above: never write off a line
+            r.corrupt = where() + "hole end " + std::to_string(hole_end) + " is not 64-byte aligned";
+            return finish();
+        }
         while (y < hole_end) {
             const std::uint64_t n = std::min(cap - (y & (cap - 1)), hole_end - y);
             pad(t, lane, y, n);

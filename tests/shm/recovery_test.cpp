@@ -246,6 +246,35 @@ TEST_CASE("recovery never steps off a line boundary a peer wrote: an unaligned c
     }
 }
 
+TEST_CASE("recovery never steps off a line for an unaligned subscriber cursor or shrink point, which would write past the ring") {
+    TopicFixture t(4096, 64);
+    auto r = t.reader(3, 0);
+    (void)t.writer(3, 0);
+    const std::uint64_t cap = t.map.settings[3].capacity;
+    mark(t, 0, SlotState::dead);
+    auto& in = t.map.publishers[0].intent[3];
+    t.map.lanes[3].tail.store(cap);
+    // A subscriber wrote a cursor 8 bytes short of the ring's end: recovery used to jump there and write
+    // a padding header across the end of the ring (Low is last: past the segment).
+    t.map.slots[0].position[3].store(cap - 8);
+    in.position.store(0);
+    in.length.store(std::uint32_t(cap));
+    auto rep = shm::recover_publisher(t.map, 0);
+    CHECK(rep.corrupt.empty());
+    CHECK(rep.padded_bytes == 64);  // from the cursor's line to the ring's end, and not a byte past it
+    // A dead publisher's shrink point off a line: the piece before it would end there, and the next
+    // padding header start 8 bytes short of the end.
+    t.map.slots[0].position[3].store(0);
+    in.position.store(cap - 128);
+    in.length.store(128);
+    in.won.store(cap - 128);
+    in.shrink_to.store(cap - 8);
+    rep = shm::recover_publisher(t.map, 0);
+    CHECK(rep.corrupt.find("not aligned") != std::string::npos);
+    CHECK(rep.padded_bytes == 0);
+    (void)r;
+}
+
 TEST_CASE("an unaligned tail in shared memory makes a claim fail as corrupt instead of writing past the ring") {
     TopicFixture t(4096, 64);
     auto w = t.writer(3, 0);

@@ -1,0 +1,76 @@
+// What one broker allows, so that no client can take it down (issue 8): connections, topics, what one
+// client may hold, the shared memory the broker allocates, and the lane sizes a client may ask for.
+// Every limit has a daemon flag; a request that reaches one is refused with Errc::limit_reached and a
+// message that names the limit, its value and the flag that raises it.
+#pragma once
+
+#include "proto/errc.hpp"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace rvoip::events::daemon {
+
+struct Limits {
+    // Connected clients (sessions with an open socket). Each costs two descriptors (socket, pidfd).
+    std::uint32_t max_connections = 1024;
+    std::uint32_t max_topics = 4096;
+    // Per client (one connection): topics it created, publisher and subscriber slots it holds.
+    std::uint32_t max_topics_per_client = 256;
+    std::uint32_t max_publishers_per_client = 256;
+    std::uint32_t max_subscribers_per_client = 256;
+    // Bytes of /dev/shm the broker allocates across its segments (topics and doorbells). 0: automatic,
+    // 4 GiB or half of /dev/shm's size, whichever is smaller: /dev/shm is a tmpfs that shares the host's
+    // memory with every other program, and a default topic takes 11 MiB, so 4 GiB is ~370 default topics.
+    std::uint64_t max_shm_bytes = 0;
+    // What a client may ask for when it creates a topic (the broker's own defaults are the operator's).
+    std::uint64_t max_lane_capacity = 64ull << 20;
+    std::uint32_t max_event = 1u << 20;
+};
+
+constexpr std::uint32_t kMaxConnectionsCeiling = 65536;
+constexpr std::uint32_t kMaxTopicsCeiling = 4096;  // topic ids index a vector; adoption stops here too
+constexpr std::uint64_t kAutoShmCap = 4ull << 30;
+
+// The limit in force for max_shm_bytes: the configured value, or the automatic one (see Limits).
+std::uint64_t effective_shm_limit(const Limits& l);
+
+Status validate(const Limits& l);
+
+// "<what>: the limit is <value> (--<flag> raises it)", as Errc::limit_reached.
+Error limit_reached(std::string_view what, std::uint64_t value, std::string_view flag);
+
+// Raises this process's RLIMIT_NOFILE soft limit to its hard limit, or sets it to `max_fds` when that
+// is non-zero (tests: a broker that runs out of descriptors early). Returns the soft limit in force.
+Result<std::uint64_t> set_fd_limit(std::uint64_t max_fds);
+
+// At most a few log lines per window for one source (a client), so that a client that repeats a
+// refused request cannot flood the log; what was dropped is counted and reported with the next line.
+class LogBudget {
+public:
+    static constexpr std::uint32_t kBurst = 5;
+    static constexpr std::int64_t kWindowNs = 10'000'000'000;
+    // True when a line may be written now; then `dropped` holds how many were dropped before it.
+    bool allow(std::int64_t now_ns, std::uint64_t& dropped) noexcept {
+        if (now_ns - window_start_ >= kWindowNs) {
+            window_start_ = now_ns;
+            used_ = 0;
+        }
+        if (used_ >= kBurst) {
+            ++dropped_;
+            return false;
+        }
+        ++used_;
+        dropped = dropped_;
+        dropped_ = 0;
+        return true;
+    }
+
+private:
+    std::int64_t window_start_ = INT64_MIN / 2;
+    std::uint32_t used_ = 0;
+    std::uint64_t dropped_ = 0;
+};
+
+}  // namespace rvoip::events::daemon
