@@ -295,7 +295,12 @@ void Connection::release(std::uint64_t handle) noexcept {
 
 ConnectionState Connection::state() const {
     Lock lock(mu_);
-    return state_;
+    ConnectionState s = state_;
+    if (s.connected && fd_ >= 0) {  // the broker may be gone before the watcher has run since (a stopped process)
+        pollfd p{fd_, POLLRDHUP, 0};
+        if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR))) s.connected = false;
+    }
+    return s;
 }
 
 // Reconnects and reclaims, with mu_ held (calls wait meanwhile: they need the broker anyway).
