@@ -118,6 +118,8 @@ run check sub_death       safety  -DCFG_SUBDEATH      # properties 1, 2, 3, 4 wi
 run check multislot_death safety  -DCFG_MULTISLOT     # properties 1, 2, 3: one process, two publisher slots
 run check pub_death_spec_gate safety -DCFG_PUBDEATH -DSPEC_GATE_NO_INTENTS  # the brief's gate suffices
                                                       # without joins: spec_leave_alone fails for its own rule
+run check evict           safety  -DCFG_EVICT -DEVICT_ONEPUB -DEVICT_UNPROTECTED_OK  # eviction: exactness, no
+                                                      # stall, order (the read-protection property: bug_* below)
 run check acyclic_basic   acyclic -DCFG_BASIC         # no cycles: the final-state checks see every run
 run check acyclic_join    acyclic -DCFG_JOIN
 
@@ -135,6 +137,15 @@ run mutant recovery_no_scan        safety  -DCFG_PUBDEATH -DMUT_RECOVERY_NO_SCAN
 run mutant hop_limit               safety  -DCFG_PUBDEATH -DMUT_HOP_LIMIT
 run mutant full_keeps_intent       safety  -DCFG_PUBDEATH -DMUT_FULL_KEEPS_INTENT
 run mutant leave_keeps_slot        safety  -DCFG_SUBDEATH -DMUT_LEAVE_KEEPS_SLOT
+run mutant evict_plain_store       safety  -DCFG_EVICT -DEVICT_ONEPUB -DEVICT_UNPROTECTED_OK -DMUT_EVICT_PLAIN_STORE
+run mutant evict_no_undo           safety  -DCFG_EVICT -DEVICT_ONEPUB -DEVICT_UNPROTECTED_OK -DMUT_EVICT_NO_UNDO
+run mutant evict_no_subtract       safety  -DCFG_EVICT -DEVICT_ONEPUB -DEVICT_UNPROTECTED_OK -DMUT_EVICT_NO_SUBTRACT
+run mutant evict_past_uncommitted  safety  -DCFG_EVICT -DEVICT_ONEPUB -DEVICT_UNPROTECTED_OK -DMUT_EVICT_PAST_UNCOMMITTED
+run mutant evict_no_seqlock        safety  -DCFG_EVICT -DEVICT_ONEPUB -DEVICT_UNPROTECTED_OK -DMUT_EVICT_NO_SEQLOCK
+# Eviction as the code does it now: known bugs (README, "Eviction: what the model found"). Each must fail
+# until the code is fixed; then make them checks.
+run mutant bug_evict_unprotected_read safety -DCFG_EVICT -DEVICT_ONEPUB
+run mutant bug_evict_torn_read     safety  -DCFG_EVICT_DEATH -DEVICT_UNPROTECTED_OK
 # The protocol as first specified (brief of the ring redesign): each of these is a real bug.
 run mutant spec_gate_no_intents    safety  -DCFG_JOIN     -DSPEC_GATE_NO_INTENTS
 run mutant spec_no_release_empty   safety  -DCFG_PUBDEATH -DSPEC_NO_RELEASE_ON_EMPTY
