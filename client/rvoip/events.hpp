@@ -304,12 +304,21 @@ public:
     // eviction by the broker is reported once (Errc::lagged, last_missed() events lost).
     Result<Record> try_next() noexcept {
         // acquire: pairs with the broker's closing store of evictions in shm::evict_subscriber.
-        if (slot_->evictions.load(std::memory_order_acquire) != seen_evictions_) [[unlikely]]
+        if (slot_->evictions.load(std::memory_order_acquire) != seen_evictions_) [[unlikely]] {
             if (auto st = follow_eviction(); !st) return std::unexpected(std::move(st.error()));
+            if (slot_->evictions.load() != seen_evictions_) return Record{};  // one under way: nothing until it is done
+        }
         for (std::uint32_t l = 0; l < layout::kLanes; ++l) {
             auto& r = readers_[l];
             const auto p = r.peek();
             if (p.record) {
+                // Re-checked after the peek (seq_cst, ordered after the header's acquire): an eviction
+                // whose cursor CAS came before this load is seen here, and the record, in the range it
+                // skipped, may be being overwritten: it is not handed out. One whose CAS comes later
+                // lets publishers in only after this point (the Sample caveat above). Found by the
+                // model (tests/model: evict_no_recheck).
+                if (slot_->evictions.load() != seen_evictions_) [[unlikely]]
+                    return try_next_after_eviction();
                 r.consume(p);
                 ++outstanding_[l];
                 auto& c = slot_->received[l];
@@ -343,6 +352,12 @@ public:
 
 private:
     SubscriberCore() = default;
+    // try_next once more, after an eviction that came in between its check and its peek.
+    [[gnu::noinline, gnu::cold]] Result<Record> try_next_after_eviction() noexcept {
+        if (auto st = follow_eviction(); !st) return std::unexpected(std::move(st.error()));
+        if (slot_->evictions.load() != seen_evictions_) return Record{};  // still under way
+        return try_next();
+    }
     bool any_ready() const noexcept;
     Error corrupt(std::uint32_t lane, const shm::LaneReader::Peek& p) noexcept;
     [[gnu::cold, gnu::noinline]] Status follow_eviction() noexcept;

@@ -118,8 +118,8 @@ run check sub_death       safety  -DCFG_SUBDEATH      # properties 1, 2, 3, 4 wi
 run check multislot_death safety  -DCFG_MULTISLOT     # properties 1, 2, 3: one process, two publisher slots
 run check pub_death_spec_gate safety -DCFG_PUBDEATH -DSPEC_GATE_NO_INTENTS  # the brief's gate suffices
                                                       # without joins: spec_leave_alone fails for its own rule
-run check evict           safety  -DCFG_EVICT -DEVICT_ONEPUB -DEVICT_UNPROTECTED_OK  # eviction: exactness, no
-                                                      # stall, order (the read-protection property: bug_* below)
+run check evict           safety  -DCFG_EVICT -DEVICT_ONEPUB  # eviction: exactness, no stall, order, and
+                                                      # nothing handed out that its cursor did not protect
 run check acyclic_basic   acyclic -DCFG_BASIC         # no cycles: the final-state checks see every run
 run check acyclic_join    acyclic -DCFG_JOIN
 
@@ -142,10 +142,10 @@ run mutant evict_no_undo           safety  -DCFG_EVICT -DEVICT_ONEPUB -DEVICT_UN
 run mutant evict_no_subtract       safety  -DCFG_EVICT -DEVICT_ONEPUB -DEVICT_UNPROTECTED_OK -DMUT_EVICT_NO_SUBTRACT
 run mutant evict_past_uncommitted  safety  -DCFG_EVICT -DEVICT_ONEPUB -DEVICT_UNPROTECTED_OK -DMUT_EVICT_PAST_UNCOMMITTED
 run mutant evict_no_seqlock        safety  -DCFG_EVICT -DEVICT_ONEPUB -DEVICT_UNPROTECTED_OK -DMUT_EVICT_NO_SEQLOCK
-# Eviction as the code does it now: known bugs (README, "Eviction: what the model found"). Each must fail
-# until the code is fixed; then make them checks.
-run mutant bug_evict_unprotected_read safety -DCFG_EVICT -DEVICT_ONEPUB
-run mutant bug_evict_torn_read     safety  -DCFG_EVICT_DEATH -DEVICT_UNPROTECTED_OK
+# try_next without its re-check of `evictions` after the peek (the code before the model found it):
+# a record from the range the broker skipped is handed out, unprotected, and can be torn.
+run mutant evict_no_recheck        safety  -DCFG_EVICT -DEVICT_ONEPUB -DMUT_EVICT_NO_RECHECK
+run mutant evict_no_recheck_torn   safety  -DCFG_EVICT_DEATH -DEVICT_UNPROTECTED_OK -DMUT_EVICT_NO_RECHECK
 # The protocol as first specified (brief of the ring redesign): each of these is a real bug.
 run mutant spec_gate_no_intents    safety  -DCFG_JOIN     -DSPEC_GATE_NO_INTENTS
 run mutant spec_no_release_empty   safety  -DCFG_PUBDEATH -DSPEC_NO_RELEASE_ON_EMPTY

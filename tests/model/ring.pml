@@ -32,7 +32,8 @@
  *   configuration (exactly one): CFG_BASIC, CFG_JOIN, CFG_PUBDEATH, CFG_GIVEBACK_DEATH, CFG_SUBDEATH,
  *                                CFG_MULTISLOT, CFG_EVICT (EVICT_ONEPUB: one publisher), CFG_EVICT_OTHER,
  *                                CFG_EVICT_DEATH; EVICT_MAX=n bounds the evictions
- *   EVICT_UNPROTECTED_OK   drop @P1-read-protected (the code as it is violates it: README)
+ *   EVICT_UNPROTECTED_OK   drop @P1-read-protected (for mutants that break the re-check on purpose)
+ *   MUT_EVICT_NO_RECHECK   try_next hands out a peeked record without re-checking `evictions`
  *   eviction mutants (each must FAIL):
  *     MUT_EVICT_PLAIN_STORE      the subscriber stores its cursor with a plain store, not a CAS
  *     MUT_EVICT_NO_UNDO          the broker does not take M back off missed when its CAS fails
@@ -479,10 +480,18 @@ done:
 #else
 #define EV_PROTECTED assert(spos[j] >= scur[j])
 #endif
+/* SubscriberCore::try_next re-loads `evictions` after the peek and hands the record out only if no
+ * eviction began since it last followed one (MUT_EVICT_NO_RECHECK: the code before the model found it). */
+#ifdef MUT_EVICT_NO_RECHECK
+#define EV_RECHECK   0
+#else
+#define EV_RECHECK   (IS_EV && evictions != hev)
+#endif
 #else
 #define IS_EV        0
 #define EV_DELIVERED skip
 #define EV_PROTECTED skip
+#define EV_RECHECK   0
 #endif
 
 /* LaneReader::peek + consume: reads until data or not-ready, stepping over any number of paddings,
@@ -499,7 +508,9 @@ inline read_lane(weak) {
 #ifdef MUT_HOP_LIMIT
         if :: hops == 2 -> NOT_READY_HERE(0) :: else fi       /* @P2-read-all */
 #endif
-      :: MARKER_OK(i) && !hpad[i] ->
+      :: MARKER_OK(i) && !hpad[i] && EV_RECHECK ->            /* try_next's re-check after the peek: */
+        NOT_READY_HERE(1)                                     /* an eviction since: follow it first */
+      :: MARKER_OK(i) && !hpad[i] && !EV_RECHECK ->
         /* Property 2: the record read is the record committed at this position, and it is the next
          * one of its publisher (the first one at or after our start, if we have none yet). */
         p = hpub[i]; s = hseq[i];
