@@ -81,6 +81,9 @@ struct Topic {
     // The doorbell each subscriber slot was given: the broker's own record, never read back from the
     // cursor segment, which subscribers can write.
     std::array<std::uint32_t, layout::kMaxSubscribers> subscriber_doorbell{};
+    // A client truncated one of its segments: the broker touches its memory no more (that would raise
+    // SIGBUS) and serves nothing more on it; its parties may fault, nobody else.
+    bool damaged = false;
 };
 
 struct Slot {
@@ -136,6 +139,7 @@ struct Broker::Impl {
     bool timer_armed = false;
     EvictionMonitor monitor;  // slow subscribers (daemon/monitor.hpp)
     AccessRules access;       // who may do what (daemon/access.hpp)
+    bool doorbells_damaged = false;  // a client truncated the doorbell segment: logged once
     std::string segment_name(std::string_view what) const { return cfg.shm_prefix + "." + std::string(what); }
     static std::string shm_path(const std::string& name) { return "/dev/shm/" + name; }
     static void close_session_fds(Session& s) {
@@ -213,6 +217,10 @@ struct Broker::Impl {
     void release_publisher_slot(Topic& t, std::uint32_t slot);
     void release_subscriber_slot(Topic& t, std::uint32_t slot);
     void release_unused_doorbells(Session& s);
+    // False (and the topic marked damaged, logged once) when a segment of `t` was truncated: call before
+    // touching the topic's shared memory.
+    bool intact(Topic& t);
+    bool doorbells_intact();
 
     // liveness.cpp: clients that leave or exit, the reclaim grace period, eviction ticks.
     // Rings the doorbell of every parked subscriber of `t`, by the broker's own record of their doorbells.

@@ -10,6 +10,7 @@
 namespace rvoip::events::daemon {
 
 void Broker::Impl::ring_parked(Topic& t) {
+    if (!intact(t) || !doorbells_intact()) return;
     std::uint64_t parked = t.map.cursor_header->parked.load();
     while (parked != 0) {
         const auto i = static_cast<std::uint32_t>(std::countr_zero(parked));
@@ -22,6 +23,7 @@ void Broker::Impl::ring_parked(Topic& t) {
 void Broker::Impl::evict_stuck() {
     monitor.drain();
     for (auto& t : topics) {
+        if (!intact(*t)) continue;
         for (const auto& e : monitor.scan(t->id, t->map, shm::monotonic_ns())) {
             const Session* owner = session_of(t->subscriber_owner[e.slot]);
             if (e.returned) {
@@ -31,7 +33,7 @@ void Broker::Impl::evict_stuck() {
                           owner ? owner->pid : 0, e.missed);
                 continue;
             }
-            if (t->subscriber_doorbell[e.slot] < doorbells.count) shm::ring(&doorbells.bells[t->subscriber_doorbell[e.slot]].word);
+            if (t->subscriber_doorbell[e.slot] < doorbells.count && doorbells_intact()) shm::ring(&doorbells.bells[t->subscriber_doorbell[e.slot]].word);
             log->warn("topic '{}' {} lane: evicted subscriber slot {} (client {} '{}', pid {}): it held the lane's publishers for "
                       "{} ms without reading; {} event(s) ({} bytes) skipped",
                       t->name, to_string(Priority(e.lane)), e.slot, t->subscriber_owner[e.slot], owner ? owner->name : "?",
@@ -83,7 +85,8 @@ void Broker::Impl::reap() {
         s->exited = true;
         if (s->pidfd >= 0) ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, s->pidfd, nullptr);
         for (const Slot& p : s->publishers)
-            topics[p.topic - 1]->map.publishers[p.slot].state.store(static_cast<std::uint32_t>(layout::SlotState::dead));
+            if (intact(*topics[p.topic - 1]))
+                topics[p.topic - 1]->map.publishers[p.slot].state.store(static_cast<std::uint32_t>(layout::SlotState::dead));
     }
     std::erase_if(orphans, [&](std::unique_ptr<Session>& s) {
         if (!s->exited) {
@@ -94,6 +97,10 @@ void Broker::Impl::reap() {
         }
         std::erase_if(s->publishers, [&](const Slot& p) {
             Topic& t = *topics[p.topic - 1];
+            if (!intact(t)) {  // nothing to recover on rings nobody can use any more
+                release_publisher_slot(t, p.slot);
+                return true;
+            }
             auto rep = shm::recover_publisher(t.map, p.slot);
             if (!rep.corrupt.empty())
                 log->error("topic '{}': recovery of dead publisher pid {} (slot {}) refused a corrupt value: {}", t.name, s->pid,

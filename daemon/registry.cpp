@@ -82,6 +82,7 @@ Status Broker::Impl::on_add_publisher(Session& s, std::uint64_t corr, const prot
     if (!t) return std::unexpected(t.error());
     Topic& topic = **t;
     if (auto ok = allowed(s, topic.name, kPublish, "publish"); !ok) return ok;
+    if (!intact(topic)) return fail(Errc::corrupt, "topic '" + topic.name + "' is damaged (a segment was truncated): nothing more is served on it");
     if (auto ok = admit_publisher(s); !ok) return ok;
     auto it = std::find(topic.publisher_owner.begin(), topic.publisher_owner.end(), kNoOwner);
     if (it == topic.publisher_owner.end())
@@ -111,6 +112,7 @@ Status Broker::Impl::on_add_subscriber(Session& s, std::uint64_t corr, const pro
     if (!t) return std::unexpected(t.error());
     Topic& topic = **t;
     if (auto ok = allowed(s, topic.name, kSubscribe, "subscribe"); !ok) return ok;
+    if (!intact(topic)) return fail(Errc::corrupt, "topic '" + topic.name + "' is damaged (a segment was truncated): nothing more is served on it");
     if (auto ok = admit_subscriber(s); !ok) return ok;
     auto it = std::find(topic.subscriber_owner.begin(), topic.subscriber_owner.end(), kNoOwner);
     if (it == topic.subscriber_owner.end())
@@ -231,7 +233,8 @@ Status Broker::Impl::on_stats(Session& s, std::uint64_t corr) {
         ts.topic_id = t->id;
         ts.publishers = std::uint32_t(std::count_if(t->publisher_owner.begin(), t->publisher_owner.end(), [](auto o) { return o != kNoOwner; }));
         ts.subscribers = std::uint32_t(std::count_if(t->subscriber_owner.begin(), t->subscriber_owner.end(), [](auto o) { return o != kNoOwner; }));
-        for (std::size_t l = 0; l < layout::kLanes; ++l) ts.tails[l] = t->map.lanes[l].position(std::memory_order_relaxed);  // relaxed: a report
+        if (intact(*t))
+            for (std::size_t l = 0; l < layout::kLanes; ++l) ts.tails[l] = t->map.lanes[l].position(std::memory_order_relaxed);  // relaxed: a report
         ts.evictions = monitor.evictions(t->id);
         r.topics.push_back(std::move(ts));
     }
@@ -239,13 +242,30 @@ Status Broker::Impl::on_stats(Session& s, std::uint64_t corr) {
     return {};
 }
 
+bool Broker::Impl::intact(Topic& t) {
+    if (t.damaged) return false;
+    if (t.data.intact() && t.cursors.intact()) return true;
+    t.damaged = true;
+    log->error("topic '{}': a segment was truncated by a client holding a writable descriptor; the broker no longer touches "
+               "its rings and serves nothing more on it (its clients may fault; other topics are not affected)",
+               t.name);
+    return false;
+}
+
+bool Broker::Impl::doorbells_intact() {
+    if (doorbell_segment.intact()) return true;
+    if (!doorbells_damaged) log->critical("the doorbell segment was truncated by a client: the broker rings no doorbell any more");
+    doorbells_damaged = true;
+    return false;
+}
+
 void Broker::Impl::release_publisher_slot(Topic& t, std::uint32_t slot) {
-    shm::release_publisher(t.map, slot);
+    if (intact(t)) shm::release_publisher(t.map, slot);
     t.publisher_owner[slot] = kNoOwner;
 }
 
 void Broker::Impl::release_subscriber_slot(Topic& t, std::uint32_t slot) {
-    shm::leave_subscriber(t.map, slot);
+    if (intact(t)) shm::leave_subscriber(t.map, slot);
     t.subscriber_owner[slot] = kNoOwner;
     monitor.left(t.id, slot);
 }

@@ -90,6 +90,13 @@ Result<Segment> Segment::map_fd(int fd, Access access, const std::string& what) 
 
 bool Segment::remove(const std::string& name) noexcept { return bip::shared_memory_object::remove(name.c_str()); }
 
+bool Segment::intact() const noexcept {
+    if (!object_ || !region_) return true;
+    struct stat st{};
+    if (::fstat(object_->get_mapping_handle().handle, &st) != 0) return false;
+    return static_cast<std::uint64_t>(st.st_size) >= region_->get_size();
+}
+
 Result<int> Segment::dup_fd(Access access) const {
     // Reopen by name rather than dup(): a read-only descriptor cannot be turned into a writable mapping.
     std::string path = "/" + name_;

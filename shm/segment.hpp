@@ -40,6 +40,12 @@ public:
     const std::string& name() const noexcept { return name_; }
     explicit operator bool() const noexcept { return region_ != nullptr; }
 
+    // Broker: whether the segment still has the size it was mapped with (fstat). A client holding a
+    // writable descriptor can truncate it, and touching the lost pages would then raise SIGBUS: the
+    // broker checks before it touches a segment a client could have shrunk. (Segments mapped from a
+    // received descriptor always answer true.)
+    bool intact() const noexcept;
+
     // Broker: a new descriptor of this named segment, for SCM_RIGHTS. The caller closes it.
     Result<int> dup_fd(Access access) const;
 
