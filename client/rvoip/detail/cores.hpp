@@ -1,0 +1,251 @@
+// Internal to librvoip-events: the untyped cores behind Publisher, Subscriber and their raw forms (the
+// ring's writers and readers, loans, parking, evictions). Not an API: included by rvoip/events.hpp for
+// the inline hot paths, and free to change with any release.
+#pragma once
+
+#include "proto/errc.hpp"
+#include "proto/layout.hpp"
+#include "proto/messages.hpp"
+#include "rvoip/options.hpp"
+#include "shm/lane.hpp"
+#include "shm/segment.hpp"
+#include "shm/topic_map.hpp"
+
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+
+namespace rvoip::events {
+
+namespace detail {
+
+class Connection;
+
+class PublisherCore {
+public:
+    static Result<std::unique_ptr<PublisherCore>> open(std::shared_ptr<Connection> conn, std::string_view topic,
+                                                       const layout::Fingerprint& fp, const PublisherOptions& opt);
+    ~PublisherCore();
+
+    // Publishes n records with one claim. size_of(i) is record i's payload size; fill(i, dst) writes it.
+    // A publish on the lane of the loan in flight is refused (loan_outstanding): the loan's claim is
+    // open there, and the loan's record would have to come first.
+    template <class SizeOf, class Fill>
+    Status publish_n(std::uint32_t n, SizeOf&& size_of, Fill&& fill, Priority p) noexcept {
+        const auto lane = static_cast<std::size_t>(p) & 3;
+        auto& w = writers_[lane];
+        if (closed_lanes_ & (1u << lane)) [[unlikely]]  // one test: the loan's lane, or a lane not granted
+            return std::unexpected(refused(std::uint32_t(lane)));
+        auto c = w.try_claim(n, size_of);
+        if (!c) [[unlikely]] {
+            auto slow = claim_slow(w, n, size_of, c.error().code);
+            if (!slow) return std::unexpected(std::move(slow.error()));
+            c = *slow;
+        }
+        w.commit(*c, n, size_of, fill, clock_.raw());
+#ifdef RVOIP_TEST_HOOKS
+        if (shm::test_hooks::after_commit) shm::test_hooks::after_commit(shm::test_hooks::after_commit_ctx);
+#endif
+        w.notify();
+        return {};
+    }
+
+    // Loans: one at a time per publisher. Returns the payload area of a claimed record.
+    Result<std::byte*> loan(std::uint32_t len, Priority p) noexcept;
+    Status commit_loan(std::uint32_t len, Priority p) noexcept;
+    void abandon_loan() noexcept;
+
+    const TopicInfo& info() const noexcept { return info_; }
+    LaneCounters counters(Priority p) const noexcept {
+        const auto& e = map_.publishers[slot_];
+        const auto l = static_cast<std::size_t>(p) & 3;
+        // relaxed: our own single-writer counters
+        return {e.published[l].load(std::memory_order_relaxed), e.full[l].load(std::memory_order_relaxed),
+                e.timeouts[l].load(std::memory_order_relaxed)};
+    }
+    std::uint32_t max_event(Priority p) const noexcept { return writers_[static_cast<std::size_t>(p) & 3].max_event(); }
+    // publish_n over `count` records in chunks whose records fill at most a quarter of the lane, one
+    // claim per chunk. size_of(i) / fill(i, dst) index the whole batch. On failure `*published` (if
+    // given) tells how many went out before the error.
+    template <class SizeOf, class Fill>
+    Status publish_chunked(std::size_t count, SizeOf&& size_of, Fill&& fill, Priority p, std::size_t* published) noexcept {
+        const std::uint64_t budget = map_.settings[static_cast<std::size_t>(p) & 3].capacity / 4;
+        std::size_t done = 0;
+        while (done < count) {
+            std::size_t n = 1;
+            for (std::uint64_t bytes = layout::record_size(size_of(done)); done + n < count; ++n) {
+                bytes += layout::record_size(size_of(done + n));
+                if (bytes > budget) break;
+            }
+            const std::size_t first = done;
+            auto st = publish_n(
+                static_cast<std::uint32_t>(n), [&](std::uint32_t i) { return size_of(first + i); },
+                [&](std::uint32_t i, std::byte* dst) { fill(first + i, dst); }, p);
+            if (!st) {
+                if (published) *published = done;
+                return st;
+            }
+            done += n;
+        }
+        if (published) *published = done;
+        return {};
+    }
+
+private:
+    PublisherCore() = default;
+    template <class SizeOf>
+    Result<shm::LaneWriter::Claim> claim_slow(shm::LaneWriter& w, std::uint32_t n, SizeOf& size_of, Errc first) noexcept;
+    Error too_large(std::uint32_t bytes, std::uint32_t records, std::uint32_t lane) const;
+    Error refused(std::uint32_t lane) const;  // why closed_lanes_ has `lane`'s bit
+    static bool wait_for_room(std::int64_t deadline_ns, std::uint32_t& round) noexcept;
+
+    std::shared_ptr<Connection> conn_;
+    shm::Segment data_;
+    shm::Segment cursors_;
+    shm::TopicMap map_;
+    std::array<shm::LaneWriter, layout::kLanes> writers_;
+    shm::Clock clock_;
+    TopicInfo info_;
+    std::uint32_t slot_ = 0;
+    std::uint64_t held_ = 0;  // Connection::hold handle: reclaimed after a reconnection, released at the end
+    // the loan in flight
+    // Bit per lane a publish must not use now: lanes the broker did not grant (Critical needs its own
+    // right), and the lane of the loan in flight.
+    std::uint8_t closed_lanes_ = 0;
+    std::uint8_t granted_lanes_ = 0xf;
+    bool loaned_ = false;
+    std::uint32_t loan_lane_ = 0;
+    std::uint32_t loan_len_ = 0;
+    shm::LaneWriter::Claim loan_claim_{};
+};
+
+struct Record {
+    const layout::RecordHeader* header = nullptr;  // nullptr: nothing ready
+    std::uint32_t lane = 0;
+    std::uint32_t length = 0;  // payload bytes, as validated when the record was read
+};
+
+class SubscriberCore {
+public:
+    static Result<std::unique_ptr<SubscriberCore>> open(std::shared_ptr<Connection> conn, std::string_view topic,
+                                                        const layout::Fingerprint& fp, const SubscriberOptions& opt);
+    ~SubscriberCore();
+
+    // The next record of the highest non-empty lane, or Record{nullptr} when every lane is empty. A
+    // corrupt record is reported once (Errc::corrupt, naming the lane and ring offset); the lane then
+    // resumes at its tail, and what it skipped is counted in the slot's corrupt and skipped_bytes. An
+    // eviction by the broker is reported once (Errc::lagged, last_missed() events lost).
+    Result<Record> try_next() noexcept {
+        // acquire: pairs with the broker's closing store of evictions in shm::evict_subscriber.
+        if (slot_->evictions.load(std::memory_order_acquire) != seen_evictions_) [[unlikely]] {
+            if (auto st = follow_eviction(); !st) return std::unexpected(std::move(st.error()));
+            if (slot_->evictions.load() != seen_evictions_) return Record{};  // one under way: nothing until it is done
+        }
+        for (std::uint32_t l = 0; l < layout::kLanes; ++l) {
+            auto& r = readers_[l];
+            const auto p = r.peek();
+            if (p.record) {
+                // Re-checked after the peek (seq_cst, ordered after the header's acquire): an eviction
+                // whose cursor CAS came before this load is seen here, and the record, in the range it
+                // skipped, may be being overwritten: it is not handed out. One whose CAS comes later
+                // lets publishers in only after this point (the Sample caveat above). Found by the
+                // model (tests/model: evict_no_recheck).
+                if (slot_->evictions.load() != seen_evictions_) [[unlikely]]
+                    return try_next_after_eviction();
+                r.consume(p);
+                ++outstanding_[l];
+                auto& c = slot_->received[l];
+                c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: single writer, read by the CLI
+                return Record{p.record, l, p.length};
+            }
+            if (p.corrupt()) [[unlikely]]
+                return std::unexpected(corrupt(l, p));
+            if (outstanding_[l] == 0) r.release();  // publish skipped padding, so no publisher waits on it
+        }
+        return Record{};
+    }
+
+    // Like try_next, but waits up to `timeout` (negative: forever) for a record: spin, then park.
+    Result<Record> next_for(std::chrono::nanoseconds timeout) noexcept;
+
+    // A sample of `lane` was released; when none is outstanding the lane's cursor may move on (in steps
+    // of a sixteenth of the ring while records keep coming; fully once the lane runs empty).
+    void release(std::uint32_t lane) noexcept {
+        if (--outstanding_[lane] == 0) readers_[lane].release_some();
+    }
+
+    const TopicInfo& info() const noexcept { return info_; }
+    const shm::Clock& clock() const noexcept { return clock_; }
+    std::uint64_t last_missed() const noexcept { return last_missed_; }
+    // A lagged report that a batch receive could not hand out: the next try_next reports it again.
+    void report_lag_again() noexcept {
+        unreported_ += last_missed_;
+        seen_evictions_ = kRecheck;
+    }
+
+private:
+    SubscriberCore() = default;
+    // try_next once more, after an eviction that came in between its check and its peek.
+    [[gnu::noinline, gnu::cold]] Result<Record> try_next_after_eviction() noexcept {
+        if (auto st = follow_eviction(); !st) return std::unexpected(std::move(st.error()));
+        if (slot_->evictions.load() != seen_evictions_) return Record{};  // still under way
+        return try_next();
+    }
+    bool any_ready() const noexcept;
+    Error corrupt(std::uint32_t lane, const shm::LaneReader::Peek& p) noexcept;
+    [[gnu::cold, gnu::noinline]] Status follow_eviction() noexcept;
+
+    static constexpr std::uint32_t kRecheck = 0xffffffffu;  // odd: never a finished evictions value
+
+    std::shared_ptr<Connection> conn_;
+    shm::Segment data_;
+    shm::Segment cursors_;
+    shm::TopicMap map_;
+    std::array<shm::LaneReader, layout::kLanes> readers_;
+    std::array<std::uint32_t, layout::kLanes> outstanding_{};
+    layout::SubscriberSlot* slot_ = nullptr;
+    std::atomic<std::uint32_t>* bell_ = nullptr;
+    WaitOptions wait_;
+    shm::Clock clock_;
+    TopicInfo info_;
+    std::uint32_t slot_index_ = 0;
+    std::uint64_t held_ = 0;  // Connection::hold handle
+    // Evictions (follow_eviction): the slot's evictions value try_next compares with, the last one
+    // taken up, the slot's `missed` then, events missed but not yet reported, and the last report.
+    std::uint32_t seen_evictions_ = 0;
+    std::uint32_t handled_evictions_ = 0;
+    std::uint64_t missed_seen_ = 0;
+    std::uint64_t unreported_ = 0;
+    std::uint64_t last_missed_ = 0;
+    std::uint32_t lagged_lanes_ = 0;  // bit per lane moved since the last report
+};
+
+template <class SizeOf>
+Result<shm::LaneWriter::Claim> PublisherCore::claim_slow(shm::LaneWriter& w, std::uint32_t n, SizeOf& size_of, Errc first) noexcept {
+    const std::uint32_t lane = w.lane();
+    if (first == Errc::event_too_large) {
+        for (std::uint32_t i = 0; i < n; ++i)
+            if (size_of(i) > w.max_event()) return std::unexpected(too_large(size_of(i), 1, lane));
+        return std::unexpected(too_large(0, n, lane));
+    }
+    w.count_full();
+    const auto& s = map_.settings[lane];
+    if (s.overflow == Overflow::fail) return std::unexpected(Error(Errc::full));
+    const std::int64_t deadline = shm::monotonic_ns() + std::int64_t(s.block_timeout_ms) * 1'000'000;
+    std::uint32_t round = 0;
+    for (;;) {
+        auto c = w.try_claim(n, size_of);
+        if (c) return *c;
+        if (c.error().code != Errc::full) return std::unexpected(std::move(c.error()));
+        if (!wait_for_room(deadline, round)) {
+            w.count_timeout();
+            return std::unexpected(Error(Errc::timeout));
+        }
+    }
+}
+
+}  // namespace detail
+
+}  // namespace rvoip::events
