@@ -180,7 +180,7 @@ Status Connection::handshake(Lock& lock, int fd) {
             return fail(Errc::corrupt, "the restarted broker replaced the doorbell segment this client's subscribers park on");
         return {};
     }
-    auto seg = shm::Segment::map_fd(std::exchange(r->fds[0], -1), shm::Access::read_write, "doorbell segment");
+    auto seg = shm::Segment::map_fd(std::exchange(r->fds[0], -1), shm::Access::read_only, "broker segment (clock calibration)");
     r->fds.clear();
     if (!seg) return std::unexpected(seg.error());
     auto bells = shm::attach_doorbells(seg->bytes());

@@ -37,7 +37,9 @@ struct Opened {
     TopicInfo info;
     shm::Segment data;
     shm::Segment cursors;
+    shm::Segment bells;
     shm::TopicMap map;
+    shm::DoorbellMap bell_map;
     std::uint32_t slot = 0;
     proto::Body reply;
 };
@@ -70,21 +72,30 @@ Result<Opened> open_topic(Connection& conn, std::string_view topic, const layout
     } give_back{conn, {}};
     if (auto* p = std::get_if<proto::PublisherOk>(&r->body)) give_back.remove = proto::RemovePublisher{tok->topic_id, p->slot};
     if (auto* q = std::get_if<proto::SubscriberOk>(&r->body)) give_back.remove = proto::RemoveSubscriber{tok->topic_id, q->slot};
-    if (r->fds.size() != 2) return fail(Errc::malformed, "broker sent " + std::to_string(r->fds.size()) + " descriptors, expected 2");
+    if (r->fds.size() != 3) return fail(Errc::malformed, "broker sent " + std::to_string(r->fds.size()) + " descriptors, expected 3");
     auto fds = std::exchange(r->fds, {});
     auto data = shm::Segment::map_fd(fds[0], pub ? shm::Access::read_write : shm::Access::read_only, "topic '" + o.info.name + "' data");
     auto cursors = shm::Segment::map_fd(fds[1], pub ? shm::Access::read_only : shm::Access::read_write, "topic '" + o.info.name + "' cursors");
+    auto bells = shm::Segment::map_fd(fds[2], shm::Access::read_write, "topic '" + o.info.name + "' doorbells");
     if (!data) return std::unexpected(data.error());
     if (!cursors) return std::unexpected(cursors.error());
+    if (!bells) return std::unexpected(bells.error());
     auto map = shm::attach(data->bytes(), cursors->bytes());
     if (!map) return std::unexpected(map.error().context("topic '" + o.info.name + "'"));
+    auto bell_map = shm::attach_doorbells(bells->bytes());
+    if (!bell_map) return std::unexpected(bell_map.error().context("topic '" + o.info.name + "' doorbells"));
+    if (bell_map->count < map->max_subscribers)
+        return fail(Errc::corrupt, "topic '" + o.info.name + "': " + std::to_string(bell_map->count) + " doorbells for " +
+                                       std::to_string(map->max_subscribers) + " subscriber slots");
     for (std::size_t l = 0; l < layout::kLanes; ++l)
         if (map->settings[l].capacity != tok->lanes[l].capacity || map->settings[l].max_event != tok->lanes[l].max_event)
             return fail(Errc::corrupt, "topic '" + o.info.name + "': segment settings disagree with the broker's reply");
     if (!(map->header->fingerprint == fp)) return fail(Errc::corrupt, "topic '" + o.info.name + "': segment fingerprint disagrees");
     o.data = std::move(*data);
     o.cursors = std::move(*cursors);
+    o.bells = std::move(*bells);
     o.map = *map;
+    o.bell_map = *bell_map;
     o.reply = std::move(r->body);
     give_back.remove.reset();
     return o;
@@ -105,6 +116,7 @@ Result<std::unique_ptr<PublisherCore>> PublisherCore::open(std::shared_ptr<Conne
     p->conn_ = std::move(conn);
     p->data_ = std::move(o->data);
     p->cursors_ = std::move(o->cursors);
+    p->bells_segment_ = std::move(o->bells);
     p->map_ = o->map;
     p->info_ = std::move(o->info);
     p->slot_ = ok->slot;
@@ -112,7 +124,7 @@ Result<std::unique_ptr<PublisherCore>> PublisherCore::open(std::shared_ptr<Conne
     p->closed_lanes_ = std::uint8_t(~p->granted_lanes_ & 0xf);
     p->held_ = p->conn_->hold({proto::Role::publisher, p->info_.name, p->map_.record_key, p->info_.id, ok->slot, layout::kNoDoorbell});
     for (std::size_t l = 0; l < layout::kLanes; ++l)
-        p->writers_[l] = shm::LaneWriter(p->map_, p->conn_->doorbells(), l, static_cast<std::uint16_t>(ok->slot));
+        p->writers_[l] = shm::LaneWriter(p->map_, o->bell_map, l, static_cast<std::uint16_t>(ok->slot));
     p->clock_ = p->conn_->doorbells().clock;
     return p;
 }
@@ -212,18 +224,19 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::open(std::shared_ptr<Con
     auto o = open_topic(*conn, topic, fp, opt.topic, proto::Role::subscriber);
     if (!o) return std::unexpected(o.error());
     auto* ok = std::get_if<proto::SubscriberOk>(&o->reply);
-    if (!ok || ok->slot >= o->map.max_subscribers || ok->doorbell >= conn->doorbells().count)
+    if (!ok || ok->slot >= o->map.max_subscribers || ok->doorbell != ok->slot)
         return fail(Errc::malformed, "broker answered add_subscriber with an unexpected reply");
     auto s = std::unique_ptr<SubscriberCore>(new SubscriberCore());
     s->conn_ = std::move(conn);
     s->data_ = std::move(o->data);
     s->cursors_ = std::move(o->cursors);
+    s->bells_segment_ = std::move(o->bells);
     s->map_ = o->map;
     s->info_ = std::move(o->info);
     s->slot_index_ = ok->slot;
     s->slot_ = &s->map_.slots[ok->slot];
     s->held_ = s->conn_->hold({proto::Role::subscriber, s->info_.name, s->map_.record_key, s->info_.id, ok->slot, ok->doorbell});
-    s->bell_ = &s->conn_->doorbells().bells[ok->doorbell].word;
+    s->bell_ = &o->bell_map.bells[ok->slot].word;  // bell i of the topic's doorbells is slot i's
     s->wait_ = opt.wait;
     s->clock_ = s->conn_->doorbells().clock;
     const auto& fp_in_force = s->map_.header->fingerprint;

@@ -67,7 +67,8 @@ void Broker::Impl::adopt_topics() {
 }
 
 void Broker::Impl::adopt_topic(const std::string& topic, std::unordered_map<pid_t, Session*>& by_pid) {
-    const std::string data_name = segment_name(topic + ".data"), cursors_name = segment_name(topic + ".cursors");
+    const std::string data_name = segment_name(topic + ".data"), cursors_name = segment_name(topic + ".cursors"),
+                      bells_name = segment_name(topic + ".bells");
     if (!proto::validate_topic_name(topic)) return move_aside(data_name, "'" + topic + "' is not a valid topic name");
     // The ceiling, not the configured max_topics: a lowered limit refuses new topics, never moves aside
     // rings that clients are using.
@@ -82,7 +83,20 @@ void Broker::Impl::adopt_topic(const std::string& topic, std::unordered_map<pid_
         move_aside(cursors_name, map.error().what());
         return move_aside(data_name, map.error().what());
     }
+    // Its doorbells: adopted like the rings (clients parked on them keep them); one that does not
+    // validate makes the whole topic unadoptable, since its parties would ring and wait on two.
+    auto bells = shm::Segment::open(bells_name, shm::Access::read_write);
+    auto bell_map = bells ? shm::attach_doorbells(bells->bytes()) : Result<shm::DoorbellMap>(std::unexpected(bells.error()));
+    if (bell_map && bell_map->count < map->max_subscribers)
+        bell_map = fail(Errc::corrupt, "it has " + std::to_string(bell_map->count) + " doorbells for " +
+                                           std::to_string(map->max_subscribers) + " subscriber slots");
+    if (!bell_map) {
+        if (bells) move_aside(bells_name, bell_map.error().what());
+        move_aside(cursors_name, "its doorbell segment: " + bell_map.error().what());
+        return move_aside(data_name, "its doorbell segment: " + bell_map.error().what());
+    }
     if (map->header->name != topic) {
+        move_aside(bells_name, "its topic's header names another topic");
         move_aside(cursors_name, "it belongs to topic '" +
                                      proto::printable_excerpt({map->header->name, ::strnlen(map->header->name, sizeof map->header->name)}) + "'");
         return move_aside(data_name, "its header names another topic");
@@ -95,10 +109,12 @@ void Broker::Impl::adopt_topic(const std::string& topic, std::unordered_map<pid_
     t->name = topic;
     t->fingerprint = map->header->fingerprint;
     t->lanes = map->settings;
-    account_shm(data->bytes().size() + cursors->bytes().size());
+    account_shm(data->bytes().size() + cursors->bytes().size() + bells->bytes().size());
     t->data = std::move(*data);
     t->cursors = std::move(*cursors);
+    t->bell_segment = std::move(*bells);
     t->map = *map;
+    t->bells = *bell_map;
     std::uint32_t live_pubs = 0, live_subs = 0, dead = 0;
     for (std::uint32_t i = 0; i < t->map.max_publishers; ++i) {
         auto& e = t->map.publishers[i];
@@ -117,28 +133,15 @@ void Broker::Impl::adopt_topic(const std::string& topic, std::unordered_map<pid_
         auto& sl = t->map.slots[i];
         if (sl.state.load() != static_cast<std::uint32_t>(layout::SlotState::active)) continue;
         const pid_t pid = pid_t(sl.pid);
-        const std::uint32_t bell = sl.doorbell;
         Session& s = adopted_session(pid, by_pid);
         t->subscriber_owner[i] = s.id;
-        // The doorbell index is the subscriber's to write: one beyond the segment is dropped; one that
-        // another process's slot was adopted with is rung for both but stays owned by the first, so
-        // that releasing one never frees it under the other.
-        t->subscriber_doorbell[i] = bell < doorbells.count ? bell : layout::kNoDoorbell;
+        t->subscriber_doorbell[i] = i;  // bell i of the topic's own doorbell segment
         s.subscribers.push_back({t->id, i});
         monitor.joined(t->id, t->map, i, shm::monotonic_ns());  // the grace period counts from adoption
         if (const auto e = sl.evictions.load(); e & 1) {  // odd: the previous broker died inside an eviction
             sl.evictions.store(e + 1);
             log->warn("topic '{}': subscriber slot {} (pid {}) was being evicted when the previous broker stopped; "
                       "its next lagged report may be off by that eviction's count", topic, i, pid);
-        }
-        if (bell < doorbells.count && std::find(s.doorbells.begin(), s.doorbells.end(), bell) == s.doorbells.end() &&
-            std::find(free_doorbells.begin(), free_doorbells.end(), bell) != free_doorbells.end()) {
-            s.doorbells.push_back(bell);
-            std::erase(free_doorbells, bell);
-        } else if (bell >= doorbells.count || std::find(s.doorbells.begin(), s.doorbells.end(), bell) == s.doorbells.end()) {
-            log->warn("topic '{}': adopted subscriber slot {} (pid {}) names doorbell {}, {}", topic, i, pid, bell,
-                      bell >= doorbells.count ? "beyond the doorbell segment: it is never rung"
-                                              : "which another process's slot holds: rung for both, owned by the other");
         }
         if (process_gone(s.pidfd, pid)) ++dead;
         else ++live_subs;

@@ -34,6 +34,7 @@ Broker::Impl::~Impl() {
         for (auto& t : topics) {
             shm::Segment::remove(t->data.name());
             shm::Segment::remove(t->cursors.name());
+            shm::Segment::remove(t->bell_segment.name());
         }
         if (doorbell_segment) shm::Segment::remove(doorbell_segment.name());
     }
@@ -96,8 +97,6 @@ Status Broker::Impl::open() {
     } else {
         clock = doorbells.clock.calibration();
     }
-    free_doorbells.clear();
-    for (std::uint32_t i = doorbells.count; i-- > 0;) free_doorbells.push_back(i);
     shm_bytes = doorbell_segment.bytes().size();
 
     epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
@@ -398,7 +397,9 @@ Status Broker::Impl::on_hello(Session& s, std::uint64_t corr, const proto::Hello
                                                 std::to_string(proto::kProtocolVersion));
     if (!access.known(s.peer))
         return fail(Errc::permission_denied, describe(s.peer) + " is not in this broker's access rules: it may use no topic");
-    auto fd = doorbell_segment.dup_fd(shm::Access::read_write);
+    // Read-only: clients read the clock calibration in it; their doorbells are in each topic's own
+    // segment, so no client can write anything here that another could depend on.
+    auto fd = doorbell_segment.dup_fd(shm::Access::read_only);
     if (!fd) return std::unexpected(fd.error());
     s.greeted = true;
     s.name = h.name;

@@ -75,7 +75,9 @@ struct Topic {
     std::array<layout::LaneSettings, layout::kLanes> lanes{};
     shm::Segment data;
     shm::Segment cursors;
+    shm::Segment bell_segment;  // the topic's doorbells: bell i is subscriber slot i's
     shm::TopicMap map;
+    shm::DoorbellMap bells;
     std::array<std::uint32_t, layout::kMaxPublishers> publisher_owner{};   // client id, 0 = free
     std::array<std::uint32_t, layout::kMaxSubscribers> subscriber_owner{};
     // The doorbell each subscriber slot was given: the broker's own record, never read back from the
@@ -108,7 +110,6 @@ struct Session {
     bool grace_over = false;      // adopted and not reclaimed within the grace period
     std::vector<Slot> publishers;
     std::vector<Slot> subscribers;
-    std::vector<std::uint32_t> doorbells;
     std::uint32_t topics_created = 0;  // counted against Limits::max_topics_per_client
     bool unreachable = false;          // a reply could not be sent (it does not read them): disconnect it
     LogBudget log_budget;              // its refusals and malformed frames, in the log
@@ -130,7 +131,6 @@ struct Broker::Impl {
     std::uint64_t shm_limit = 0;
     shm::Segment doorbell_segment;
     shm::DoorbellMap doorbells;
-    std::vector<std::uint32_t> free_doorbells;
     std::vector<std::unique_ptr<Topic>> topics;  // index = topic id - 1
     std::map<std::string, std::uint32_t, std::less<>> topic_ids;
     std::unordered_map<int, std::unique_ptr<Session>> sessions;  // by socket fd
@@ -139,7 +139,6 @@ struct Broker::Impl {
     bool timer_armed = false;
     EvictionMonitor monitor;  // slow subscribers (daemon/monitor.hpp)
     AccessRules access;       // who may do what (daemon/access.hpp)
-    bool doorbells_damaged = false;  // a client truncated the doorbell segment: logged once
     std::string segment_name(std::string_view what) const { return cfg.shm_prefix + "." + std::string(what); }
     static std::string shm_path(const std::string& name) { return "/dev/shm/" + name; }
     static void close_session_fds(Session& s) {
@@ -216,11 +215,9 @@ struct Broker::Impl {
     Status allowed(const Session& s, std::string_view topic, Right right, std::string_view operation) const;
     void release_publisher_slot(Topic& t, std::uint32_t slot);
     void release_subscriber_slot(Topic& t, std::uint32_t slot);
-    void release_unused_doorbells(Session& s);
     // False (and the topic marked damaged, logged once) when a segment of `t` was truncated: call before
     // touching the topic's shared memory.
     bool intact(Topic& t);
-    bool doorbells_intact();
 
     // liveness.cpp: clients that leave or exit, the reclaim grace period, eviction ticks.
     // Rings the doorbell of every parked subscriber of `t`, by the broker's own record of their doorbells.

@@ -10,13 +10,12 @@
 namespace rvoip::events::daemon {
 
 void Broker::Impl::ring_parked(Topic& t) {
-    if (!intact(t) || !doorbells_intact()) return;
+    if (!intact(t)) return;
     std::uint64_t parked = t.map.cursor_header->parked.load();
     while (parked != 0) {
         const auto i = static_cast<std::uint32_t>(std::countr_zero(parked));
         parked &= parked - 1;
-        if (i < layout::kMaxSubscribers && t.subscriber_owner[i] != kNoOwner && t.subscriber_doorbell[i] < doorbells.count)
-            shm::ring(&doorbells.bells[t.subscriber_doorbell[i]].word);
+        if (i < t.bells.count && t.subscriber_owner[i] != kNoOwner) shm::ring(&t.bells.bells[i].word);
     }
 }
 
@@ -33,7 +32,7 @@ void Broker::Impl::evict_stuck() {
                           owner ? owner->pid : 0, e.missed);
                 continue;
             }
-            if (t->subscriber_doorbell[e.slot] < doorbells.count && doorbells_intact()) shm::ring(&doorbells.bells[t->subscriber_doorbell[e.slot]].word);
+            if (e.slot < t->bells.count) shm::ring(&t->bells.bells[e.slot].word);
             log->warn("topic '{}' {} lane: evicted subscriber slot {} (client {} '{}', pid {}): it held the lane's publishers for "
                       "{} ms without reading; {} event(s) ({} bytes) skipped",
                       t->name, to_string(Priority(e.lane)), e.slot, t->subscriber_owner[e.slot], owner ? owner->name : "?",
@@ -63,7 +62,6 @@ void Broker::Impl::disconnect(int fd) {
              "client {} '{}' (pid {}) disconnected holding {} publisher(s), {} subscriber(s)", s->id, s->name, s->pid,
              s->publishers.size(), s->subscribers.size());
     if (s->publishers.empty() && s->subscribers.empty()) {
-        release_unused_doorbells(*s);
         close_session_fds(*s);
         return;
     }
@@ -117,7 +115,6 @@ void Broker::Impl::reap() {
         });
         for (auto& sub : s->subscribers) release_subscriber_slot(*topics[sub.topic - 1], sub.slot);
         s->subscribers.clear();
-        release_unused_doorbells(*s);
         if (!s->publishers.empty()) return false;  // a recovery must be retried
         log->info("released the slots of exited client {} '{}' (pid {})", s->id, s->name, s->pid);
         close_session_fds(*s);
@@ -133,7 +130,6 @@ void Broker::Impl::end_grace(Session& s) {
         log->warn("pid {} did not reclaim {} adopted subscriber slot(s) within {} ms: released", s.pid, s.subscribers.size(),
                   cfg.reclaim_grace_ms);
     s.subscribers.clear();
-    release_unused_doorbells(s);
     if (!s.publishers.empty())
         log->warn("pid {} did not reclaim {} adopted publisher slot(s) within {} ms: held until it exits", s.pid,
                   s.publishers.size(), cfg.reclaim_grace_ms);

@@ -49,21 +49,29 @@ Status Broker::Impl::on_open_topic(Session& s, std::uint64_t corr, const proto::
     t->name = o.topic;
     t->fingerprint = fp;
     t->lanes = lanes;
-    const std::uint64_t bytes = shm::topic_data_size(lanes) + layout::cursors_size(layout::kMaxSubscribers);
+    const std::uint64_t bytes = shm::topic_data_size(lanes) + layout::cursors_size(layout::kMaxSubscribers) +
+                                layout::doorbells_size(layout::kMaxSubscribers);
     if (auto ok = admit_shm(o.topic, bytes); !ok) return ok;
     auto data = shm::Segment::create(segment_name(o.topic + ".data"), shm::topic_data_size(lanes));
     if (!data) return std::unexpected(data.error());
     auto cursors = shm::Segment::create(segment_name(o.topic + ".cursors"), layout::cursors_size(layout::kMaxSubscribers));
     if (!cursors) return std::unexpected(cursors.error());
+    auto bells = shm::Segment::create(segment_name(o.topic + ".bells"), layout::doorbells_size(layout::kMaxSubscribers));
+    if (!bells) return std::unexpected(bells.error());
     account_shm(bytes);
     ++s.topics_created;
     t->data = std::move(*data);
     t->cursors = std::move(*cursors);
+    t->bell_segment = std::move(*bells);
     shm::format_topic(t->data.bytes(), o.topic, t->id, fp, lanes);
     shm::format_cursors(t->cursors.bytes(), t->id);
+    shm::format_doorbells(t->bell_segment.bytes(), layout::kMaxSubscribers, doorbells.clock.calibration());
     auto map = shm::attach(t->data.bytes(), t->cursors.bytes());
     if (!map) return std::unexpected(map.error().context("freshly created topic"));
+    auto bell_map = shm::attach_doorbells(t->bell_segment.bytes());
+    if (!bell_map) return std::unexpected(bell_map.error().context("freshly created topic"));
     t->map = *map;
+    t->bells = *bell_map;
     log->info("topic '{}' created by client {} '{}': {}, lanes {}/{}/{}/{} bytes", o.topic, s.id, s.name, describe(fp),
               lanes[0].capacity, lanes[1].capacity, lanes[2].capacity, lanes[3].capacity);
     reply(s, corr, proto::TopicOk{t->id, true, lanes});
@@ -91,9 +99,11 @@ Status Broker::Impl::on_add_publisher(Session& s, std::uint64_t corr, const prot
     auto data = topic.data.dup_fd(shm::Access::read_write);
     if (!data) return std::unexpected(data.error());
     auto cursors = topic.cursors.dup_fd(shm::Access::read_only);
-    if (!cursors) {
+    auto bells = topic.bell_segment.dup_fd(shm::Access::read_write);
+    if (!cursors || !bells) {
         ::close(*data);
-        return std::unexpected(cursors.error());
+        if (cursors) ::close(*cursors);
+        return std::unexpected(!cursors ? cursors.error() : bells.error());
     }
     *it = s.id;
     shm::claim_publisher(topic.map, slot, std::uint32_t(s.pid));
@@ -103,7 +113,7 @@ Status Broker::Impl::on_add_publisher(Session& s, std::uint64_t corr, const prot
     // The Critical lane needs its own right. The library keeps to it; the ring itself cannot (one
     // mapping holds every lane): docs/security.md says what that leaves.
     const std::uint8_t lanes = (access.rights(s.peer, topic.name) & kCritical) ? 0xf : 0xe;
-    reply(s, corr, proto::PublisherOk{topic.id, slot, lanes}, {*data, *cursors});
+    reply(s, corr, proto::PublisherOk{topic.id, slot, lanes}, {*data, *cursors, *bells});
     return {};
 }
 
@@ -117,26 +127,19 @@ Status Broker::Impl::on_add_subscriber(Session& s, std::uint64_t corr, const pro
     auto it = std::find(topic.subscriber_owner.begin(), topic.subscriber_owner.end(), kNoOwner);
     if (it == topic.subscriber_owner.end())
         return fail(Errc::limit_reached, "topic '" + topic.name + "' already has 64 subscribers");
-    std::uint32_t bell = a.doorbell;
-    bool new_bell = bell == layout::kNoDoorbell;
-    if (new_bell) {
-        if (free_doorbells.empty()) return fail(Errc::limit_reached, "all " + std::to_string(cfg.doorbells) + " doorbells are in use");
-        bell = free_doorbells.back();
-    } else if (std::find(s.doorbells.begin(), s.doorbells.end(), bell) == s.doorbells.end()) {
-        return fail(Errc::permission_denied, "doorbell " + std::to_string(bell) + " does not belong to this client");
-    }
+    if (a.doorbell != layout::kNoDoorbell)
+        return fail(Errc::invalid_argument, "add_subscriber: a subscriber's doorbell is its slot's in the topic's doorbell segment; ask for none");
     auto data = topic.data.dup_fd(shm::Access::read_only);
     if (!data) return std::unexpected(data.error());
     auto cursors = topic.cursors.dup_fd(shm::Access::read_write);
-    if (!cursors) {
+    auto bells = topic.bell_segment.dup_fd(shm::Access::read_write);
+    if (!cursors || !bells) {
         ::close(*data);
-        return std::unexpected(cursors.error());
-    }
-    if (new_bell) {
-        free_doorbells.pop_back();
-        s.doorbells.push_back(bell);
+        if (cursors) ::close(*cursors);
+        return std::unexpected(!cursors ? cursors.error() : bells.error());
     }
     auto slot = std::uint32_t(it - topic.subscriber_owner.begin());
+    const std::uint32_t bell = slot;  // bell i of the topic's doorbell segment is slot i's
     *it = s.id;
     topic.subscriber_doorbell[slot] = bell;
     auto start = shm::join_subscriber(topic.map, slot, bell, std::uint32_t(s.pid));
@@ -144,7 +147,7 @@ Status Broker::Impl::on_add_subscriber(Session& s, std::uint64_t corr, const pro
     test_delay();
     s.subscribers.push_back({topic.id, slot});
     log->debug("client {} subscribes to '{}' (slot {}, doorbell {})", s.id, topic.name, slot, bell);
-    reply(s, corr, proto::SubscriberOk{topic.id, slot, bell, start}, {*data, *cursors});
+    reply(s, corr, proto::SubscriberOk{topic.id, slot, bell, start}, {*data, *cursors, *bells});
     return {};
 }
 
@@ -180,15 +183,8 @@ Status Broker::Impl::on_reclaim(Session& s, std::uint64_t corr, const proto::Rec
         return fail(Errc::internal, "cannot reclaim " + what + ": the broker's records disagree");
     (pub ? s.publishers : s.subscribers).push_back({t.id, r.slot});
     owners[r.slot] = s.id;
-    if (!pub) {  // the doorbell moves with its subscriber
-        const bool still_used = std::any_of(from.subscribers.begin(), from.subscribers.end(),
-                                            [&](const Slot& x) { return topics[x.topic - 1]->subscriber_doorbell[x.slot] == bell; });
-        if (!still_used) std::erase(from.doorbells, bell);
-        if (std::find(s.doorbells.begin(), s.doorbells.end(), bell) == s.doorbells.end()) s.doorbells.push_back(bell);
-    }
     log->info("client {} '{}' (pid {}) reclaimed {} (topic id {})", s.id, s.name, s.pid, what, t.id);
     if (from.publishers.empty() && from.subscribers.empty()) {
-        release_unused_doorbells(from);
         if (from.pidfd >= 0) ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, from.pidfd, nullptr);
         close_session_fds(from);
         orphans.erase(from_it);
@@ -212,7 +208,6 @@ Status Broker::Impl::on_remove_subscriber(Session& s, std::uint64_t corr, const 
         return fail(Errc::permission_denied, "subscriber slot " + std::to_string(r.slot) + " of topic " +
                                                  std::to_string(r.topic_id) + " does not belong to this client");
     release_subscriber_slot(*topics[r.topic_id - 1], r.slot);
-    release_unused_doorbells(s);
     reply(s, corr, proto::Ok{});
     return {};
 }
@@ -244,18 +239,11 @@ Status Broker::Impl::on_stats(Session& s, std::uint64_t corr) {
 
 bool Broker::Impl::intact(Topic& t) {
     if (t.damaged) return false;
-    if (t.data.intact() && t.cursors.intact()) return true;
+    if (t.data.intact() && t.cursors.intact() && t.bell_segment.intact()) return true;
     t.damaged = true;
     log->error("topic '{}': a segment was truncated by a client holding a writable descriptor; the broker no longer touches "
                "its rings and serves nothing more on it (its clients may fault; other topics are not affected)",
                t.name);
-    return false;
-}
-
-bool Broker::Impl::doorbells_intact() {
-    if (doorbell_segment.intact()) return true;
-    if (!doorbells_damaged) log->critical("the doorbell segment was truncated by a client: the broker rings no doorbell any more");
-    doorbells_damaged = true;
     return false;
 }
 
@@ -268,15 +256,6 @@ void Broker::Impl::release_subscriber_slot(Topic& t, std::uint32_t slot) {
     if (intact(t)) shm::leave_subscriber(t.map, slot);
     t.subscriber_owner[slot] = kNoOwner;
     monitor.left(t.id, slot);
-}
-
-void Broker::Impl::release_unused_doorbells(Session& s) {
-    std::erase_if(s.doorbells, [&](std::uint32_t bell) {
-        for (auto& sub : s.subscribers)
-            if (topics[sub.topic - 1]->subscriber_doorbell[sub.slot] == bell) return false;
-        free_doorbells.push_back(bell);
-        return true;
-    });
 }
 
 }  // namespace rvoip::events::daemon

@@ -21,7 +21,11 @@
 //   | SubscriberSlot x kMaxSubscribers (2 lines each): positions per lane, state, doorbell, stats
 //   +-------------------------------+
 //
-//   doorbells "<prefix>.doorbells"  written by anyone connected: one futex word per line
+//   topic doorbells "<prefix>.<topic>.bells"  written by the topic's publishers and subscribers only:
+//   a DoorbellHeader, then one futex word per line; bell i is subscriber slot i's
+//
+//   broker "<prefix>.doorbells"  written by the broker only (clients map it read-only): the clock
+//   calibration in its DoorbellHeader (its doorbells are unused)
 //
 // A ring holds records aligned to 64 bytes:
 //
@@ -66,7 +70,8 @@ namespace rvoip::events::layout {
 constexpr std::size_t kLine = 64;  // fixed, not hardware_destructive_interference_size: this is an ABI
 // 2: record key, per-lane claim intents, parked mask
 // 3: eviction: evict_after_ms, per-slot evictions and missed
-constexpr std::uint32_t kAbiVersion = 3;
+// 4: a doorbell segment per topic, bell i = subscriber slot i; the broker's segment is read-only to clients
+constexpr std::uint32_t kAbiVersion = 4;
 constexpr std::size_t kLanes = 4;
 constexpr std::uint32_t kMaxPublishers = 64;    // per topic
 constexpr std::uint32_t kMaxSubscribers = 64;   // per topic: one bit each in CursorHeader::parked
@@ -248,7 +253,7 @@ struct alignas(kLine) SubscriberSlot {
     // have moved them, see evict_subscriber) and read by publishers on a gate refresh
     std::atomic<std::uint64_t> position[kLanes];
     std::atomic<std::uint32_t> state;     // SlotState, written by the broker
-    std::uint32_t doorbell;               // index into the doorbell segment, written by the broker
+    std::uint32_t doorbell;               // the slot's bell in the topic's doorbell segment (= the slot), for tools
     std::uint32_t pid;
     // Eviction (DESIGN §4, slow subscribers), written by the broker only. `missed`: data records the
     // broker skipped over when it moved this slot's cursors forward. `evictions`: a sequence count, odd

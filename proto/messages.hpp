@@ -27,8 +27,8 @@
 namespace rvoip::events::proto {
 
 // 2: lane settings carry evict_after_ms; topic stats carry evictions
-constexpr std::uint16_t kProtocolVersion = 2;
-constexpr std::uint16_t kMinProtocolVersion = 2;
+constexpr std::uint16_t kProtocolVersion = 3;  // 3: topic replies carry the topic's doorbell segment
+constexpr std::uint16_t kMinProtocolVersion = 3;
 constexpr std::size_t kFrameHeaderSize = 16;
 constexpr std::size_t kMaxFrame = 64 * 1024;
 constexpr std::size_t kMaxErrorMessage = 1024;
@@ -69,7 +69,7 @@ struct HelloOk {
     std::uint32_t client_id = 0;
     std::uint32_t broker_pid = 0;
     std::uint32_t abi_version = layout::kAbiVersion;
-    // fds: [0] doorbell segment (read-write)
+    // fds: [0] the broker segment (read-only): the clock calibration
 };
 struct OpenTopic {
     std::string topic;
@@ -93,11 +93,11 @@ struct PublisherOk {
     std::uint32_t topic_id = 0;
     std::uint32_t slot = 0;
     std::uint8_t lanes = 0xf;  // bit per lane this client may publish on (Critical needs its own right)
-    // fds: [0] topic data (read-write), [1] topic cursors (read-only)
+    // fds: [0] topic data (read-write), [1] topic cursors (read-only), [2] topic doorbells (read-write)
 };
 struct AddSubscriber {
     std::uint32_t topic_id = 0;
-    std::uint32_t doorbell = layout::kNoDoorbell;  // share one of this client's doorbells, or allocate one
+    std::uint32_t doorbell = layout::kNoDoorbell;  // must be kNoDoorbell: a subscriber's bell is its slot's
     StartAt start = StartAt::tail;
 };
 struct SubscriberOk {
@@ -105,7 +105,7 @@ struct SubscriberOk {
     std::uint32_t slot = 0;
     std::uint32_t doorbell = 0;
     std::array<std::uint64_t, layout::kLanes> start{};
-    // fds: [0] topic data (read-only), [1] topic cursors (read-write)
+    // fds: [0] topic data (read-only), [1] topic cursors (read-write), [2] topic doorbells (read-write)
 };
 struct RemovePublisher {
     std::uint32_t topic_id = 0;

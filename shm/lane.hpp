@@ -296,16 +296,17 @@ private:
     std::uint16_t publisher_ = 0;
 };
 
-// Rings the doorbell of every parked subscriber slot in `parked` (the mask read after the commit).
+// Rings the doorbell of every parked subscriber slot in `parked` (the mask read after the commit). Bell i
+// of the topic's own doorbell segment is subscriber slot i's: no index is read from memory a subscriber
+// can write, and no other topic's doorbells are within reach.
 inline void LaneWriter::wake_parked(std::uint64_t parked) noexcept {
     while (parked != 0) {
         const auto i = static_cast<std::uint32_t>(std::countr_zero(parked));
         parked &= parked - 1;
-        if (i >= max_slots_) break;  // bits past the segment's slots: nothing to ring
+        if (i >= max_slots_ || i >= bells_.count) break;  // bits past the segment's slots: nothing to ring
         const auto& s = slots_[i];
         if (s.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(layout::SlotState::active)) continue;  // acquire: pairs with join_subscriber
-        const std::uint32_t d = s.doorbell;
-        if (d < bells_.count) ring(&bells_.bells[d].word);  // bounds-checked: the index lives in shared memory
+        ring(&bells_.bells[i].word);
     }
 }
 

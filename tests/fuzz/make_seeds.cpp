@@ -47,7 +47,7 @@ std::vector<proto::Message> one_of_each() {
     sr.clients = 2;
     sr.topics.push_back({"calls", 1, 1, 1, {64, 0, 128, 0}, 3});
     return {
-        {1, proto::Hello{2, 2, 42, "seed"}},
+        {1, proto::Hello{proto::kMinProtocolVersion, proto::kProtocolVersion, 42, "seed"}},
         {2, proto::HelloOk{}},
         {3, o},
         {4, ok},
@@ -94,8 +94,8 @@ void broker_seeds() {
                  {4, proto::AddSubscriber{1, 0, proto::StartAt::tail}}, {5, proto::Stats{}}, {6, proto::RemovePublisher{1, 0}},
                  {7, proto::RemoveSubscriber{1, 0}}});
     broker_seed("hello-then-reclaim", 2,
-                {{1, proto::Hello{2, 2, 1, "seed"}}, {2, o}, {3, proto::Reclaim{proto::Role::publisher, "calls", 5, 0, layout::kNoDoorbell}},
-                 {4, proto::Hello{2, 2, 1, "again"}}});
+                {{1, proto::Hello{proto::kMinProtocolVersion, proto::kProtocolVersion, 1, "seed"}}, {2, o}, {3, proto::Reclaim{proto::Role::publisher, "calls", 5, 0, layout::kNoDoorbell}},
+                 {4, proto::Hello{proto::kMinProtocolVersion, proto::kProtocolVersion, 1, "again"}}});
     broker_seed("no-hello", 0, {{1, proto::Stats{}}, {2, proto::AddPublisher{1}}, {3, proto::Ok{}}});
     broker_seed("replies-as-requests", 1, {{1, proto::TopicOk{}}, {2, proto::ErrorReply{Errc::internal, "x"}}, {3, proto::ShutdownNotice{}}});
 }

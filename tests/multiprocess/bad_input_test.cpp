@@ -6,6 +6,11 @@
 
 #include <fstream>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <sys/mman.h>
+
 using namespace rvoip::events;
 using namespace rvoip::events::test;
 
@@ -173,7 +178,7 @@ TEST_CASE("malformed control frames sent by hand get typed errors and the broker
     CHECK(p->publish(Small{1}).has_value());
 }
 
-TEST_CASE("a client cannot remove another client's publisher or use another's doorbell") {
+TEST_CASE("a client cannot remove another client's publisher or pick a doorbell") {
     Broker b;
     auto owner = connect(b);
     auto p = owner.publisher<Small>();
@@ -187,7 +192,9 @@ TEST_CASE("a client cannot remove another client's publisher or use another's do
     auto e = expect_error(fd);
     CHECK(e.code == Errc::permission_denied);
     REQUIRE(proto::send_message(fd, proto::Message{3, proto::AddSubscriber{p->topic().id, 0, proto::StartAt::tail}}).has_value());
-    CHECK(expect_error(fd).code == Errc::permission_denied);
+    e = expect_error(fd);
+    CHECK(e.code == Errc::invalid_argument);  // a subscriber's doorbell is its slot's, in its topic's segment
+    CHECK(e.message.find("doorbell") != std::string::npos);
     ::close(fd);
     CHECK(p->publish(Small{7}).has_value());
 }
@@ -329,7 +336,7 @@ TEST_CASE("a client that truncates a segment it was handed cannot take the broke
     REQUIRE(std::holds_alternative<proto::SubscriberOk>(subok));
     auto [pubok, pub_fds] = call(4, proto::AddPublisher{id});
     REQUIRE(std::holds_alternative<proto::PublisherOk>(pubok));
-    REQUIRE(pub_fds.size() == 2);
+    REQUIRE(pub_fds.size() == 3);
     REQUIRE(::ftruncate(pub_fds[0], 0) == 0);  // a named segment cannot be sealed: see docs/security.md
 
     // The broker notices before it touches those rings again: the monitor's ticks, stats, new slots.
@@ -350,4 +357,77 @@ TEST_CASE("a client that truncates a segment it was handed cannot take the broke
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     CHECK(bus.stats().has_value());
     CHECK(b.stop() == 0);  // alive to the end, and stops cleanly
+}
+
+TEST_CASE("a client of topic A cannot affect a subscriber of topic B by any write it can make") {
+    Broker b;
+    auto bus = connect(b);
+    auto pub_b = bus.raw_publisher("topic.b");
+    REQUIRE(pub_b.has_value());
+    SubscriberOptions parked;
+    parked.wait.spin = 0;  // parks at once: its wake-ups depend on its doorbell
+    auto sub_b = bus.raw_subscriber("topic.b", parked);
+    REQUIRE(sub_b.has_value());
+
+    // A raw client publishes and subscribes on topic.a, so it holds every descriptor a client of A can
+    // get, plus the broker segment every client gets at hello.
+    int fd = raw_connect(b.socket());
+    std::vector<int> held;
+    std::uint64_t corr = 0;
+    auto call = [&](proto::Body body) {
+        REQUIRE(proto::send_message(fd, proto::Message{++corr, std::move(body)}).has_value());
+        auto f = proto::recv_frame(fd);
+        REQUIRE(f.has_value());
+        held.insert(held.end(), f->fds.begin(), f->fds.end());
+        auto m = proto::decode(f->bytes);
+        REQUIRE(m.has_value());
+        return std::move(m->body);
+    };
+    call(proto::Hello{proto::kMinProtocolVersion, proto::kProtocolVersion, std::uint32_t(::getpid()), "scribbler"});
+    REQUIRE(held.size() == 1);
+    const int broker_segment = held[0];
+    proto::OpenTopic o;
+    o.topic = "topic.a";
+    o.fingerprint = raw_fingerprint();
+    const auto id = std::get<proto::TopicOk>(call(o)).topic_id;
+    REQUIRE(std::holds_alternative<proto::PublisherOk>(call(proto::AddPublisher{id})));
+    REQUIRE(std::holds_alternative<proto::SubscriberOk>(call(proto::AddSubscriber{id, layout::kNoDoorbell, proto::StartAt::tail})));
+    REQUIRE(held.size() == 7);
+
+    // Every write it can make: fill every segment it may map writable with 0xff, then truncate them all.
+    int writable = 0;
+    for (int d : held) {
+        struct stat st{};
+        REQUIRE(::fstat(d, &st) == 0);
+        void* m = ::mmap(nullptr, std::size_t(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, d, 0);
+        if ((::fcntl(d, F_GETFL) & O_ACCMODE) != O_RDWR) {
+            CHECK(m == MAP_FAILED);          // read-only: cannot be mapped writable,
+            CHECK(::ftruncate(d, 0) != 0);   // nor shrunk
+            continue;
+        }
+        REQUIRE(m != MAP_FAILED);
+        ++writable;
+        std::memset(m, 0xff, std::size_t(st.st_size));
+        ::munmap(m, std::size_t(st.st_size));
+    }
+    for (int d : held)
+        if ((::fcntl(d, F_GETFL) & O_ACCMODE) == O_RDWR) CHECK(::ftruncate(d, 0) == 0);  // A's parties may fault: docs/security.md
+    CHECK(writable == 4);  // A's data (as publisher), A's cursors (as subscriber), A's doorbells twice
+    void* m = ::mmap(nullptr, 64, PROT_READ | PROT_WRITE, MAP_SHARED, broker_segment, 0);
+    CHECK(m == MAP_FAILED);  // the segment every client gets is read-only
+
+    // Topic B never noticed: a parked subscriber is woken for every event.
+    for (std::uint64_t i = 0; i < 200; ++i) {
+        std::array<std::byte, 8> ev{};
+        std::memcpy(ev.data(), &i, sizeof i);
+        REQUIRE(pub_b->publish(ev).has_value());
+        auto got = sub_b->receive_for(std::chrono::seconds(30));
+        REQUIRE(got.has_value());
+        std::uint64_t v = 0;
+        std::memcpy(&v, got->bytes().data(), sizeof v);
+        CHECK(v == i);
+    }
+    proto::close_fds(held);
+    ::close(fd);
+    CHECK(bus.stats().has_value());
 }

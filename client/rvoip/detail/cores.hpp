@@ -104,6 +104,7 @@ private:
     std::shared_ptr<Connection> conn_;
     shm::Segment data_;
     shm::Segment cursors_;
+    shm::Segment bells_segment_;  // the topic's doorbells: bell i is subscriber slot i's
     shm::TopicMap map_;
     std::array<shm::LaneWriter, layout::kLanes> writers_;
     shm::Clock clock_;
@@ -202,6 +203,7 @@ private:
     std::shared_ptr<Connection> conn_;
     shm::Segment data_;
     shm::Segment cursors_;
+    shm::Segment bells_segment_;  // the topic's doorbells: bell i is subscriber slot i's
     shm::TopicMap map_;
     std::array<shm::LaneReader, layout::kLanes> readers_;
     std::array<std::uint32_t, layout::kLanes> outstanding_{};
