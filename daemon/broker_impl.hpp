@@ -202,6 +202,8 @@ struct Broker::Impl {
     // registry.cpp: topics and slots.
     Status on_open_topic(Session& s, std::uint64_t corr, const proto::OpenTopic& o);
     Result<Topic*> find_topic(std::uint32_t id);
+    Result<Topic*> topic_to_join(const Session& s, std::uint32_t id, Right right, std::string_view operation);
+    static Result<std::array<int, 3>> topic_fds(const Topic& t, proto::Role role);
     Status on_add_publisher(Session& s, std::uint64_t corr, const proto::AddPublisher& a);
     Status on_add_subscriber(Session& s, std::uint64_t corr, const proto::AddSubscriber& a);
     void test_delay() const;

@@ -85,26 +85,48 @@ Result<Topic*> Broker::Impl::find_topic(std::uint32_t id) {
     return topics[id - 1].get();
 }
 
+// The topic `id` for a client about to join it in a role that needs `right`: it exists, the client
+// may, and its segments are whole.
+Result<Topic*> Broker::Impl::topic_to_join(const Session& s, std::uint32_t id, Right right, std::string_view operation) {
+    auto t = find_topic(id);
+    if (!t) return t;
+    if (auto ok = allowed(s, (*t)->name, right, operation); !ok) return std::unexpected(ok.error());
+    if (!intact(**t))
+        return fail(Errc::corrupt, "topic '" + (*t)->name + "' is damaged (a segment was truncated): nothing more is served on it");
+    return t;
+}
+
+// New descriptors of the topic's data, cursors and doorbells, with the access `role` is allowed: a
+// publisher writes the data and reads the cursors, a subscriber the other way round; both ring.
+Result<std::array<int, 3>> Broker::Impl::topic_fds(const Topic& t, proto::Role role) {
+    const bool pub = role == proto::Role::publisher;
+    std::array<int, 3> fds{-1, -1, -1};
+    const std::array<std::pair<const shm::Segment*, shm::Access>, 3> want{
+        {{&t.data, pub ? shm::Access::read_write : shm::Access::read_only},
+         {&t.cursors, pub ? shm::Access::read_only : shm::Access::read_write},
+         {&t.bell_segment, shm::Access::read_write}}};
+    for (std::size_t i = 0; i < want.size(); ++i) {
+        auto fd = want[i].first->dup_fd(want[i].second);
+        if (!fd) {
+            for (std::size_t j = 0; j < i; ++j) ::close(fds[j]);
+            return std::unexpected(fd.error());
+        }
+        fds[i] = *fd;
+    }
+    return fds;
+}
+
 Status Broker::Impl::on_add_publisher(Session& s, std::uint64_t corr, const proto::AddPublisher& a) {
-    auto t = find_topic(a.topic_id);
+    auto t = topic_to_join(s, a.topic_id, kPublish, "publish");
     if (!t) return std::unexpected(t.error());
     Topic& topic = **t;
-    if (auto ok = allowed(s, topic.name, kPublish, "publish"); !ok) return ok;
-    if (!intact(topic)) return fail(Errc::corrupt, "topic '" + topic.name + "' is damaged (a segment was truncated): nothing more is served on it");
     if (auto ok = admit_publisher(s); !ok) return ok;
     auto it = std::find(topic.publisher_owner.begin(), topic.publisher_owner.end(), kNoOwner);
     if (it == topic.publisher_owner.end())
         return fail(Errc::limit_reached, "topic '" + topic.name + "' already has 64 publishers");
     auto slot = std::uint32_t(it - topic.publisher_owner.begin());
-    auto data = topic.data.dup_fd(shm::Access::read_write);
-    if (!data) return std::unexpected(data.error());
-    auto cursors = topic.cursors.dup_fd(shm::Access::read_only);
-    auto bells = topic.bell_segment.dup_fd(shm::Access::read_write);
-    if (!cursors || !bells) {
-        ::close(*data);
-        if (cursors) ::close(*cursors);
-        return std::unexpected(!cursors ? cursors.error() : bells.error());
-    }
+    auto fds = topic_fds(topic, proto::Role::publisher);
+    if (!fds) return std::unexpected(fds.error());
     *it = s.id;
     shm::claim_publisher(topic.map, slot, std::uint32_t(s.pid));
     test_delay();
@@ -113,31 +135,22 @@ Status Broker::Impl::on_add_publisher(Session& s, std::uint64_t corr, const prot
     // The Critical lane needs its own right. The library keeps to it; the ring itself cannot (one
     // mapping holds every lane): docs/security.md says what that leaves.
     const std::uint8_t lanes = (access.rights(s.peer, topic.name) & kCritical) ? 0xf : 0xe;
-    reply(s, corr, proto::PublisherOk{topic.id, slot, lanes}, {*data, *cursors, *bells});
+    reply(s, corr, proto::PublisherOk{topic.id, slot, lanes}, std::vector<int>(fds->begin(), fds->end()));
     return {};
 }
 
 Status Broker::Impl::on_add_subscriber(Session& s, std::uint64_t corr, const proto::AddSubscriber& a) {
-    auto t = find_topic(a.topic_id);
+    auto t = topic_to_join(s, a.topic_id, kSubscribe, "subscribe");
     if (!t) return std::unexpected(t.error());
     Topic& topic = **t;
-    if (auto ok = allowed(s, topic.name, kSubscribe, "subscribe"); !ok) return ok;
-    if (!intact(topic)) return fail(Errc::corrupt, "topic '" + topic.name + "' is damaged (a segment was truncated): nothing more is served on it");
     if (auto ok = admit_subscriber(s); !ok) return ok;
     auto it = std::find(topic.subscriber_owner.begin(), topic.subscriber_owner.end(), kNoOwner);
     if (it == topic.subscriber_owner.end())
         return fail(Errc::limit_reached, "topic '" + topic.name + "' already has 64 subscribers");
     if (a.doorbell != layout::kNoDoorbell)
         return fail(Errc::invalid_argument, "add_subscriber: a subscriber's doorbell is its slot's in the topic's doorbell segment; ask for none");
-    auto data = topic.data.dup_fd(shm::Access::read_only);
-    if (!data) return std::unexpected(data.error());
-    auto cursors = topic.cursors.dup_fd(shm::Access::read_write);
-    auto bells = topic.bell_segment.dup_fd(shm::Access::read_write);
-    if (!cursors || !bells) {
-        ::close(*data);
-        if (cursors) ::close(*cursors);
-        return std::unexpected(!cursors ? cursors.error() : bells.error());
-    }
+    auto fds = topic_fds(topic, proto::Role::subscriber);
+    if (!fds) return std::unexpected(fds.error());
     auto slot = std::uint32_t(it - topic.subscriber_owner.begin());
     const std::uint32_t bell = slot;  // bell i of the topic's doorbell segment is slot i's
     *it = s.id;
@@ -147,7 +160,7 @@ Status Broker::Impl::on_add_subscriber(Session& s, std::uint64_t corr, const pro
     test_delay();
     s.subscribers.push_back({topic.id, slot});
     log->debug("client {} subscribes to '{}' (slot {}, doorbell {})", s.id, topic.name, slot, bell);
-    reply(s, corr, proto::SubscriberOk{topic.id, slot, bell, start}, {*data, *cursors, *bells});
+    reply(s, corr, proto::SubscriberOk{topic.id, slot, bell, start}, std::vector<int>(fds->begin(), fds->end()));
     return {};
 }
 
