@@ -30,6 +30,7 @@ TEST_CASE("SIGTERM stops the broker with status 0; --cleanup removes its socket 
     CHECK(b.stop() == 0);
     CHECK_FALSE(std::filesystem::exists(b.socket()));
     CHECK_FALSE(shm_exists(b.prefix() + ".ops.tick.data"));
+    CHECK_FALSE(shm_exists(b.prefix() + ".ops.tick.bells"));
     CHECK_FALSE(shm_exists(b.prefix() + ".doorbells"));
 }
 
@@ -50,7 +51,8 @@ TEST_CASE("without --cleanup a stopped broker keeps the segments, so a restart l
         CHECK(d.exit_code() == 0);
     }
     CHECK(shm_exists(prefix + ".ops.tick.data"));
-    for (auto suffix : {".ops.tick.data", ".ops.tick.cursors", ".doorbells"}) std::filesystem::remove("/dev/shm/" + prefix + suffix);
+    CHECK(shm_exists(prefix + ".ops.tick.bells"));
+    for (auto suffix : {".ops.tick.data", ".ops.tick.cursors", ".ops.tick.bells", ".doorbells"}) std::filesystem::remove("/dev/shm/" + prefix + suffix);
     std::filesystem::remove_all(dir);
 }
 
