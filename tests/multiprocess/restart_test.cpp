@@ -24,6 +24,17 @@ std::optional<proto::TopicStats> topic_stats(EventSystem& bus, const std::string
     return std::nullopt;
 }
 
+// The topic's stats once it has neither publishers nor subscribers, or the last seen after 30 s.
+std::optional<proto::TopicStats> stats_once_empty(EventSystem& bus, const std::string& name) {
+    std::optional<proto::TopicStats> t;
+    for (int i = 0; i < 3000; ++i) {
+        t = topic_stats(bus, name);
+        if (t && t->publishers == 0 && t->subscribers == 0) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return t;
+}
+
 // Old publisher and old subscriber run a stream at 1.5 M events/s through a broker that is stopped with
 // `sig` and replaced mid-stream. Then a new subscriber meets the old publisher, and a new publisher the
 // old subscriber.
@@ -78,12 +89,7 @@ void restart_under_traffic(int sig) {
     // ends with nobody on it.
     auto bus = EventSystemBuilder().socket_path(b.socket()).client_name("check").build();
     REQUIRE(bus.has_value());
-    std::optional<proto::TopicStats> t;
-    for (int i = 0; i < 3000; ++i) {
-        t = topic_stats(*bus, "media.rtp");
-        if (t && t->publishers == 0 && t->subscribers == 0) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    auto t = stats_once_empty(*bus, "media.rtp");
     REQUIRE(t.has_value());
     CHECK(t->publishers == 0);
     CHECK(t->subscribers == 0);
@@ -154,12 +160,7 @@ TEST_CASE("a slot granted after the client's call gave up is handed back: no act
     // hand-back the impatient client, still alive, would hold both slots for as long as it runs.
     auto check = EventSystemBuilder().socket_path(b.socket()).client_name("check").control_timeout(std::chrono::seconds(30)).build();
     REQUIRE(check.has_value());
-    std::optional<proto::TopicStats> t;
-    for (int i = 0; i < 3000; ++i) {
-        t = topic_stats(*check, "sip.message");
-        if (t && t->publishers == 0 && t->subscribers == 0) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    auto t = stats_once_empty(*check, "sip.message");
     REQUIRE(t.has_value());
     CHECK(t->publishers == 0);
     CHECK(t->subscribers == 0);
