@@ -6,7 +6,47 @@
 
 namespace rvoip::events::daemon {
 
+Result<shm::Segment> Broker::Impl::create_segment(std::string_view what, std::size_t size) const {
+    return shm::Segment::create(segment_name(what), size, cfg.segments);
+}
+
+void Broker::Impl::keep(std::initializer_list<const shm::Segment*> segments) const {
+    if (!cfg.keeper) return;
+    for (const auto* s : segments)
+        if (s->sealed() && !cfg.keeper->keep(s->name(), s->fd()))
+            log->warn("segment '{}' could not be handed to the keeper: a restarted broker will not find it", s->name());
+}
+
+void Broker::Impl::discard(const shm::Segment& segment) const {
+    if (!segment) return;
+    if (!segment.sealed()) shm::Segment::remove(segment.name());
+    else if (cfg.keeper) cfg.keeper->forget(segment.name());
+}
+
+bool Broker::Impl::left_behind(const std::string& name) const {
+    if (cfg.segments == shm::Backing::sealed) return kept.contains(name);
+    return std::filesystem::exists(shm_path(name));
+}
+
+Result<shm::Segment> Broker::Impl::open_left(const std::string& name) {
+    if (cfg.segments == shm::Backing::named) return shm::Segment::open(name, shm::Access::read_write);
+    auto it = kept.find(name);
+    if (it == kept.end()) return fail(Errc::no_such_topic, "segment '" + name + "' was not handed back by the keeper");
+    const int fd = it->second;
+    kept.erase(it);
+    return shm::Segment::adopt_fd(fd, name);
+}
+
 void Broker::Impl::move_aside(const std::string& name, const std::string& why) {
+    if (cfg.segments == shm::Backing::sealed) {
+        if (auto it = kept.find(name); it != kept.end()) {
+            ::close(it->second);
+            kept.erase(it);
+        }
+        if (cfg.keeper) cfg.keeper->forget(name);
+        log->error("cannot adopt segment '{}': {}; dropped (its memory is freed once its last client unmaps it)", name, why);
+        return;
+    }
     const std::string to = name + ".rejected-" + std::to_string(::time(nullptr));
     std::error_code ec;
     std::filesystem::rename(shm_path(name), shm_path(to), ec);
@@ -15,8 +55,8 @@ void Broker::Impl::move_aside(const std::string& name, const std::string& why) {
 
 bool Broker::Impl::adopt_doorbells() {
     const std::string name = segment_name("doorbells");
-    if (!std::filesystem::exists(shm_path(name))) return false;
-    auto seg = shm::Segment::open(name, shm::Access::read_write);
+    if (!left_behind(name)) return false;
+    auto seg = open_left(name);
     if (!seg) {
         move_aside(name, seg.error().what());
         return false;
@@ -53,16 +93,27 @@ Session& Broker::Impl::adopted_session(pid_t pid, std::unordered_map<pid_t, Sess
 
 void Broker::Impl::adopt_topics() {
     std::vector<std::string> names;
-    std::error_code ec;
     const std::string head = cfg.shm_prefix + ".", tail = ".data";
-    for (auto& e : std::filesystem::directory_iterator("/dev/shm", ec)) {
-        const std::string f = e.path().filename().string();
+    auto consider = [&](const std::string& f) {
         if (f.size() > head.size() + tail.size() && f.starts_with(head) && f.ends_with(tail))
             names.push_back(f.substr(head.size(), f.size() - head.size() - tail.size()));
+    };
+    if (cfg.segments == shm::Backing::sealed) {
+        for (const auto& [name, fd] : kept) consider(name);
+    } else {
+        std::error_code ec;
+        for (auto& e : std::filesystem::directory_iterator("/dev/shm", ec)) consider(e.path().filename().string());
     }
     std::sort(names.begin(), names.end());
     std::unordered_map<pid_t, Session*> by_pid;
     for (const auto& topic : names) adopt_topic(topic, by_pid);
+    // Whatever the keeper still holds belongs to no topic we could adopt (a cursor segment whose data
+    // segment is gone, another prefix's): it would otherwise be held for ever.
+    for (auto it = kept.begin(); it != kept.end();) {
+        const std::string name = it->first;
+        ++it;
+        move_aside(name, "it belongs to no adoptable topic of prefix '" + cfg.shm_prefix + "'");
+    }
     reap();  // recovers and releases what dead processes held
 }
 
@@ -74,9 +125,9 @@ void Broker::Impl::adopt_topic(const std::string& topic, std::unordered_map<pid_
     // rings that clients are using.
     if (topics.size() >= kMaxTopicsCeiling)
         return move_aside(data_name, "the broker holds its maximum of " + std::to_string(kMaxTopicsCeiling) + " topics");
-    auto data = shm::Segment::open(data_name, shm::Access::read_write);
+    auto data = open_left(data_name);
     if (!data) return move_aside(data_name, data.error().what());
-    auto cursors = shm::Segment::open(cursors_name, shm::Access::read_write);
+    auto cursors = open_left(cursors_name);
     if (!cursors) return move_aside(data_name, "its cursor segment: " + cursors.error().what());
     auto map = shm::attach(data->bytes(), cursors->bytes());
     if (!map) {
@@ -85,7 +136,7 @@ void Broker::Impl::adopt_topic(const std::string& topic, std::unordered_map<pid_
     }
     // Its doorbells: adopted like the rings (clients parked on them keep them); one that does not
     // validate makes the whole topic unadoptable, since its parties would ring and wait on two.
-    auto bells = shm::Segment::open(bells_name, shm::Access::read_write);
+    auto bells = open_left(bells_name);
     auto bell_map = bells ? shm::attach_doorbells(bells->bytes()) : Result<shm::DoorbellMap>(std::unexpected(bells.error()));
     if (bell_map && bell_map->count < map->max_subscribers)
         bell_map = fail(Errc::corrupt, "it has " + std::to_string(bell_map->count) + " doorbells for " +

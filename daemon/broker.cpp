@@ -30,13 +30,14 @@ Broker::Impl::~Impl() {
     for (int fd : {listen_fd, epoll_fd, stop_fd, signal_fd, timer_fd, accept_timer_fd})
         if (fd >= 0) ::close(fd);
     if (listen_fd >= 0) ::unlink(cfg.socket_path.c_str());
+    for (auto& [name, fd] : kept) ::close(fd);
     if (cfg.cleanup_on_exit) {
         for (auto& t : topics) {
-            shm::Segment::remove(t->data.name());
-            shm::Segment::remove(t->cursors.name());
-            shm::Segment::remove(t->bell_segment.name());
+            discard(t->data);
+            discard(t->cursors);
+            discard(t->bell_segment);
         }
-        if (doorbell_segment) shm::Segment::remove(doorbell_segment.name());
+        discard(doorbell_segment);
     }
 }
 
@@ -86,11 +87,15 @@ Status Broker::Impl::open() {
 
     // A previous broker's segments are adopted, never replaced while their headers validate: clients
     // started before a restart keep using them, and clients started after must meet them there.
+    if (cfg.segments == shm::Backing::sealed && cfg.keeper)
+        for (auto& [name, fd] : cfg.keeper->take())
+            if (!kept.emplace(name, fd).second) ::close(fd);
     shm::ClockCalibration clock;
     if (!adopt_doorbells()) {
-        auto bells = shm::Segment::create(segment_name("doorbells"), layout::doorbells_size(cfg.doorbells));
+        auto bells = create_segment("doorbells", layout::doorbells_size(cfg.doorbells));
         if (!bells) return std::unexpected(bells.error());
         doorbell_segment = std::move(*bells);
+        keep({&doorbell_segment});
         clock = shm::calibrate_clock();
         shm::format_doorbells(doorbell_segment.bytes(), cfg.doorbells, clock);
         doorbells = *shm::attach_doorbells(doorbell_segment.bytes());
@@ -112,8 +117,10 @@ Status Broker::Impl::open() {
     watch(accept_timer_fd);
     adopt_topics();  // after the epoll set and the timer: adopted clients' pidfds go into them
     if (access.enforced()) log->info("access rules from {}: {} rule(s)", cfg.acl_path, access.rule_count());
-    log->info("listening on {} (shm prefix '{}', {} doorbells, timestamps from {})", cfg.socket_path, cfg.shm_prefix,
-              cfg.doorbells, clock.kind == shm::ClockKind::tsc ? "the TSC" : "CLOCK_MONOTONIC");
+    log->info("listening on {} (shm prefix '{}', {} segments{}, {} doorbells, timestamps from {})", cfg.socket_path,
+              cfg.shm_prefix, cfg.segments == shm::Backing::sealed ? "sealed" : "named",
+              cfg.segments == shm::Backing::sealed && !cfg.keeper ? " not kept across restarts" : "", cfg.doorbells,
+              clock.kind == shm::ClockKind::tsc ? "the TSC" : "CLOCK_MONOTONIC");
     const auto& l = cfg.limits;
     log->info("limits: {} connections, {} topics, per client {} topics / {} publishers / {} subscribers, {} bytes of "
               "/dev/shm ({} in use), lanes up to {} bytes and events up to {} bytes",

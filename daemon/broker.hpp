@@ -8,19 +8,39 @@
 #include "daemon/limits.hpp"
 #include "proto/errc.hpp"
 #include "proto/layout.hpp"
+#include "shm/segment.hpp"
 
 #include <array>
 #include <atomic>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace rvoip::events::daemon {
+
+// Holds sealed segments across broker restarts: a memfd has no name a new broker could find it by. The
+// daemon's keeper is systemd's file descriptor store (daemon/fdstore.cpp); an embedded broker has none,
+// since it never outlives its process.
+class SegmentKeeper {
+public:
+    virtual ~SegmentKeeper() = default;
+    // What a previous broker left, as (name, descriptor) pairs; the descriptors are the caller's now.
+    virtual std::vector<std::pair<std::string, int>> take() = 0;
+    // Keeps a copy of `fd` under `name` (the caller keeps its own); false if the keeper refused it.
+    virtual bool keep(const std::string& name, int fd) = 0;
+    virtual void forget(const std::string& name) = 0;
+};
 
 struct BrokerConfig {
     std::string socket_path;
     std::string shm_prefix = "rvoip-events";
     std::uint32_t doorbells = 1024;
     bool cleanup_on_exit = false;  // remove the segments on a graceful stop (default: keep them)
+    // Sealed segments (memfds: no client can truncate one) need a keeper to survive a restart; named ones
+    // (/dev/shm files) survive by name but can be truncated by a client holding a writable descriptor.
+    shm::Backing segments = shm::Backing::sealed;
+    std::shared_ptr<SegmentKeeper> keeper;
     // Access rules file (daemon/access.hpp); empty: everyone who can reach the socket may do everything.
     std::string acl_path;
     // The control socket: its mode, and its group (empty: the group `rvoip-events` if it exists, else

@@ -139,6 +139,7 @@ struct Broker::Impl {
     bool timer_armed = false;
     EvictionMonitor monitor;  // slow subscribers (daemon/monitor.hpp)
     AccessRules access;       // who may do what (daemon/access.hpp)
+    std::map<std::string, int, std::less<>> kept;  // sealed segments the keeper handed back, not yet adopted
     std::string segment_name(std::string_view what) const { return cfg.shm_prefix + "." + std::string(what); }
     static std::string shm_path(const std::string& name) { return "/dev/shm/" + name; }
     static void close_session_fds(Session& s) {
@@ -179,9 +180,17 @@ struct Broker::Impl {
     Status prepare_socket_dir();
     Status secure_socket();
 
-    // adopt.cpp: re-adoption of a previous broker's segments (same prefix).
-    // Renames a segment that cannot be adopted out of the way, so that nothing replaces it silently and
-    // an operator can inspect it.
+    // adopt.cpp: the segments' lifecycle (sealed or named) and the re-adoption of a previous broker's
+    // segments (same prefix).
+    Result<shm::Segment> create_segment(std::string_view what, std::size_t size) const;
+    // Hands sealed segments to the keeper, so that a restarted broker gets them back. Named ones keep by name.
+    void keep(std::initializer_list<const shm::Segment*> segments) const;
+    // On a stop with --cleanup: named segments are removed, sealed ones dropped from the keeper.
+    void discard(const shm::Segment& segment) const;
+    bool left_behind(const std::string& name) const;
+    Result<shm::Segment> open_left(const std::string& name);
+    // A segment that cannot be adopted: a named one is renamed out of the way, so that nothing replaces it
+    // silently and an operator can inspect it; a sealed one is dropped from the keeper. Logged either way.
     void move_aside(const std::string& name, const std::string& why);
     bool adopt_doorbells();
     // The session that holds an adopted slot of process `pid`: one per pid, like a client whose

@@ -1,5 +1,6 @@
 // rvoip-eventd: the broker daemon.
 #include "daemon/broker.hpp"
+#include "daemon/fdstore.hpp"
 #include "proto/channel.hpp"
 
 #include <CLI/CLI.hpp>
@@ -16,24 +17,6 @@
 #include <unistd.h>
 
 namespace {
-
-// systemd's readiness protocol (sd_notify(3)): one datagram to $NOTIFY_SOCKET. Written out rather than
-// linking libsystemd, which would be a dependency for five lines.
-void notify_systemd(const char* state) {
-    const char* path = std::getenv("NOTIFY_SOCKET");
-    if (!path || !*path) return;
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::size_t len = std::strlen(path);
-    if (len >= sizeof addr.sun_path) return;
-    std::memcpy(addr.sun_path, path, len);
-    if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
-    int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return;
-    (void)::sendto(fd, state, std::strlen(state), 0, reinterpret_cast<sockaddr*>(&addr),
-                   socklen_t(offsetof(sockaddr_un, sun_path) + len));
-    ::close(fd);
-}
 
 bool daemonize() {
     pid_t pid = ::fork();
@@ -78,6 +61,12 @@ int main(int argc, char** argv) {
     app.add_flag("--cleanup", cfg.cleanup_on_exit, "remove the shared-memory segments on exit (default: keep them)");
     app.add_option("--acl", cfg.acl_path, "access rules: who may publish, subscribe, use Critical, create (docs/security.md)")
         ->check(CLI::ExistingFile);
+    std::string segments = "auto";
+    app.add_option("--segments", segments,
+                   "sealed (memfds no client can truncate, kept across restarts by systemd's fd store), named "
+                   "(/dev/shm files, kept by name), or auto: sealed under a service manager, named otherwise")
+        ->check(CLI::IsMember({"auto", "sealed", "named"}))
+        ->capture_default_str();
     std::string socket_mode = "0660";
     app.add_option("--socket-mode", socket_mode, "mode of the control socket (octal)")->capture_default_str();
     app.add_option("--socket-group", cfg.socket_group, "group of the control socket (default: rvoip-events if it exists)");
@@ -151,6 +140,14 @@ int main(int argc, char** argv) {
                      "that wait until a client leaves",
                      *fds, cfg.limits.max_connections);
 
+    // Sealed segments have no name to be found by after a restart: the service manager keeps them.
+    const bool manager = daemon::FdStore::available();
+    cfg.segments = segments == "named" || (segments == "auto" && !manager) ? shm::Backing::named : shm::Backing::sealed;
+    if (cfg.segments == shm::Backing::sealed && manager) cfg.keeper = std::make_shared<daemon::FdStore>();
+    if (cfg.segments == shm::Backing::sealed && !manager)
+        logger->warn("--segments sealed without a service manager ($NOTIFY_SOCKET): topics do not survive a restart "
+                     "of this broker (its clients will find their rings gone)");
+
     daemon::Broker broker(cfg);
     if (auto ok = broker.open(); !ok) {
         logger->critical("cannot start: {}", ok.error().what());
@@ -160,9 +157,9 @@ int main(int argc, char** argv) {
         logger->critical("cannot daemonize: {}", std::strerror(errno));
         return 2;
     }
-    notify_systemd("READY=1\nSTATUS=serving");
+    daemon::notify_service_manager("READY=1\nSTATUS=serving");
     int rc = broker.run(true);
-    notify_systemd("STOPPING=1");
+    daemon::notify_service_manager("STOPPING=1");
     logger->info("stopped");
     return rc;
 }

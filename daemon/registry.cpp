@@ -52,11 +52,11 @@ Status Broker::Impl::on_open_topic(Session& s, std::uint64_t corr, const proto::
     const std::uint64_t bytes = shm::topic_data_size(lanes) + layout::cursors_size(layout::kMaxSubscribers) +
                                 layout::doorbells_size(layout::kMaxSubscribers);
     if (auto ok = admit_shm(o.topic, bytes); !ok) return ok;
-    auto data = shm::Segment::create(segment_name(o.topic + ".data"), shm::topic_data_size(lanes));
+    auto data = create_segment(o.topic + ".data", shm::topic_data_size(lanes));
     if (!data) return std::unexpected(data.error());
-    auto cursors = shm::Segment::create(segment_name(o.topic + ".cursors"), layout::cursors_size(layout::kMaxSubscribers));
+    auto cursors = create_segment(o.topic + ".cursors", layout::cursors_size(layout::kMaxSubscribers));
     if (!cursors) return std::unexpected(cursors.error());
-    auto bells = shm::Segment::create(segment_name(o.topic + ".bells"), layout::doorbells_size(layout::kMaxSubscribers));
+    auto bells = create_segment(o.topic + ".bells", layout::doorbells_size(layout::kMaxSubscribers));
     if (!bells) return std::unexpected(bells.error());
     account_shm(bytes);
     ++s.topics_created;
@@ -72,6 +72,7 @@ Status Broker::Impl::on_open_topic(Session& s, std::uint64_t corr, const proto::
     if (!bell_map) return std::unexpected(bell_map.error().context("freshly created topic"));
     t->map = *map;
     t->bells = *bell_map;
+    keep({&t->data, &t->cursors, &t->bell_segment});  // formatted: a restarted broker finds them whole
     log->info("topic '{}' created by client {} '{}': {}, lanes {}/{}/{}/{} bytes", o.topic, s.id, s.name, describe(fp),
               lanes[0].capacity, lanes[1].capacity, lanes[2].capacity, lanes[3].capacity);
     reply(s, corr, proto::TopicOk{t->id, true, lanes});

@@ -28,17 +28,18 @@ EventSystem embedded() {
 }
 
 // The topic's data segment, mapped writable as only a misbehaving publisher could: the embedded broker
-// runs as our own user, so the test can open it by name like such a process would scribble through its
-// descriptor.
+// lives in this process, so the test finds its sealed segment (a memfd) among our own descriptors and
+// scribbles through it like such a process would through its descriptor.
 struct Scribbler {
     void* base = MAP_FAILED;
     std::size_t size = 0;
     explicit Scribbler(std::string_view topic, std::string_view segment = "data") {
-        const std::string suffix = "." + std::string(topic) + "." + std::string(segment);
-        const std::string mine = "rvoip-events-embedded-" + std::to_string(::getpid()) + "-";
-        for (auto& e : std::filesystem::directory_iterator("/dev/shm")) {
-            const auto name = e.path().filename().string();
-            if (name.starts_with(mine) && name.ends_with(suffix)) {
+        const std::string suffix = "." + std::string(topic) + "." + std::string(segment) + " (deleted)";
+        const std::string mine = "/memfd:rvoip-events-embedded-" + std::to_string(::getpid()) + "-";
+        for (auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+            std::error_code ec;
+            const auto name = std::filesystem::read_symlink(e.path(), ec).string();
+            if (!ec && name.starts_with(mine) && name.ends_with(suffix)) {
                 int fd = ::open(e.path().c_str(), O_RDWR);
                 REQUIRE(fd >= 0);
                 size = std::filesystem::file_size(e.path());

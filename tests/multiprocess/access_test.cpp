@@ -1,5 +1,6 @@
 // Access control against a real rvoip-eventd, with clients running as other users: each case forks a
 // child that drops to a test uid (the tests run as root) and reports what it could and could not do.
+#include "proto/channel.hpp"
 #include "rvoip/events.hpp"
 #include "tests/multiprocess/harness.hpp"
 
@@ -85,19 +86,84 @@ TEST_CASE("an unauthorised uid is refused at hello and cannot open any segment")
     REQUIRE(root.has_value());
     auto held = root->raw_publisher("sec.a");  // root may do everything: the topic exists now
     REQUIRE(held.has_value());
+    // The segments are sealed memfds: no name in /dev/shm, and the broker's descriptors are out of reach
+    // through /proc. A named one (--segments named, tested below) is mode 0600.
     const std::string seg = "/dev/shm/" + s.broker->prefix() + ".sec.a.data";
+    const std::string fds = "/proc/" + std::to_string(s.broker->process().pid()) + "/fd/";
     auto o = as_user(kStranger, kStranger, {}, [&] {
         auto bus = connect(s.socket());
         std::string r = bus ? "connected" : code(bus.error()) + " " + bus.error().message;
         int fd = ::open(seg.c_str(), O_RDONLY);
-        r += fd < 0 && errno == EACCES ? "|segment:EACCES" : "|segment:open";
-        return r;
+        r += fd < 0 && errno == ENOENT ? "|segment:none" : "|segment:open";
+        for (int n = 3; n < 64; ++n)
+            if (int f = ::open((fds + std::to_string(n)).c_str(), O_RDONLY); f >= 0 || errno != EACCES)
+                return r + "|broker fd " + std::to_string(n) + ": " + (f >= 0 ? "opened" : std::strerror(errno));
+        return r + "|broker fds:EACCES";
     });
     INFO(o.said);
     CHECK(o.exit_code == 0);
     CHECK(o.said.starts_with("permission_denied"));
     CHECK(o.said.find("uid 20004") != std::string::npos);
-    CHECK(o.said.ends_with("|segment:EACCES"));
+    CHECK(o.said.ends_with("|segment:none|broker fds:EACCES"));
+
+    Broker named({"--segments", "named", "--acl", s.acl_path});
+    auto root2 = connect(named.socket());
+    REQUIRE(root2.has_value());
+    REQUIRE(root2->raw_publisher("sec.a").has_value());
+    const std::string named_seg = "/dev/shm/" + named.prefix() + ".sec.a.data";
+    auto n = as_user(kStranger, kStranger, {}, [&] {
+        int fd = ::open(named_seg.c_str(), O_RDONLY);
+        return std::string(fd < 0 && errno == EACCES ? "segment:EACCES" : "segment:open");
+    });
+    CHECK(n.said == "segment:EACCES");
+}
+
+TEST_CASE("no descriptor a client holds can be truncated, grown, or reopened writable") {
+    Secured s;
+    auto root = connect(s.socket());
+    REQUIRE(root.has_value());
+    REQUIRE(root->raw_publisher("sec.a").has_value());  // the topic exists (uid 20002 may not create)
+    auto o = as_user(kSubscriber, kSubscriber, {}, [&] {
+        // A raw client, so that it keeps the descriptors the library would map and close.
+        int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::strncpy(a.sun_path, s.socket().c_str(), sizeof a.sun_path - 1);
+        if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return std::string("connect failed");
+        std::vector<int> held;
+        std::uint64_t corr = 0;
+        auto call = [&](proto::Body body) -> std::optional<proto::Body> {
+            if (!proto::send_message(fd, proto::Message{++corr, std::move(body)})) return std::nullopt;
+            auto f = proto::recv_frame(fd);
+            if (!f) return std::nullopt;
+            held.insert(held.end(), f->fds.begin(), f->fds.end());
+            auto m = proto::decode(f->bytes);
+            if (!m) return std::nullopt;
+            return std::move(m->body);
+        };
+        call(proto::Hello{proto::kMinProtocolVersion, proto::kProtocolVersion, std::uint32_t(::getpid()), "holder"});
+        proto::OpenTopic ot;
+        ot.topic = "sec.a";
+        ot.fingerprint = raw_fingerprint();
+        auto topic = call(ot);
+        if (!topic || !std::holds_alternative<proto::TopicOk>(*topic)) return std::string("open_topic refused");
+        auto sub = call(proto::AddSubscriber{std::get<proto::TopicOk>(*topic).topic_id, layout::kNoDoorbell, proto::StartAt::tail});
+        if (!sub || !std::holds_alternative<proto::SubscriberOk>(*sub)) return std::string("add_subscriber refused");
+        std::string r = std::to_string(held.size()) + " descriptors";
+        for (int d : held) {
+            struct stat st{};
+            ::fstat(d, &st);
+            const std::string reopen = "/proc/self/fd/" + std::to_string(d);
+            int w = ::open(reopen.c_str(), O_RDWR);
+            if (w >= 0 || errno != EACCES) r += "|" + std::to_string(d) + " reopened writable";
+            if (::ftruncate(d, 0) == 0 || ::ftruncate(d, st.st_size * 2) == 0) r += "|" + std::to_string(d) + " resized";
+            if (::fallocate(d, 0, st.st_size, 4096) == 0) r += "|" + std::to_string(d) + " grown";
+        }
+        return r;
+    });
+    INFO(o.said);
+    CHECK(o.exit_code == 0);
+    CHECK(o.said == "4 descriptors");  // the broker segment, the data (read-only), the cursors, the doorbells
 }
 
 TEST_CASE("a subscribe-only uid cannot publish; a publisher without the Critical right is refused on that lane only") {

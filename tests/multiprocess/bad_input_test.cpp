@@ -273,7 +273,7 @@ TEST_CASE("a blocked publisher proceeds as soon as the subscriber makes room") {
 }
 
 TEST_CASE("a reclaim is refused for a slot held for another process, and for a ring the broker did not adopt") {
-    Broker b({}, /*cleanup=*/false);
+    Broker b({"--segments", "named"}, /*cleanup=*/false);  // named: the test reads the ring's key by name
     Process holder(peer(b, {"hold"}));  // a publisher of test.schema, slot 0, in another process
     holder.expect_ready();
     b.restart(SIGKILL);  // the new broker holds slot 0 for the holder's pid until it reclaims it
@@ -306,8 +306,8 @@ TEST_CASE("a reclaim is refused for a slot held for another process, and for a r
     CHECK(holder.exit_code() == 0);
 }
 
-TEST_CASE("a client that truncates a segment it was handed cannot take the broker down; other topics go on") {
-    Broker b;
+TEST_CASE("named segments: a client that truncates a segment it was handed cannot take the broker down; other topics go on") {
+    Broker b({"--segments", "named"});  // sealed ones cannot be truncated at all (next test)
     auto bus = connect(b);
     auto pub = bus.raw_publisher("safe.topic");
     REQUIRE(pub.has_value());
@@ -337,7 +337,7 @@ TEST_CASE("a client that truncates a segment it was handed cannot take the broke
     auto [pubok, pub_fds] = call(4, proto::AddPublisher{id});
     REQUIRE(std::holds_alternative<proto::PublisherOk>(pubok));
     REQUIRE(pub_fds.size() == 3);
-    REQUIRE(::ftruncate(pub_fds[0], 0) == 0);  // a named segment cannot be sealed: see docs/security.md
+    REQUIRE(::ftruncate(pub_fds[0], 0) == 0);  // a named segment is not sealed: see docs/security.md
 
     // The broker notices before it touches those rings again: the monitor's ticks, stats, new slots.
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
@@ -359,7 +359,7 @@ TEST_CASE("a client that truncates a segment it was handed cannot take the broke
     CHECK(b.stop() == 0);  // alive to the end, and stops cleanly
 }
 
-TEST_CASE("a client of topic A cannot affect a subscriber of topic B by any write it can make") {
+TEST_CASE("a client of topic A cannot affect a subscriber of topic B by any write it can make; no descriptor it holds can be truncated") {
     Broker b;
     auto bus = connect(b);
     auto pub_b = bus.raw_publisher("topic.b");
@@ -394,15 +394,25 @@ TEST_CASE("a client of topic A cannot affect a subscriber of topic B by any writ
     REQUIRE(std::holds_alternative<proto::SubscriberOk>(call(proto::AddSubscriber{id, layout::kNoDoorbell, proto::StartAt::tail})));
     REQUIRE(held.size() == 7);
 
-    // Every write it can make: fill every segment it may map writable with 0xff, then truncate them all.
+    // Every write it can make: try to shrink and grow every descriptor (all sealed, or read-only), then
+    // fill every segment it may map writable with 0xff.
     int writable = 0;
     for (int d : held) {
         struct stat st{};
         REQUIRE(::fstat(d, &st) == 0);
+        const bool rw = (::fcntl(d, F_GETFL) & O_ACCMODE) == O_RDWR;
+        CAPTURE(rw);
+        CHECK(::ftruncate(d, 0) != 0);
+        CHECK(errno == (rw ? EPERM : EINVAL));  // EPERM: the seals; EINVAL: not open for writing
+        CHECK(::ftruncate(d, st.st_size + 4096) != 0);
+        CHECK(::fallocate(d, 0, st.st_size, 4096) != 0);
+        CHECK(::fcntl(d, F_ADD_SEALS, F_SEAL_WRITE) != 0);  // nor sealed further (F_SEAL_SEAL)
+        struct stat after{};
+        REQUIRE(::fstat(d, &after) == 0);
+        CHECK(after.st_size == st.st_size);
         void* m = ::mmap(nullptr, std::size_t(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, d, 0);
-        if ((::fcntl(d, F_GETFL) & O_ACCMODE) != O_RDWR) {
-            CHECK(m == MAP_FAILED);          // read-only: cannot be mapped writable,
-            CHECK(::ftruncate(d, 0) != 0);   // nor shrunk
+        if (!rw) {
+            CHECK(m == MAP_FAILED);  // read-only: cannot be mapped writable
             continue;
         }
         REQUIRE(m != MAP_FAILED);
@@ -410,8 +420,6 @@ TEST_CASE("a client of topic A cannot affect a subscriber of topic B by any writ
         std::memset(m, 0xff, std::size_t(st.st_size));
         ::munmap(m, std::size_t(st.st_size));
     }
-    for (int d : held)
-        if ((::fcntl(d, F_GETFL) & O_ACCMODE) == O_RDWR) CHECK(::ftruncate(d, 0) == 0);  // A's parties may fault: docs/security.md
     CHECK(writable == 4);  // A's data (as publisher), A's cursors (as subscriber), A's doorbells twice
     void* m = ::mmap(nullptr, 64, PROT_READ | PROT_WRITE, MAP_SHARED, broker_segment, 0);
     CHECK(m == MAP_FAILED);  // the segment every client gets is read-only

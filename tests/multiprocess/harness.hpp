@@ -3,6 +3,8 @@
 // by its pid when its owner goes out of scope.
 #pragma once
 
+#include "tests/multiprocess/service_manager.hpp"
+
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -31,7 +33,9 @@ namespace rvoip::events::test {
 
 class Process {
 public:
-    explicit Process(std::vector<std::string> argv) {
+    // `env`: variables added to ours. `pass`: descriptors the child gets as 3, 4, ... (the caller closes its
+    // own); with them, LISTEN_PID names the child, as sd_listen_fds(3) expects.
+    explicit Process(std::vector<std::string> argv, std::vector<std::string> env = {}, std::vector<int> pass = {}) {
         int in[2], out[2];
         REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
         REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
@@ -39,10 +43,25 @@ public:
         posix_spawn_file_actions_init(&fa);
         posix_spawn_file_actions_adddup2(&fa, in[0], 0);
         posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+        std::vector<int> high;  // out of the way of 3.., so that no dup2 overwrites a source still to come
+        for (int fd : pass) {
+            high.push_back(::fcntl(fd, F_DUPFD_CLOEXEC, 1000));
+            REQUIRE(high.back() >= 0);
+        }
+        for (std::size_t i = 0; i < high.size(); ++i) posix_spawn_file_actions_adddup2(&fa, high[i], int(3 + i));
+        if (!pass.empty())  // the shell's pid is the service's: exec keeps it
+            argv.insert(argv.begin(), {"/bin/sh", "-c", "LISTEN_PID=$$ exec \"$0\" \"$@\""});
         std::vector<char*> args;
         for (auto& a : argv) args.push_back(a.data());
         args.push_back(nullptr);
-        int rc = ::posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
+        std::vector<std::string> vars;
+        for (char** e = environ; *e; ++e) vars.emplace_back(*e);
+        vars.insert(vars.end(), env.begin(), env.end());
+        std::vector<char*> envp;
+        for (auto& v : vars) envp.push_back(v.data());
+        envp.push_back(nullptr);
+        int rc = ::posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), envp.data());
+        for (int fd : high) ::close(fd);
         posix_spawn_file_actions_destroy(&fa);
         ::close(in[0]);
         ::close(out[1]);
@@ -143,13 +162,16 @@ private:
     std::optional<int> status_;
 };
 
-// A real rvoip-eventd on a socket and shm prefix of its own.
+// A real rvoip-eventd on a socket and shm prefix of its own, run as systemd runs the service: with a
+// service manager (service_manager.hpp) that keeps its sealed segments across restarts. With
+// `--segments named` among the flags it keeps named /dev/shm segments instead.
 class Broker {
 public:
     // `extra`: more rvoip-eventd flags. `cleanup`: --cleanup, so a SIGTERM removes the segments; without
     // it a stopped broker leaves them for the next one to adopt (the destructor removes them).
     explicit Broker(std::vector<std::string> extra = {}, bool cleanup = true)
-        : dir_(make_dir()), socket_((dir_ / "broker.sock").string()), extra_(std::move(extra)), cleanup_(cleanup) {
+        : dir_(make_dir()), socket_((dir_ / "broker.sock").string()), extra_(std::move(extra)), cleanup_(cleanup),
+          manager_(dir_ / "notify.sock") {
         static int n = 0;
         prefix_ = "rvoip-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
         start();
@@ -175,6 +197,7 @@ public:
     const std::string& socket() const { return socket_; }
     const std::string& prefix() const { return prefix_; }
     Process& process() { return *proc_; }
+    ServiceManager& manager() { return manager_; }
     int stop() {
         proc_->kill(SIGTERM);
         return proc_->exit_code(std::chrono::seconds(30));
@@ -195,7 +218,9 @@ private:
         std::vector<std::string> argv{RVOIP_EVENTD_PATH, "--foreground", "--socket", socket_, "--shm-prefix", prefix_, "--log-level", "warn"};
         if (cleanup_) argv.push_back("--cleanup");
         argv.insert(argv.end(), extra_.begin(), extra_.end());
-        proc_.emplace(std::move(argv));
+        auto [env, fds] = manager_.activation();
+        proc_.emplace(std::move(argv), std::move(env), fds);
+        for (int fd : fds) ::close(fd);
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
         while (!accepts()) {
             REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline, "rvoip-eventd did not start");
@@ -212,6 +237,7 @@ private:
     std::string prefix_;
     std::vector<std::string> extra_;
     bool cleanup_ = true;
+    ServiceManager manager_;
     std::optional<Process> proc_;
 };
 

@@ -4,6 +4,8 @@
 
 #include <filesystem>
 
+#include <sys/mman.h>
+
 using namespace rvoip::events;
 using namespace rvoip::events::test;
 
@@ -14,10 +16,35 @@ struct Tick {
 };
 
 bool shm_exists(const std::string& name) { return std::filesystem::exists("/dev/shm/" + name); }
+
+bool stored(Broker& b, const std::string& name) {
+    auto v = b.manager().stored();
+    return std::find(v.begin(), v.end(), b.prefix() + "." + name) != v.end();
+}
+}  // namespace
+
+TEST_CASE("sealed segments: the service manager keeps every one; --cleanup drops them, a plain stop keeps them") {
+    for (bool cleanup : {true, false}) {
+        CAPTURE(cleanup);
+        Broker b({}, cleanup);
+        {
+            auto bus = EventSystemBuilder().socket_path(b.socket()).client_name("ops").build();
+            REQUIRE(bus.has_value());
+            REQUIRE(bus->publisher<Tick>().has_value());
+            for (auto name : {"ops.tick.data", "ops.tick.cursors", "ops.tick.bells", "doorbells"}) CHECK(stored(b, name));
+            CHECK_FALSE(shm_exists(b.prefix() + ".ops.tick.data"));  // no name in /dev/shm to open or truncate
+        }
+        CHECK(b.stop() == 0);
+        for (auto name : {"ops.tick.data", "ops.tick.cursors", "ops.tick.bells", "doorbells"}) CHECK(stored(b, name) == !cleanup);
+    }
+}
+
+namespace {
+const std::vector<std::string> kNamed{"--segments", "named"};
 }  // namespace
 
 TEST_CASE("SIGTERM stops the broker with status 0; --cleanup removes its socket and segments") {
-    Broker b;
+    Broker b(kNamed);
     {
         auto bus = EventSystemBuilder().socket_path(b.socket()).client_name("ops").build();
         REQUIRE(bus.has_value());
@@ -113,7 +140,7 @@ TEST_CASE("a broker restarted after a crash adopts the rings: a subscriber start
 }
 
 TEST_CASE("a corrupt segment left by an earlier broker is moved aside with a clear log line, not adopted") {
-    Broker b;
+    Broker b(kNamed);
     {
         Process pub(peer(b, {"--topic", "media.quality", "--size", "64", "publish", "--count", "1"}));
         CHECK(pub.exit_code() == 0);
@@ -145,6 +172,42 @@ TEST_CASE("a corrupt segment left by an earlier broker is moved aside with a cle
     CHECK(field(*r, "received") == "1");
     for (auto& e : std::filesystem::directory_iterator("/dev/shm"))
         if (e.path().filename().string().starts_with(b.prefix() + ".media.quality.cursors.rejected-")) std::filesystem::remove(e.path());
+}
+
+TEST_CASE("sealed segments handed back corrupt, or not sealed, are dropped from the store, not adopted") {
+    Broker b;
+    {
+        Process pub(peer(b, {"--topic", "media.quality", "--size", "64", "publish", "--count", "1"}));
+        CHECK(pub.exit_code() == 0);
+    }
+    {  // damage the data segment's header through the store's copy, as only a writer could
+        const int fd = b.manager().copy(b.prefix() + ".media.quality.data");
+        REQUIRE(fd >= 0);
+        void* m = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        REQUIRE(m != MAP_FAILED);
+        const std::uint32_t bad_abi = 999;
+        std::memcpy(static_cast<char*>(m) + 8, &bad_abi, 4);
+        ::munmap(m, 4096);
+        ::close(fd);
+    }
+    const int planted = ::memfd_create("planted", MFD_CLOEXEC);  // writable, but nothing stops a truncation
+    REQUIRE(planted >= 0);
+    REQUIRE(::ftruncate(planted, 1 << 20) == 0);
+    b.manager().put(b.prefix() + ".planted.data", planted);
+    b.restart(SIGKILL);
+    for (auto name : {"media.quality.data", "media.quality.cursors", "media.quality.bells", "planted.data"}) {
+        CAPTURE(name);
+        CHECK_FALSE(stored(b, name));
+    }
+    CHECK(stored(b, "doorbells"));
+    // The topic works again, on fresh segments, kept like any.
+    Process sub(peer(b, {"--topic", "media.quality", "--size", "64", "subscribe", "--count", "1", "--timeout", "60"}));
+    sub.expect_ready();
+    Process pub(peer(b, {"--topic", "media.quality", "--size", "64", "publish", "--count", "1"}));
+    auto r = sub.read_line(std::chrono::minutes(1));
+    REQUIRE(r.has_value());
+    CHECK(field(*r, "received") == "1");
+    CHECK(stored(b, "media.quality.data"));
 }
 
 TEST_CASE("a publisher killed mid-claim while the broker was down is recovered when the broker returns") {
