@@ -435,6 +435,24 @@ Result<proto::StatsReply> EventSystem::stats() {
     return std::move(*s);
 }
 
+Result<std::string> EventSystem::inspect(proto::InspectWhat what, std::string_view topic) {
+    std::string doc;
+    for (;;) {
+        auto r = conn_->call(proto::Inspect{what, std::string(topic), std::uint32_t(doc.size())});
+        if (!r) return std::unexpected(r.error());
+        auto* part = std::get_if<proto::InspectReply>(&r->body);
+        if (!part) return fail(Errc::malformed, "broker answered inspect with an unexpected reply");
+        // The broker renders anew at offset 0 only: a chunk of another rendering (a reconnect in between
+        // landed on a new broker) would not fit this one.
+        if (part->offset != doc.size() || (doc.empty() ? false : part->total < doc.size()))
+            return fail(Errc::malformed, "inspect: chunk at " + std::to_string(part->offset) + " does not follow " +
+                                             std::to_string(doc.size()) + " bytes received");
+        doc += part->chunk;
+        if (doc.size() >= part->total) return doc;
+        if (part->chunk.empty()) return fail(Errc::malformed, "inspect: empty chunk before the report's end");
+    }
+}
+
 const std::string& EventSystem::socket_path() const noexcept { return conn_->path(); }
 bool EventSystem::broker_stopping() const noexcept { return conn_->stopping(); }
 ConnectionState EventSystem::connection() const { return conn_->state(); }

@@ -336,6 +336,7 @@ void Broker::Impl::handle(Session& s, const Message& m) {
             else if constexpr (std::is_same_v<B, proto::RemoveSubscriber>) return on_remove_subscriber(s, corr, body);
             else if constexpr (std::is_same_v<B, proto::Stats>) return on_stats(s, corr);
             else if constexpr (std::is_same_v<B, proto::Reclaim>) return on_reclaim(s, corr, body);
+            else if constexpr (std::is_same_v<B, proto::Inspect>) return on_inspect(s, corr, body);
             else return fail(Errc::malformed, std::string(proto::to_string(type)) + " is not a request");
         },
         m.body);

@@ -3,6 +3,7 @@
 //   broker.cpp    start-up, the epoll loop, sessions and their requests' dispatch (the server)
 //   registry.cpp  topics and slots: open, add, remove, reclaim, stats
 //   adopt.cpp     re-adoption of a previous broker's segments at start
+//   inspect.cpp   the JSON reports of rvoip-eventctl
 //   liveness.cpp  clients that leave or exit: recovery of their claims, release of their slots, the
 //                 reclaim grace period, eviction ticks (the eviction rule itself: monitor.hpp)
 #pragma once
@@ -15,6 +16,7 @@
 #include "shm/segment.hpp"
 #include "shm/topic_map.hpp"
 
+#include <nlohmann/json_fwd.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -86,6 +88,9 @@ struct Topic {
     // A client truncated one of its segments: the broker touches its memory no more (that would raise
     // SIGBUS) and serves nothing more on it; its parties may fault, nobody else.
     bool damaged = false;
+    // Events published per lane by publisher slots since released: with the live slots' counters, what
+    // the topic has carried since this broker started.
+    std::array<std::uint64_t, layout::kLanes> published_retired{};
 };
 
 struct Slot {
@@ -113,6 +118,7 @@ struct Session {
     std::uint32_t topics_created = 0;  // counted against Limits::max_topics_per_client
     bool unreachable = false;          // a reply could not be sent (it does not read them): disconnect it
     LogBudget log_budget;              // its refusals and malformed frames, in the log
+    std::string report;                // an inspection report being sent in chunks (inspect.cpp)
 };
 
 struct Broker::Impl {
@@ -139,6 +145,7 @@ struct Broker::Impl {
     bool timer_armed = false;
     EvictionMonitor monitor;  // slow subscribers (daemon/monitor.hpp)
     AccessRules access;       // who may do what (daemon/access.hpp)
+    std::int64_t started_ns = shm::monotonic_ns();
     std::map<std::string, int, std::less<>> kept;  // sealed segments the keeper handed back, not yet adopted
     std::string segment_name(std::string_view what) const { return cfg.shm_prefix + "." + std::string(what); }
     static std::string shm_path(const std::string& name) { return "/dev/shm/" + name; }
@@ -229,6 +236,16 @@ struct Broker::Impl {
     // False (and the topic marked damaged, logged once) when a segment of `t` was truncated: call before
     // touching the topic's shared memory.
     bool intact(Topic& t);
+
+    // inspect.cpp: reports for rvoip-eventctl, of what the asking client may see (the topics it may
+    // publish or subscribe; with access rules, only its own user's clients unless it is root or ours).
+    Status on_inspect(Session& s, std::uint64_t corr, const proto::Inspect& q);
+    Result<std::string> render(Session& s, const proto::Inspect& q);
+    bool sees_all_clients(const Session& s) const;
+    std::array<std::uint64_t, layout::kLanes> published(Topic& t);
+    void lane_report(Topic& t, nlohmann::json& lanes, bool settings);
+    nlohmann::json topic_summary(Topic& t);
+    nlohmann::json topic_detail(Topic& t);
 
     // liveness.cpp: clients that leave or exit, the reclaim grace period, eviction ticks.
     // Rings the doorbell of every parked subscriber of `t`, by the broker's own record of their doorbells.

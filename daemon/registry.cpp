@@ -262,7 +262,11 @@ bool Broker::Impl::intact(Topic& t) {
 }
 
 void Broker::Impl::release_publisher_slot(Topic& t, std::uint32_t slot) {
-    if (intact(t)) shm::release_publisher(t.map, slot);
+    if (intact(t)) {
+        for (std::size_t l = 0; l < layout::kLanes; ++l)  // relaxed: its owner's counters, for reports
+            t.published_retired[l] += t.map.publishers[slot].published[l].load(std::memory_order_relaxed);
+        shm::release_publisher(t.map, slot);
+    }
     t.publisher_owner[slot] = kNoOwner;
 }
 

@@ -238,6 +238,16 @@ void encode_body(Writer& w, const Reclaim& m) {
     w.put(m.doorbell);
 }
 void encode_body(Writer& w, const ReclaimOk& m) { w.put(m.topic_id); }
+void encode_body(Writer& w, const Inspect& m) {
+    w.put(static_cast<std::uint8_t>(m.what));
+    w.put_fixed(m.topic, layout::kTopicNameMax + 1);
+    w.put(m.offset);
+}
+void encode_body(Writer& w, const InspectReply& m) {
+    w.put(m.total);
+    w.put(m.offset);
+    w.put_string(std::string_view(m.chunk).substr(0, kInspectChunk));
+}
 
 Result<Body> decode_body(MsgType t, Reader& r) {
     switch (t) {
@@ -408,6 +418,32 @@ Result<Body> decode_body(MsgType t, Reader& r) {
         if (!id) return std::unexpected(id.error());
         return ReclaimOk{*id};
     }
+    case MsgType::inspect: {
+        Inspect m;
+        auto what = r.get<std::uint8_t>("what");
+        auto n = r.get_fixed(layout::kTopicNameMax + 1, "topic");
+        auto o = r.get<std::uint32_t>("offset");
+        if (auto st = all_ok(what, n, o); !st) return std::unexpected(st.error());
+        if (*what < 1 || *what > 4) return fail(Errc::malformed, "inspect: what " + std::to_string(*what) + " is not 1-4");
+        if (!printable(*n)) return fail(Errc::malformed, "topic must be printable ASCII");
+        m.what = static_cast<InspectWhat>(*what);
+        m.topic = *n;
+        m.offset = *o;
+        return m;
+    }
+    case MsgType::inspect_reply: {
+        InspectReply m;
+        auto total = r.get<std::uint32_t>("total");
+        auto o = r.get<std::uint32_t>("offset");
+        auto c = r.get_string(kInspectChunk, "chunk");
+        if (auto st = all_ok(total, o, c); !st) return std::unexpected(st.error());
+        if (*total > kMaxInspectReport) return fail(Errc::malformed, "inspect_reply: report of " + std::to_string(*total) + " bytes exceeds the limit");
+        if (std::uint64_t(*o) + c->size() > *total) return fail(Errc::malformed, "inspect_reply: chunk runs past the report's end");
+        m.total = *total;
+        m.offset = *o;
+        m.chunk = std::move(*c);
+        return m;
+    }
     }
     return fail(Errc::malformed, "unknown message type " + std::to_string(static_cast<unsigned>(t)));
 }
@@ -437,6 +473,8 @@ std::string_view to_string(MsgType t) noexcept {
     case MsgType::shutdown_notice: return "shutdown_notice";
     case MsgType::reclaim: return "reclaim";
     case MsgType::reclaim_ok: return "reclaim_ok";
+    case MsgType::inspect: return "inspect";
+    case MsgType::inspect_reply: return "inspect_reply";
     }
     return "unknown";
 }
@@ -476,7 +514,7 @@ Result<Message> decode(std::span<const std::byte> frame) {
     if (*ver < kMinProtocolVersion || *ver > kProtocolVersion)
         return fail(Errc::version_mismatch, "frame version " + std::to_string(*ver) + " is outside the supported " +
                                                 std::to_string(kMinProtocolVersion) + ".." + std::to_string(kProtocolVersion));
-    if (*type < 1 || *type > static_cast<std::uint16_t>(MsgType::reclaim_ok))
+    if (*type < 1 || *type > static_cast<std::uint16_t>(MsgType::inspect_reply))
         return fail(Errc::malformed, "unknown message type " + std::to_string(*type));
     auto t = static_cast<MsgType>(*type);
     auto body = decode_body(t, r);

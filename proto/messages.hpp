@@ -53,6 +53,8 @@ enum class MsgType : std::uint16_t {
     shutdown_notice = 15,  // broker -> client, unsolicited (correlation 0): the broker is stopping
     reclaim = 16,          // a reconnecting client takes back a slot it held before the connection dropped
     reclaim_ok = 17,
+    inspect = 18,        // a tool asks for a report (rvoip-eventctl)
+    inspect_reply = 19,  // one chunk of it
 };
 
 enum class Role : std::uint8_t { publisher = 1, subscriber = 2 };
@@ -149,9 +151,27 @@ struct ReclaimOk {
     std::uint32_t topic_id = 0;  // the restarted broker's id of the topic (ids are renumbered)
 };
 
+// Inspection (rvoip-eventctl): the broker renders a JSON report of what the asking client may see and
+// sends it in chunks of at most kInspectChunk bytes; the client asks for the next offset until it has
+// `total`. The report is rendered once, when offset 0 is asked, and the later chunks come from that same
+// rendering, so a report is one consistent snapshot however many frames it takes.
+enum class InspectWhat : std::uint8_t { status = 1, topics = 2, topic = 3, clients = 4 };
+constexpr std::size_t kInspectChunk = 60'000;
+constexpr std::uint32_t kMaxInspectReport = 64u << 20;  // what a client accepts: ample for 4096 topics
+struct Inspect {
+    InspectWhat what = InspectWhat::status;
+    std::string topic;        // InspectWhat::topic: its name
+    std::uint32_t offset = 0;  // 0: render anew
+};
+struct InspectReply {
+    std::uint32_t total = 0;  // bytes in the whole report
+    std::uint32_t offset = 0;
+    std::string chunk;
+};
+
 using Body = std::variant<Hello, HelloOk, OpenTopic, TopicOk, AddPublisher, PublisherOk, AddSubscriber, SubscriberOk,
                           RemovePublisher, RemoveSubscriber, Ok, Stats, StatsReply, ErrorReply, ShutdownNotice, Reclaim,
-                          ReclaimOk>;
+                          ReclaimOk, Inspect, InspectReply>;
 
 struct Message {
     std::uint64_t correlation = 0;

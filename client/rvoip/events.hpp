@@ -405,6 +405,10 @@ public:
 
     // The broker's view: clients, topics, publishers, subscribers, lane tails.
     Result<proto::StatsReply> stats();
+    // The broker's JSON report of what this client may see (what rvoip-eventctl shows): the broker's
+    // status, every topic in one line each, one topic in full (`topic`), or the clients. One consistent
+    // snapshot, fetched in as many control calls as its size needs.
+    Result<std::string> inspect(proto::InspectWhat what, std::string_view topic = {});
     const std::string& socket_path() const noexcept;
     // Now, in the timebase of Sample::timestamp_ns(): CLOCK_MONOTONIC nanoseconds read from the TSC with
     // the broker's calibration, so it is comparable across processes and costs a few ns.
