@@ -27,7 +27,7 @@ Broker::Impl::Impl(BrokerConfig c) : cfg(std::move(c)), monitor(std::chrono::mil
 Broker::Impl::~Impl() {
     for (auto& [fd, s] : sessions) close_session_fds(*s);
     for (auto& s : orphans) close_session_fds(*s);
-    for (int fd : {listen_fd, epoll_fd, stop_fd, signal_fd, timer_fd, accept_timer_fd})
+    for (int fd : {listen_fd, epoll_fd, stop_fd, signal_fd, timer_fd, accept_timer_fd, heartbeat_fd, status_fd})
         if (fd >= 0) ::close(fd);
     if (listen_fd >= 0) ::unlink(cfg.socket_path.c_str());
     for (auto& [name, fd] : kept) ::close(fd);
@@ -116,6 +116,8 @@ Status Broker::Impl::open() {
     watch(timer_fd);
     watch(accept_timer_fd);
     adopt_topics();  // after the epoll set and the timer: adopted clients' pidfds go into them
+    adopted_topics = topics.size();
+    if (auto ok = open_service_timers(); !ok) return ok;
     if (access.enforced()) log->info("access rules from {}: {} rule(s)", cfg.acl_path, access.rule_count());
     log->info("listening on {} (shm prefix '{}', {} segments{}, {} doorbells, timestamps from {})", cfg.socket_path,
               cfg.shm_prefix, cfg.segments == shm::Backing::sealed ? "sealed" : "named",
@@ -152,6 +154,9 @@ int Broker::Impl::run(bool handle_signals) {
         signal_fd = ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
         watch(signal_fd);
     }
+    // The caller announced the broker as it is now (Broker::status(), with READY=1): only changes follow.
+    reported = census();
+    reported_ns = shm::monotonic_ns();
     std::array<epoll_event, 64> events;
     for (;;) {
         int n = ::epoll_wait(epoll_fd, events.data(), int(events.size()), -1);
@@ -168,9 +173,12 @@ int Broker::Impl::run(bool handle_signals) {
             else if (fd == accept_timer_fd) resume_accepting();
             else if (fd == timer_fd) tick();
             else if (fd == monitor.fd()) evict_stuck();
+            else if (fd == heartbeat_fd) heartbeat();
+            else if (fd == status_fd) report_status();
             else if (sessions.count(fd)) serve(fd);
             else reap();  // an orphan's pidfd: its process exited
         }
+        note_changes();
     }
 }
 
@@ -190,6 +198,7 @@ std::vector<gid_t> peer_groups(int fd) {
 }  // namespace
 
 int Broker::Impl::shutdown(const char* why) {
+    if (cfg.service.stopping) cfg.service.stopping(why);
     log->info("stopping: {}; telling {} client(s)", why, sessions.size());
     for (auto& [fd, s] : sessions) (void)proto::send_message(fd, Message{0, proto::ShutdownNotice{}});
     return 0;

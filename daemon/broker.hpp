@@ -12,6 +12,8 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -30,6 +32,22 @@ public:
     // Keeps a copy of `fd` under `name` (the caller keeps its own); false if the keeper refused it.
     virtual bool keep(const std::string& name, int fd) = 0;
     virtual void forget(const std::string& name) = 0;
+};
+
+// What the broker tells a service manager. The daemon fills these in with sd_notify(3) calls
+// (daemon/main.cpp); an embedded broker leaves them empty, so the client library never needs libsystemd.
+// Each is called on the loop's thread, from the loop itself, never per request.
+struct ServiceHooks {
+    // Called every `heartbeat_interval` by a timer in the event loop (WATCHDOG=1): a loop that hangs
+    // stops calling it, which is what a watchdog is for. Zero or empty: no timer.
+    std::chrono::microseconds heartbeat_interval{0};
+    std::function<void()> heartbeat;
+    // A line saying what the broker serves (STATUS=) after a change, at most once a second. The first
+    // line, at start, is the caller's to send (Broker::status(), with READY=1).
+    std::function<void(const std::string&)> status;
+    // The stop has begun (STOPPING=1), before clients are told and anything is torn down; `why` says
+    // what asked for it.
+    std::function<void(const std::string& why)> stopping;
 };
 
 struct BrokerConfig {
@@ -58,6 +76,7 @@ struct BrokerConfig {
     // consumer that is still warming up is not a stuck one.
     std::uint32_t evict_grace_ms = 5000;
     Limits limits;  // daemon/limits.hpp
+    ServiceHooks service;
     // Lane settings for topics created without explicit ones: [critical, high, normal, low].
     std::array<layout::LaneSettings, layout::kLanes> defaults = default_lanes();
 
@@ -90,6 +109,9 @@ public:
     int run(bool handle_signals);
     // Thread-safe and async-signal-safe: asks run() to return.
     void stop() noexcept;
+    // What the broker serves, in a line ("serving 3 topics (2 adopted), 5 clients"): after open(), for
+    // the service manager's STATUS= at READY=1. Not thread-safe: before run(), or from its hooks.
+    std::string status() const;
 
     const BrokerConfig& config() const noexcept;
 

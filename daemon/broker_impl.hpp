@@ -6,6 +6,7 @@
 //   inspect.cpp   the JSON reports of rvoip-eventctl
 //   liveness.cpp  clients that leave or exit: recovery of their claims, release of their slots, the
 //                 reclaim grace period, eviction ticks (the eviction rule itself: monitor.hpp)
+//   service.cpp   what the service manager is told from the loop: heartbeats and status lines
 #pragma once
 
 #include "daemon/access.hpp"
@@ -143,6 +144,19 @@ struct Broker::Impl {
     std::vector<std::unique_ptr<Session>> orphans;               // connection closed, process maybe alive
     std::uint32_t next_client_id = 1;
     bool timer_armed = false;
+    // The service manager's side (ServiceHooks): both timers exist only when their hook is set.
+    int heartbeat_fd = -1;  // periodic, every heartbeat_interval
+    int status_fd = -1;     // one-shot: the next status line, a second after the previous one at the earliest
+    std::size_t adopted_topics = 0;
+    // What a status line says, in numbers: compared on every loop turn (cheap), formatted only when sent.
+    struct Census {
+        std::size_t topics = 0, adopted = 0, clients = 0, away = 0;
+        bool out_of_fds = false;
+        bool operator==(const Census&) const = default;
+    };
+    Census reported;              // what the last status line said
+    std::int64_t reported_ns = 0;  // when it was sent (CLOCK_MONOTONIC)
+    bool status_pending = false;   // status_fd is armed
     EvictionMonitor monitor;  // slow subscribers (daemon/monitor.hpp)
     AccessRules access;       // who may do what (daemon/access.hpp)
     std::int64_t started_ns = shm::monotonic_ns();
@@ -270,6 +284,15 @@ struct Broker::Impl {
     bool timer_needed() const;
     void tick();
     void arm_timer(bool on);
+
+    // service.cpp: heartbeats and status lines (ServiceHooks).
+    Status open_service_timers();
+    void heartbeat();
+    Census census() const;
+    static std::string status_line(const Census& c);
+    // Called once per loop turn: arms status_fd when the census changed since the last line.
+    void note_changes();
+    void report_status();
 };
 
 }  // namespace rvoip::events::daemon

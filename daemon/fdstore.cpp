@@ -12,6 +12,14 @@ namespace rvoip::events::daemon {
 
 void notify_service_manager(const std::string& state) { (void)::sd_notify(0, state.c_str()); }
 
+std::chrono::microseconds watchdog_timeout() {
+    std::uint64_t usec = 0;
+    // unset_environment: they describe this process; a child we started must not think it is watched.
+    const int r = ::sd_watchdog_enabled(1, &usec);
+    if (r < 0) spdlog::warn("WATCHDOG_USEC or WATCHDOG_PID cannot be read ({}): no watchdog pings", std::strerror(-r));
+    return std::chrono::microseconds(r > 0 ? usec : 0);
+}
+
 bool FdStore::available() {
     const char* s = std::getenv("NOTIFY_SOCKET");
     return s && *s;

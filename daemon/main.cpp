@@ -7,6 +7,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -148,6 +150,25 @@ int main(int argc, char** argv) {
         logger->warn("--segments sealed without a service manager ($NOTIFY_SOCKET): topics do not survive a restart "
                      "of this broker (its clients will find their rings gone)");
 
+    // Type=notify: READY=1 below, then from the broker's loop a STATUS= line when what it serves changed,
+    // WATCHDOG=1 at half the unit's WatchdogSec=, and STOPPING=1 as a stop begins.
+    if (manager) {
+        cfg.service.status = [](const std::string& line) { daemon::notify_service_manager("STATUS=" + line); };
+        cfg.service.stopping = [](const std::string& why) {
+            daemon::notify_service_manager("STOPPING=1\nSTATUS=stopping: " + why);
+        };
+    }
+    if (const auto timeout = daemon::watchdog_timeout(); timeout.count() > 0) {
+        // Half the timeout, as sd_watchdog_enabled(3) advises: one late ping is not yet a missed one.
+        if (foreground) {
+            cfg.service.heartbeat = [] { daemon::notify_service_manager("WATCHDOG=1"); };
+            cfg.service.heartbeat_interval = std::max(timeout / 2, std::chrono::microseconds(1000));
+        } else {
+            logger->warn("the service manager asks for watchdog pings from this process, and it is about to detach "
+                         "(another pid): no pings; run it with --foreground");
+        }
+    }
+
     daemon::Broker broker(cfg);
     if (auto ok = broker.open(); !ok) {
         logger->critical("cannot start: {}", ok.error().what());
@@ -157,9 +178,9 @@ int main(int argc, char** argv) {
         logger->critical("cannot daemonize: {}", std::strerror(errno));
         return 2;
     }
-    daemon::notify_service_manager("READY=1\nSTATUS=serving");
+    // Now the socket listens and the previous broker's segments are adopted: clients may come.
+    daemon::notify_service_manager("READY=1\nSTATUS=" + broker.status());
     int rc = broker.run(true);
-    daemon::notify_service_manager("STOPPING=1");
     logger->info("stopped");
     return rc;
 }

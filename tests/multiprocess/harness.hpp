@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -34,8 +35,10 @@ namespace rvoip::events::test {
 class Process {
 public:
     // `env`: variables added to ours. `pass`: descriptors the child gets as 3, 4, ... (the caller closes its
-    // own); with them, LISTEN_PID names the child, as sd_listen_fds(3) expects.
-    explicit Process(std::vector<std::string> argv, std::vector<std::string> env = {}, std::vector<int> pass = {}) {
+    // own); with them, LISTEN_PID names the child, as sd_listen_fds(3) expects. `pid_vars`: more variables
+    // set to the child's own pid (WATCHDOG_PID, for sd_watchdog_enabled(3)).
+    explicit Process(std::vector<std::string> argv, std::vector<std::string> env = {}, std::vector<int> pass = {},
+                     std::vector<std::string> pid_vars = {}) {
         int in[2], out[2];
         REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
         REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
@@ -49,8 +52,12 @@ public:
             REQUIRE(high.back() >= 0);
         }
         for (std::size_t i = 0; i < high.size(); ++i) posix_spawn_file_actions_adddup2(&fa, high[i], int(3 + i));
-        if (!pass.empty())  // the shell's pid is the service's: exec keeps it
-            argv.insert(argv.begin(), {"/bin/sh", "-c", "LISTEN_PID=$$ exec \"$0\" \"$@\""});
+        if (!pass.empty()) pid_vars.push_back("LISTEN_PID");
+        if (!pid_vars.empty()) {  // the shell's pid is the service's: exec keeps it
+            std::string script;
+            for (const auto& v : pid_vars) script += v + "=$$ ";
+            argv.insert(argv.begin(), {"/bin/sh", "-c", script + "exec \"$0\" \"$@\""});
+        }
         std::vector<char*> args;
         for (auto& a : argv) args.push_back(a.data());
         args.push_back(nullptr);
@@ -169,11 +176,15 @@ class Broker {
 public:
     // `extra`: more rvoip-eventd flags. `cleanup`: --cleanup, so a SIGTERM removes the segments; without
     // it a stopped broker leaves them for the next one to adopt (the destructor removes them).
-    explicit Broker(std::vector<std::string> extra = {}, bool cleanup = true)
+    // `before_start`: called once the socket path and the service manager exist, before the first start
+    // (to set a watchdog, or watch the notifications from the first one on).
+    explicit Broker(std::vector<std::string> extra = {}, bool cleanup = true,
+                    const std::function<void(Broker&)>& before_start = {})
         : dir_(make_dir()), socket_((dir_ / "broker.sock").string()), extra_(std::move(extra)), cleanup_(cleanup),
           manager_(dir_ / "notify.sock") {
         static int n = 0;
         prefix_ = "rvoip-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+        if (before_start) before_start(*this);
         start();
     }
     // Stops the broker with `sig` (SIGKILL: a crash, which keeps its segments) and starts a new one on the
@@ -218,9 +229,9 @@ private:
         std::vector<std::string> argv{RVOIP_EVENTD_PATH, "--foreground", "--socket", socket_, "--shm-prefix", prefix_, "--log-level", "warn"};
         if (cleanup_) argv.push_back("--cleanup");
         argv.insert(argv.end(), extra_.begin(), extra_.end());
-        auto [env, fds] = manager_.activation();
-        proc_.emplace(std::move(argv), std::move(env), fds);
-        for (int fd : fds) ::close(fd);
+        auto a = manager_.activation();
+        proc_.emplace(std::move(argv), std::move(a.env), a.fds, std::move(a.pid_vars));
+        for (int fd : a.fds) ::close(fd);
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
         while (!accepts()) {
             REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline, "rvoip-eventd did not start");

@@ -1,13 +1,17 @@
 // A stand-in for systemd's side of a Type=notify service, for brokers the tests start: it receives the
-// broker's notifications on $NOTIFY_SOCKET, keeps the descriptors it stores (FDSTORE=1, FDNAME=,
-// FDSTOREREMOVE=1) and passes them to the next broker the way systemd passes its fd store to a restarted
-// service (descriptors from 3 on, LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID; sd_listen_fds(3)).
+// broker's notifications on $NOTIFY_SOCKET and records each one (READY=1, STATUS=, WATCHDOG=1, ...),
+// keeps the descriptors it stores (FDSTORE=1, FDNAME=, FDSTOREREMOVE=1) and passes them to the next
+// broker the way systemd passes its fd store to a restarted service (descriptors from 3 on, LISTEN_FDS,
+// LISTEN_FDNAMES, LISTEN_PID; sd_listen_fds(3)). With a watchdog set it asks for pings as WatchdogSec=
+// does (WATCHDOG_USEC, WATCHDOG_PID; sd_watchdog_enabled(3)).
 #pragma once
 
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -22,6 +26,27 @@
 #include <unistd.h>
 
 namespace rvoip::events::test {
+
+// One datagram a service sent, as received (its lines joined by '\n'), and when.
+struct Notification {
+    std::string text;
+    std::chrono::steady_clock::time_point at;
+    // Whether `line` is one of its lines ("READY=1"), or the start of one ("STATUS=").
+    bool has(std::string_view line) const {
+        std::istringstream lines(text);
+        for (std::string l; std::getline(lines, l);)
+            if (line.ends_with('=') ? l.starts_with(line) : l == line) return true;
+        return false;
+    }
+};
+
+// What a service started now gets: variables added to the environment, descriptors (as 3, 4, ...) and the
+// variables that must name the service's own pid (LISTEN_PID, WATCHDOG_PID).
+struct Activation {
+    std::vector<std::string> env;
+    std::vector<int> fds;
+    std::vector<std::string> pid_vars;
+};
 
 class ServiceManager {
 public:
@@ -44,23 +69,53 @@ public:
 
     const std::filesystem::path& socket() const { return path_; }
 
-    // The environment and descriptors a service started now gets. The descriptors are copies the caller
-    // closes once the service has them.
-    std::pair<std::vector<std::string>, std::vector<int>> activation() {
+    // What a service started now gets. The descriptors are copies the caller closes once the service has them.
+    Activation activation() {
         drain();
         std::lock_guard lock(mu_);
-        std::vector<std::string> env{"NOTIFY_SOCKET=" + path_.string()};
-        std::vector<int> fds;
+        Activation a;
+        a.env.push_back("NOTIFY_SOCKET=" + path_.string());
         std::string names;
         for (auto& [name, fd] : store_) {
-            fds.push_back(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
+            a.fds.push_back(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
             names += (names.empty() ? "" : ":") + name;
         }
-        if (!fds.empty()) {
-            env.push_back("LISTEN_FDS=" + std::to_string(fds.size()));
-            env.push_back("LISTEN_FDNAMES=" + names);
+        if (!a.fds.empty()) {
+            a.env.push_back("LISTEN_FDS=" + std::to_string(a.fds.size()));
+            a.env.push_back("LISTEN_FDNAMES=" + names);
         }
-        return {env, fds};
+        if (watchdog_.count() > 0) {
+            a.env.push_back("WATCHDOG_USEC=" + std::to_string(watchdog_.count()));
+            a.pid_vars.push_back("WATCHDOG_PID");
+        }
+        return a;
+    }
+    // WatchdogSec= for the services started from now on (zero: none).
+    void watchdog(std::chrono::microseconds timeout) {
+        std::lock_guard lock(mu_);
+        watchdog_ = timeout;
+    }
+    // Called with each notification's text as it arrives, on the manager's thread (it must not call the
+    // manager): for a check that must happen at that very moment.
+    void on_notification(std::function<void(const std::string&)> f) {
+        std::lock_guard lock(mu_);
+        hook_ = std::move(f);
+    }
+    // Every notification received so far, oldest first.
+    std::vector<Notification> notifications() {
+        drain();
+        std::lock_guard lock(mu_);
+        return received_;
+    }
+    // Waits up to `timeout` until `done(notifications())`; returns the notifications then.
+    std::vector<Notification> wait_for(const std::function<bool(const std::vector<Notification>&)>& done,
+                                       std::chrono::seconds timeout = std::chrono::seconds(60)) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        for (;;) {
+            auto v = notifications();
+            if (done(v) || std::chrono::steady_clock::now() > deadline) return v;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
     }
     std::vector<std::string> stored() {
         drain();
@@ -116,6 +171,7 @@ private:
         const ssize_t n = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
         if (n < 0) return;
         text[n] = '\0';
+        const auto at = std::chrono::steady_clock::now();
         std::vector<int> fds;
         for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
             if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
@@ -130,6 +186,8 @@ private:
             if (l.starts_with("FDNAME=")) name = l.substr(7);
         }
         std::lock_guard lock(mu_);
+        received_.push_back({text, at});
+        if (hook_) hook_(text);
         if (remove) {
             for (auto it = store_.begin(); it != store_.end();) {
                 if (it->first == name) {
@@ -150,6 +208,9 @@ private:
     int fd_ = -1;
     std::mutex mu_;
     std::vector<std::pair<std::string, int>> store_;
+    std::vector<Notification> received_;
+    std::function<void(const std::string&)> hook_;
+    std::chrono::microseconds watchdog_{0};
     std::atomic<bool> stop_{false};
     std::atomic<std::uint64_t> drain_requests_{0}, drained_{0};
     std::thread thread_;
