@@ -64,6 +64,8 @@ std::vector<proto::Message> one_of_each() {
         {15, proto::ShutdownNotice{}},
         {16, proto::Reclaim{proto::Role::subscriber, "calls", 0x1234'5678'9abc'def1ull, 0, 3}},
         {17, proto::ReclaimOk{1}},
+        {18, proto::Inspect{proto::InspectWhat::topic, "calls", 0}},
+        {19, proto::InspectReply{12, 4, "\"a\":1}"}},
     };
 }
 
@@ -96,6 +98,11 @@ void broker_seeds() {
     broker_seed("hello-then-reclaim", 2,
                 {{1, proto::Hello{proto::kMinProtocolVersion, proto::kProtocolVersion, 1, "seed"}}, {2, o}, {3, proto::Reclaim{proto::Role::publisher, "calls", 5, 0, layout::kNoDoorbell}},
                  {4, proto::Hello{proto::kMinProtocolVersion, proto::kProtocolVersion, 1, "again"}}});
+    broker_seed("inspect", 3,
+                {{1, o}, {2, proto::AddPublisher{1}}, {3, proto::AddSubscriber{1, layout::kNoDoorbell, proto::StartAt::tail}},
+                 {4, proto::Inspect{proto::InspectWhat::status, "", 0}}, {5, proto::Inspect{proto::InspectWhat::topics, "", 0}},
+                 {6, proto::Inspect{proto::InspectWhat::topic, "calls", 0}}, {7, proto::Inspect{proto::InspectWhat::clients, "", 0}},
+                 {8, proto::Inspect{proto::InspectWhat::topics, "", 100}}});
     broker_seed("no-hello", 0, {{1, proto::Stats{}}, {2, proto::AddPublisher{1}}, {3, proto::Ok{}}});
     broker_seed("replies-as-requests", 1, {{1, proto::TopicOk{}}, {2, proto::ErrorReply{Errc::internal, "x"}}, {3, proto::ShutdownNotice{}}});
 }
