@@ -1,6 +1,7 @@
 #include "ctl/reports.hpp"
 
 #include "ctl/table.hpp"
+#include "daemon/metrics.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -180,53 +181,13 @@ int clients(EventSystem& bus, bool as_json) {
     return kOk;
 }
 
-// Prometheus text exposition format 0.0.4: base units, counters end in _total, labels for topic and lane.
+// The same families the daemon's endpoint serves (daemon/metrics.cpp), in the text format.
 int metrics(EventSystem& bus) {
     auto st = fetch(bus, proto::InspectWhat::status);
     if (!st) return report_error(st.error());
     auto tp = fetch(bus, proto::InspectWhat::topics);
     if (!tp) return report_error(tp.error());
-    std::string out;
-    auto family = [&](const char* name, const char* type, const char* help) {
-        out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
-    };
-    auto num = [](double v) {
-        char b[32];
-        std::snprintf(b, sizeof b, "%.17g", v);
-        return std::string(b);
-    };
-    auto sample = [&](const std::string& name, const std::string& labels, double v) {
-        out += name + (labels.empty() ? "" : "{" + labels + "}") + " " + num(v) + "\n";
-    };
-    family("rvoip_events_up", "gauge", "Whether the broker answered.");
-    sample("rvoip_events_up", "", 1);
-    family("rvoip_events_uptime_seconds", "gauge", "Seconds since the broker started.");
-    sample("rvoip_events_uptime_seconds", "", (*st)["broker"]["uptime_s"].get<double>());
-    family("rvoip_events_clients", "gauge", "Connected clients.");
-    sample("rvoip_events_clients", "", double((*st)["clients"].get<std::uint64_t>()));
-    family("rvoip_events_topics", "gauge", "Topics the broker holds.");
-    sample("rvoip_events_topics", "", double((*st)["topics"].get<std::uint64_t>()));
-    family("rvoip_events_shm_bytes", "gauge", "Bytes of shared memory in the broker's segments.");
-    sample("rvoip_events_shm_bytes", "", double((*st)["shm_bytes"].get<std::uint64_t>()));
-    // Topic names are [a-z0-9_.-]: nothing in them needs escaping in a label value.
-    auto per_topic = [&](const char* name, const char* type, const char* help, const char* key) {
-        family(name, type, help);
-        for (const auto& t : (*tp)["topics"]) sample(name, "topic=\"" + t["name"].get<std::string>() + "\"", t[key].get<double>());
-    };
-    auto per_lane = [&](const char* name, const char* type, const char* help, const char* key) {
-        family(name, type, help);
-        for (const auto& t : (*tp)["topics"])
-            for (const auto& l : t["lanes"])
-                sample(name, "topic=\"" + t["name"].get<std::string>() + "\",lane=\"" + l["lane"].get<std::string>() + "\"", l[key].get<double>());
-    };
-    per_topic("rvoip_events_publishers", "gauge", "Publisher slots in use.", "publishers");
-    per_topic("rvoip_events_subscribers", "gauge", "Subscriber slots in use.", "subscribers");
-    per_topic("rvoip_events_evictions_total", "counter", "Subscribers evicted for holding publishers back.", "evictions");
-    per_lane("rvoip_events_published_events_total", "counter", "Events published on the lane since the broker started.", "published_events");
-    per_lane("rvoip_events_lane_capacity_bytes", "gauge", "Ring size of the lane.", "capacity_bytes");
-    per_lane("rvoip_events_lane_fill_bytes", "gauge", "Bytes the slowest subscriber has yet to read.", "fill_bytes");
-    per_lane("rvoip_events_lane_tail_bytes", "counter", "Bytes ever claimed on the lane.", "tail_bytes");
-    std::cout << out;
+    std::cout << daemon::metrics_text(daemon::metric_families(*st, *tp));
     return kOk;
 }
 

@@ -27,7 +27,7 @@ Broker::Impl::Impl(BrokerConfig c) : cfg(std::move(c)), monitor(std::chrono::mil
 Broker::Impl::~Impl() {
     for (auto& [fd, s] : sessions) close_session_fds(*s);
     for (auto& s : orphans) close_session_fds(*s);
-    for (int fd : {listen_fd, epoll_fd, stop_fd, signal_fd, timer_fd, accept_timer_fd, heartbeat_fd, status_fd})
+    for (int fd : {listen_fd, epoll_fd, stop_fd, signal_fd, timer_fd, accept_timer_fd, heartbeat_fd, status_fd, report_fd})
         if (fd >= 0) ::close(fd);
     if (listen_fd >= 0) ::unlink(cfg.socket_path.c_str());
     for (auto& [name, fd] : kept) ::close(fd);
@@ -175,6 +175,7 @@ int Broker::Impl::run(bool handle_signals) {
             else if (fd == monitor.fd()) evict_stuck();
             else if (fd == heartbeat_fd) heartbeat();
             else if (fd == status_fd) report_status();
+            else if (fd == report_fd) send_reports();
             else if (sessions.count(fd)) serve(fd);
             else reap();  // an orphan's pidfd: its process exited
         }

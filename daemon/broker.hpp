@@ -48,6 +48,11 @@ struct ServiceHooks {
     // The stop has begun (STOPPING=1), before clients are told and anything is torn down; `why` says
     // what asked for it.
     std::function<void(const std::string& why)> stopping;
+    // Every `report_interval`: the status and topics reports (rvoip-eventctl's JSON, every topic
+    // included), rendered on the loop for an exporter that serves them from its own threads (the
+    // metrics endpoint). Zero or empty: none.
+    std::chrono::milliseconds report_interval{0};
+    std::function<void(std::string status, std::string topics)> report;
 };
 
 struct BrokerConfig {

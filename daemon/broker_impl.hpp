@@ -147,6 +147,7 @@ struct Broker::Impl {
     // The service manager's side (ServiceHooks): both timers exist only when their hook is set.
     int heartbeat_fd = -1;  // periodic, every heartbeat_interval
     int status_fd = -1;     // one-shot: the next status line, a second after the previous one at the earliest
+    int report_fd = -1;     // periodic, every report_interval
     std::size_t adopted_topics = 0;
     // What a status line says, in numbers: compared on every loop turn (cheap), formatted only when sent.
     struct Census {
@@ -254,7 +255,9 @@ struct Broker::Impl {
     // inspect.cpp: reports for rvoip-eventctl, of what the asking client may see (the topics it may
     // publish or subscribe; with access rules, only its own user's clients unless it is root or ours).
     Status on_inspect(Session& s, std::uint64_t corr, const proto::Inspect& q);
-    Result<std::string> render(Session& s, const proto::Inspect& q);
+    // `s` null: everything, for the broker's own exporter.
+    Result<std::string> render(const Session* s, const proto::Inspect& q);
+    void send_reports();
     bool sees_all_clients(const Session& s) const;
     std::array<std::uint64_t, layout::kLanes> published(Topic& t);
     void lane_report(Topic& t, nlohmann::json& lanes, bool settings);

@@ -33,7 +33,7 @@ const char* state_name(std::uint32_t s) {
 
 }  // namespace
 
-bool Broker::Impl::sees_all_clients(const Session& s) const {
+bool Broker::Impl::sees_all_clients(const Session& s) const {  // (render: a null session sees all)
     return !access.enforced() || s.peer.uid == 0 || s.peer.uid == ::geteuid();
 }
 
@@ -171,8 +171,8 @@ json Broker::Impl::topic_detail(Topic& t) {
     return j;
 }
 
-Result<std::string> Broker::Impl::render(Session& s, const proto::Inspect& q) {
-    auto visible = [&](const Topic& t) { return (access.rights(s.peer, t.name) & (kPublish | kSubscribe)) != 0; };
+Result<std::string> Broker::Impl::render(const Session* s, const proto::Inspect& q) {
+    auto visible = [&](const Topic& t) { return !s || (access.rights(s->peer, t.name) & (kPublish | kSubscribe)) != 0; };
     json j{{"time_ns", shm::monotonic_ns()}};
     switch (q.what) {
     case proto::InspectWhat::status: {
@@ -217,7 +217,7 @@ Result<std::string> Broker::Impl::render(Session& s, const proto::Inspect& q) {
     case proto::InspectWhat::clients: {
         j["clients"] = json::array();
         auto add = [&](const Session& c) {
-            if (!sees_all_clients(s) && c.peer.uid != s.peer.uid) return;
+            if (s && !sees_all_clients(*s) && c.peer.uid != s->peer.uid) return;
             json e{{"client", c.id}, {"pid", c.pid}, {"uid", c.uid}, {"name", c.name}, {"connected", c.fd >= 0}};
             e["publishes"] = json::array();
             e["subscribes"] = json::array();
@@ -237,7 +237,7 @@ Result<std::string> Broker::Impl::render(Session& s, const proto::Inspect& q) {
 
 Status Broker::Impl::on_inspect(Session& s, std::uint64_t corr, const proto::Inspect& q) {
     if (q.offset == 0) {
-        auto doc = render(s, q);
+        auto doc = render(&s, q);
         if (!doc) return std::unexpected(doc.error());
         if (doc->size() > proto::kMaxInspectReport)
             return fail(Errc::limit_reached, "the report is " + std::to_string(doc->size()) + " bytes, more than a client accepts");

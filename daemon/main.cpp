@@ -1,6 +1,7 @@
 // rvoip-eventd: the broker daemon.
 #include "daemon/broker.hpp"
 #include "daemon/fdstore.hpp"
+#include "daemon/metrics.hpp"
 #include "proto/channel.hpp"
 
 #include <CLI/CLI.hpp>
@@ -63,6 +64,10 @@ int main(int argc, char** argv) {
     app.add_flag("--cleanup", cfg.cleanup_on_exit, "remove the shared-memory segments on exit (default: keep them)");
     app.add_option("--acl", cfg.acl_path, "access rules: who may publish, subscribe, use Critical, create (docs/security.md)")
         ->check(CLI::ExistingFile);
+    std::string metrics_listen;
+    app.add_option("--metrics-listen", metrics_listen,
+                   "serve Prometheus metrics (/metrics) and /health over HTTP on ADDRESS:PORT, e.g. 127.0.0.1:9464 "
+                   "(default: off; `rvoip-eventctl metrics` prints the same)");
     std::string segments = "auto";
     app.add_option("--segments", segments,
                    "sealed (memfds no client can truncate, kept across restarts by systemd's fd store), named "
@@ -169,6 +174,17 @@ int main(int argc, char** argv) {
         }
     }
 
+    // The endpoint's threads start after the detach below (threads do not survive a fork); the loop hands
+    // it the reports every second.
+    std::unique_ptr<daemon::MetricsEndpoint> metrics;
+    constexpr std::chrono::milliseconds kReportEvery{1000};
+    if (!metrics_listen.empty()) {
+        cfg.service.report_interval = kReportEvery;
+        cfg.service.report = [&metrics](std::string status, std::string topics) {
+            if (metrics) metrics->update(std::move(status), std::move(topics));
+        };
+    }
+
     daemon::Broker broker(cfg);
     if (auto ok = broker.open(); !ok) {
         logger->critical("cannot start: {}", ok.error().what());
@@ -177,6 +193,15 @@ int main(int argc, char** argv) {
     if (!foreground && !daemonize()) {
         logger->critical("cannot daemonize: {}", std::strerror(errno));
         return 2;
+    }
+    if (!metrics_listen.empty()) {
+        auto m = daemon::MetricsEndpoint::start(metrics_listen, kReportEvery);
+        if (!m) {
+            logger->critical("cannot start: {}", m.error().what());
+            return 2;
+        }
+        metrics = std::move(*m);
+        logger->info("metrics on http://{}/metrics (port {})", metrics_listen, metrics->port());
     }
     // Now the socket listens and the previous broker's segments are adopted: clients may come.
     daemon::notify_service_manager("READY=1\nSTATUS=" + broker.status());

@@ -32,12 +32,30 @@ Status Broker::Impl::open_service_timers() {
         ::timerfd_settime(heartbeat_fd, 0, &its, nullptr);
         watch(heartbeat_fd);
     }
+    if (hooks.report && hooks.report_interval.count() > 0) {
+        report_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        if (report_fd < 0) return fail(Errc::internal, std::string("report timer: ") + std::strerror(errno));
+        itimerspec its{};
+        its.it_value = to_timespec(1);  // the first at once: an exporter has something to serve from the start
+        its.it_interval = to_timespec(std::int64_t(hooks.report_interval.count()) * 1'000'000);
+        ::timerfd_settime(report_fd, 0, &its, nullptr);
+        watch(report_fd);
+    }
     if (hooks.status) {
         status_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
         if (status_fd < 0) return fail(Errc::internal, std::string("status timer: ") + std::strerror(errno));
         watch(status_fd);
     }
     return {};
+}
+
+void Broker::Impl::send_reports() {
+    std::uint64_t expirations;
+    while (::read(report_fd, &expirations, sizeof expirations) > 0) {
+    }
+    auto status = render(nullptr, proto::Inspect{proto::InspectWhat::status, {}, 0});
+    auto topics = render(nullptr, proto::Inspect{proto::InspectWhat::topics, {}, 0});
+    if (status && topics) cfg.service.report(std::move(*status), std::move(*topics));
 }
 
 void Broker::Impl::heartbeat() {

@@ -5,6 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 using namespace rvoip::events;
 using namespace rvoip::events::test;
 using nlohmann::json;
@@ -245,4 +248,64 @@ TEST_CASE("top in a real 80x24 terminal (tmux): a header, the columns, the busie
     }
     CHECK(gone);
     std::system((tmux + " kill-server 2>/dev/null").c_str());
+}
+
+namespace {
+// A port free now (the kernel's pick for port 0), for a daemon that must be told its port.
+int free_port() {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(fd);
+    return ntohs(a.sin_port);
+}
+
+// One HTTP/1.0 GET on loopback: the whole response, headers included ("" if nothing answered).
+std::string http_get(int port, const std::string& path) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(std::uint16_t(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    std::string out;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+        const std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+        if (::write(fd, req.data(), req.size()) == ssize_t(req.size())) {
+            char buf[4096];
+            for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) out.append(buf, std::size_t(n));
+        }
+    }
+    ::close(fd);
+    return out;
+}
+}  // namespace
+
+TEST_CASE("--metrics-listen serves /metrics and /health over HTTP, with the counts of known traffic") {
+    const int port = free_port();
+    Broker b({"--metrics-listen", "127.0.0.1:" + std::to_string(port)});
+    auto bus = connect(b);
+    auto pub = bus.raw_publisher("ctl.scraped");
+    REQUIRE(pub.has_value());
+    std::array<std::byte, 16> ev{};
+    for (int i = 0; i < 5; ++i) REQUIRE(pub->publish(ev, Priority::critical).has_value());
+    const std::string want = "rvoip_events_published_events_total{topic=\"ctl.scraped\",lane=\"critical\"} 5\n";
+    std::string m;
+    for (int i = 0; i < 300 && m.find(want) == std::string::npos; ++i) {  // the loop hands reports over every second
+        m = http_get(port, "/metrics");
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    INFO(m);
+    CHECK(m.starts_with("HTTP/1.1 200"));
+    CHECK(m.find(want) != std::string::npos);
+    CHECK(m.find("# TYPE rvoip_events_published_events_total counter") != std::string::npos);
+    CHECK(m.find("rvoip_events_subscribers{topic=\"ctl.scraped\"} 0") != std::string::npos);
+    auto h = http_get(port, "/health");
+    CHECK(h.starts_with("HTTP/1.1 200"));
+    CHECK(h.find("rvoip_events_healthy 1") != std::string::npos);
+    CHECK(b.stop() == 0);
+    CHECK(http_get(port, "/metrics").empty());  // gone with the broker
 }
