@@ -6,7 +6,7 @@ CMAKE_ARGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 # Debian packages the build and tests need (`make deps` installs the missing ones); `make bench` adds the
 # peers it measures us against and gnuplot for its plots.
-DEPS := cmake g++ make pkg-config libboost-dev libspdlog-dev libcli11-dev libmimalloc-dev doctest-dev python3 spin systemd libsystemd-dev nlohmann-json3-dev prometheus-cpp-dev tmux
+DEPS := cmake g++ make pkg-config libboost-dev libspdlog-dev libcli11-dev libmimalloc-dev libtoml11-dev doctest-dev python3 spin systemd libsystemd-dev nlohmann-json3-dev prometheus-cpp-dev tmux
 BENCH_DEPS := gnuplot-nox libzmq3-dev iceoryx libiceoryx-posh-dev
 # The fuzz targets (tests/fuzz) need clang with libFuzzer: clang 19, the first in Debian 12 whose C++20
 # concepts level lets libstdc++ 12 define std::expected.
@@ -58,7 +58,7 @@ test: build
 	$(MAKE) --no-print-directory test-sanitizers
 	$(MAKE) --no-print-directory test-fuzz
 
-TSAN_TESTS := test_lane test_reader test_recovery test_api test_trust
+TSAN_TESTS := test_lane test_reader test_recovery test_api test_trust test_reload
 test-sanitizers: deps
 	cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRVOIP_SANITIZE=thread >/dev/null
 	cmake --build $(BUILD)-tsan -j$(JOBS) --target $(TSAN_TESTS)

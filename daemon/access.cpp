@@ -30,19 +30,6 @@ std::vector<std::string> split(std::string_view s, char sep) {
     }
 }
 
-// "4M", "64K", "1G", "4096" -> bytes.
-std::optional<std::uint64_t> size_of(std::string_view s) {
-    std::uint64_t unit = 1;
-    if (!s.empty() && (s.back() == 'K' || s.back() == 'M' || s.back() == 'G')) {
-        unit = s.back() == 'K' ? 1024 : s.back() == 'M' ? 1024 * 1024 : 1024ull * 1024 * 1024;
-        s.remove_suffix(1);
-    }
-    std::uint64_t v = 0;
-    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || p != s.data() + s.size() || s.empty() || v > (std::uint64_t(1) << 40) / unit) return std::nullopt;
-    return v * unit;
-}
-
 std::optional<std::uint32_t> number(std::string_view s) {
     std::uint32_t v = 0;
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -60,10 +47,56 @@ Result<AccessRules> AccessRules::load(const std::string& path) {
     return parse(text.str(), path);
 }
 
-Result<AccessRules> AccessRules::parse(std::string_view text, const std::string& origin) {
+AccessRules AccessRules::enforcing(std::string origin) {
     AccessRules r;
     r.enforced_ = true;
     r.self_ = ::geteuid();
+    r.origin_ = std::move(origin);
+    return r;
+}
+
+void AccessRules::add(std::string pattern, std::uint8_t rights, std::vector<Principal> who) {
+    rules_.push_back(Rule{std::move(pattern), rights, std::move(who)});
+}
+
+std::uint8_t AccessRules::right(std::string_view name) {
+    if (name == "publish") return kPublish;
+    if (name == "critical") return kPublish | kCritical;
+    if (name == "subscribe") return kSubscribe;
+    if (name == "create") return kCreate;
+    return 0;
+}
+
+Result<AccessRules::Principal> AccessRules::principal(std::string_view who) {
+    const auto colon = who.find(':');
+    const std::string kind(who.substr(0, colon)), name(colon == std::string_view::npos ? std::string_view() : who.substr(colon + 1));
+    Principal p;
+    p.text = std::string(who);
+    if (who == "*") {
+        p.kind = Principal::anyone;
+    } else if (kind == "uid" || kind == "gid") {
+        auto v = number(name);
+        if (!v) return fail(Errc::invalid_argument, "'" + p.text + "' is not a number");
+        p.kind = kind == "uid" ? Principal::uid : Principal::gid;
+        p.id = *v;
+    } else if (kind == "user") {
+        const passwd* pw = ::getpwnam(name.c_str());
+        if (!pw) return fail(Errc::invalid_argument, "no user named '" + name + "'");
+        p.kind = Principal::uid;
+        p.id = pw->pw_uid;
+    } else if (kind == "group") {
+        const group* gr = ::getgrnam(name.c_str());
+        if (!gr) return fail(Errc::invalid_argument, "no group named '" + name + "'");
+        p.kind = Principal::gid;
+        p.id = gr->gr_gid;
+    } else {
+        return fail(Errc::invalid_argument, "'" + p.text + "' is not user:NAME, group:NAME, uid:N, gid:N or *");
+    }
+    return p;
+}
+
+Result<AccessRules> AccessRules::parse(std::string_view text, const std::string& origin) {
+    AccessRules r = enforcing(origin);
     std::size_t n = 0;
     for (const auto& raw : split(text, '\n')) {
         ++n;
@@ -73,7 +106,7 @@ Result<AccessRules> AccessRules::parse(std::string_view text, const std::string&
         auto bad = [&](const std::string& why) { return fail(Errc::invalid_argument, origin + ":" + std::to_string(n) + ": " + why); };
         if (w[0] == "lanes") {
             if (w.size() < 3) return bad("expected: lanes PATTERN capacity=C[,C,C,C] [max_event=M]");
-            Lanes l;
+            TopicLanes l;
             l.pattern = w[1];
             for (std::size_t i = 2; i < w.size(); ++i) {
                 auto eq = w[i].find('=');
@@ -82,7 +115,7 @@ Result<AccessRules> AccessRules::parse(std::string_view text, const std::string&
                 if (key != "capacity" && key != "max_event") return bad("unknown lane setting '" + key + "'");
                 if (parts.size() != 1 && parts.size() != layout::kLanes) return bad(key + " takes one value or four");
                 for (std::size_t lane = 0; lane < layout::kLanes; ++lane) {
-                    auto v = size_of(parts[parts.size() == 1 ? 0 : lane]);
+                    auto v = parse_size(parts[parts.size() == 1 ? 0 : lane]);
                     if (!v) return bad("'" + w[i] + "' is not a size (4096, 64K, 4M, 1G)");
                     if (key == "capacity") l.lanes[lane].capacity = *v;
                     else if (*v > layout::kMaxEventLimit) return bad("max_event above 16M");
@@ -93,43 +126,19 @@ Result<AccessRules> AccessRules::parse(std::string_view text, const std::string&
             continue;
         }
         if (w.size() < 3) return bad("expected: PATTERN RIGHTS WHO... (or a lanes line)");
-        Rule rule;
-        rule.pattern = w[0];
-        for (const auto& right : split(w[1], ',')) {
-            if (right == "publish") rule.rights |= kPublish;
-            else if (right == "critical") rule.rights |= kPublish | kCritical;
-            else if (right == "subscribe") rule.rights |= kSubscribe;
-            else if (right == "create") rule.rights |= kCreate;
-            else return bad("unknown right '" + right + "' (publish, critical, subscribe, create)");
+        std::uint8_t rights = 0;
+        for (const auto& name : split(w[1], ',')) {
+            const auto bit = right(name);
+            if (!bit) return bad("unknown right '" + name + "' (publish, critical, subscribe, create)");
+            rights |= bit;
         }
+        std::vector<Principal> who;
         for (std::size_t i = 2; i < w.size(); ++i) {
-            const std::string& who = w[i];
-            auto colon = who.find(':');
-            const std::string kind = who.substr(0, colon), name = colon == std::string::npos ? std::string() : who.substr(colon + 1);
-            Principal p;
-            if (who == "*") {
-                p.kind = Principal::anyone;
-            } else if (kind == "uid" || kind == "gid") {
-                auto v = number(name);
-                if (!v) return bad("'" + who + "' is not a number");
-                p.kind = kind == "uid" ? Principal::uid : Principal::gid;
-                p.id = *v;
-            } else if (kind == "user") {
-                const passwd* pw = ::getpwnam(name.c_str());
-                if (!pw) return bad("no user named '" + name + "'");
-                p.kind = Principal::uid;
-                p.id = pw->pw_uid;
-            } else if (kind == "group") {
-                const group* gr = ::getgrnam(name.c_str());
-                if (!gr) return bad("no group named '" + name + "'");
-                p.kind = Principal::gid;
-                p.id = gr->gr_gid;
-            } else {
-                return bad("'" + who + "' is not user:NAME, group:NAME, uid:N, gid:N or *");
-            }
-            rule.who.push_back(p);
+            auto p = principal(w[i]);
+            if (!p) return bad(p.error().message);
+            who.push_back(std::move(*p));
         }
-        r.rules_.push_back(std::move(rule));
+        r.add(w[0], rights, std::move(who));
     }
     return r;
 }
@@ -163,11 +172,20 @@ bool AccessRules::known(const Peer& who) const {
     });
 }
 
-std::optional<std::array<layout::LaneSettings, layout::kLanes>> AccessRules::lanes(std::string_view topic) const {
-    const std::string name(topic);
-    for (const auto& l : lanes_)
-        if (::fnmatch(l.pattern.c_str(), name.c_str(), 0) == 0) return l.lanes;
-    return std::nullopt;
+std::vector<std::string> AccessRules::describe_rules() const {
+    std::vector<std::string> out;
+    for (const auto& rule : rules_) {
+        std::string line = rule.pattern + " " + describe_rights(rule.rights);
+        for (const auto& p : rule.who) line += " " + p.text;
+        out.push_back(std::move(line));
+    }
+    for (const auto& l : lanes_) {
+        std::string line = "lanes " + l.pattern;
+        for (std::size_t lane = 0; lane < layout::kLanes; ++lane)
+            line += std::string(" ") + std::string(to_string(Priority(lane))) + ":" + describe(l.lanes[lane]);
+        out.push_back(std::move(line));
+    }
+    return out;
 }
 
 std::string describe(const Peer& who) {

@@ -27,7 +27,7 @@ Broker::Impl::Impl(BrokerConfig c) : cfg(std::move(c)), monitor(std::chrono::mil
 Broker::Impl::~Impl() {
     for (auto& [fd, s] : sessions) close_session_fds(*s);
     for (auto& s : orphans) close_session_fds(*s);
-    for (int fd : {listen_fd, epoll_fd, stop_fd, signal_fd, timer_fd, accept_timer_fd, heartbeat_fd, status_fd, report_fd})
+    for (int fd : {listen_fd, epoll_fd, stop_fd, signal_fd, timer_fd, accept_timer_fd, heartbeat_fd, status_fd, report_fd, reload_fd})
         if (fd >= 0) ::close(fd);
     if (listen_fd >= 0) ::unlink(cfg.socket_path.c_str());
     for (auto& [name, fd] : kept) ::close(fd);
@@ -41,7 +41,7 @@ Broker::Impl::~Impl() {
     }
 }
 
-Status Broker::Impl::open() {
+Status validate(const BrokerConfig& cfg) {
     if (cfg.socket_path.empty()) return fail(Errc::invalid_argument, "no socket path");
     if (cfg.socket_path.size() >= sizeof(sockaddr_un::sun_path))
         return fail(Errc::invalid_argument, "socket path '" + cfg.socket_path + "' is longer than 107 bytes");
@@ -51,16 +51,16 @@ Status Broker::Impl::open() {
     if (cfg.shm_prefix.empty() || cfg.shm_prefix.size() > 100) return fail(Errc::invalid_argument, "shm prefix must be 1-100 characters");
     if (cfg.doorbells == 0 || cfg.doorbells > layout::kMaxDoorbells)
         return fail(Errc::invalid_argument, "doorbell count must be 1.." + std::to_string(layout::kMaxDoorbells));
+    if (cfg.socket_mode > 0777) return fail(Errc::invalid_argument, "socket mode above 0777");
+    if (cfg.evict_grace_ms > layout::kMaxEvictAfterMs) return fail(Errc::invalid_argument, "evict grace above an hour");
     for (std::size_t l = 0; l < layout::kLanes; ++l)
         if (auto ok = shm::validate_lane(cfg.defaults[l], l); !ok) return std::unexpected(ok.error().context("default lane settings"));
-    if (auto ok = validate(cfg.limits); !ok) return ok;
-    shm_limit = effective_shm_limit(cfg.limits);
+    return validate(cfg.limits);
+}
 
-    if (!cfg.acl_path.empty()) {
-        auto rules = AccessRules::load(cfg.acl_path);
-        if (!rules) return std::unexpected(rules.error());
-        access = std::move(*rules);
-    }
+Status Broker::Impl::open() {
+    if (auto ok = validate(cfg); !ok) return ok;
+    shm_limit = effective_shm_limit(cfg.limits);
     if (auto ok = prepare_socket_dir(); !ok) return ok;
 
     listen_fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -106,19 +106,22 @@ Status Broker::Impl::open() {
 
     epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
     stop_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    reload_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     timer_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     accept_timer_fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-    if (epoll_fd < 0 || stop_fd < 0 || timer_fd < 0 || accept_timer_fd < 0 || monitor.fd() < 0)
+    if (epoll_fd < 0 || stop_fd < 0 || reload_fd < 0 || timer_fd < 0 || accept_timer_fd < 0 || monitor.fd() < 0)
         return fail(Errc::internal, std::string("epoll setup: ") + std::strerror(errno));
     watch(listen_fd);
     watch(monitor.fd());
     watch(stop_fd);
+    watch(reload_fd);
     watch(timer_fd);
     watch(accept_timer_fd);
     adopt_topics();  // after the epoll set and the timer: adopted clients' pidfds go into them
     adopted_topics = topics.size();
     if (auto ok = open_service_timers(); !ok) return ok;
-    if (access.enforced()) log->info("access rules from {}: {} rule(s)", cfg.acl_path, access.rule_count());
+    if (cfg.access.enforced()) log->info("access rules from {}: {} rule(s)", cfg.access.origin(), cfg.access.rule_count());
+    if (!cfg.topics.empty()) log->info("lane settings fixed for {} topic pattern(s)", cfg.topics.size());
     log->info("listening on {} (shm prefix '{}', {} segments{}, {} doorbells, timestamps from {})", cfg.socket_path,
               cfg.shm_prefix, cfg.segments == shm::Backing::sealed ? "sealed" : "named",
               cfg.segments == shm::Backing::sealed && !cfg.keeper ? " not kept across restarts" : "", cfg.doorbells,
@@ -145,11 +148,22 @@ void Broker::Impl::watch(int fd) {
 }
 
 int Broker::Impl::run(bool handle_signals) {
+    {
+        std::lock_guard lock(reload_mutex);
+        loop_thread = std::this_thread::get_id();
+    }
+    const int rc = serve_until_stopped(handle_signals);
+    end_reloads();
+    return rc;
+}
+
+int Broker::Impl::serve_until_stopped(bool handle_signals) {
     if (handle_signals) {
         sigset_t set;
         sigemptyset(&set);
         sigaddset(&set, SIGINT);
         sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGHUP);
         ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
         signal_fd = ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
         watch(signal_fd);
@@ -168,8 +182,12 @@ int Broker::Impl::run(bool handle_signals) {
         for (int i = 0; i < n; ++i) {
             int fd = events[i].data.fd;
             if (fd == stop_fd) return shutdown("stop requested");
-            if (fd == signal_fd) return shutdown("signal received");
-            if (fd == listen_fd) accept_clients();
+            if (fd == signal_fd) {
+                if (const char* why = take_signals()) return shutdown(why);
+                continue;
+            }
+            if (fd == reload_fd) serve_reloads();
+            else if (fd == listen_fd) accept_clients();
             else if (fd == accept_timer_fd) resume_accepting();
             else if (fd == timer_fd) tick();
             else if (fd == monitor.fd()) evict_stuck();
@@ -181,6 +199,19 @@ int Broker::Impl::run(bool handle_signals) {
         }
         note_changes();
     }
+}
+
+const char* Broker::Impl::take_signals() {
+    const char* stop = nullptr;
+    bool hup = false;
+    signalfd_siginfo si{};
+    while (::read(signal_fd, &si, sizeof si) == ssize_t(sizeof si)) {
+        if (si.ssi_signo == SIGHUP) hup = true;
+        else stop = si.ssi_signo == SIGINT ? "SIGINT received" : "SIGTERM received";
+    }
+    if (stop) return stop;  // a stop outranks a reload that came with it
+    if (hup) hangup();
+    return nullptr;
 }
 
 namespace {
@@ -413,7 +444,7 @@ Status Broker::Impl::on_hello(Session& s, std::uint64_t corr, const proto::Hello
                                                 std::to_string(h.version_max) + ", broker speaks " +
                                                 std::to_string(proto::kMinProtocolVersion) + ".." +
                                                 std::to_string(proto::kProtocolVersion));
-    if (!access.known(s.peer))
+    if (!cfg.access.known(s.peer))
         return fail(Errc::permission_denied, describe(s.peer) + " is not in this broker's access rules: it may use no topic");
     // Read-only: clients read the clock calibration in it; their doorbells are in each topic's own
     // segment, so no client can write anything here that another could depend on.

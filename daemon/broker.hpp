@@ -5,7 +5,9 @@
 // Used by the daemon binary and, embedded on a private socket, by EventSystemBuilder::embedded().
 #pragma once
 
+#include "daemon/access.hpp"
 #include "daemon/limits.hpp"
+#include "daemon/topic_lanes.hpp"
 #include "proto/errc.hpp"
 #include "proto/layout.hpp"
 #include "shm/segment.hpp"
@@ -64,8 +66,9 @@ struct BrokerConfig {
     // (/dev/shm files) survive by name but can be truncated by a client holding a writable descriptor.
     shm::Backing segments = shm::Backing::sealed;
     std::shared_ptr<SegmentKeeper> keeper;
-    // Access rules file (daemon/access.hpp); empty: everyone who can reach the socket may do everything.
-    std::string acl_path;
+    // Who may do what (daemon/access.hpp), from an --acl file or the configuration file's [[access]]
+    // entries; default-constructed: everyone who can reach the socket may do everything.
+    AccessRules access;
     // The control socket: its mode, and its group (empty: the group `rvoip-events` if it exists, else
     // the broker's own). The directory the broker creates for it gets the same group, mode 0750 (0700
     // under /tmp or $XDG_RUNTIME_DIR, where a broker serves its own user only).
@@ -99,7 +102,14 @@ struct BrokerConfig {
         l[3] = {1u << 22, 64 * 1024, Overflow::block, 0, 0, 1000, 500};
         return l;
     }
+    // Lane settings fixed for topics by name pattern (the configuration file's [[topic]] entries): the
+    // first match applies, before the access rules' `lanes` lines (daemon/topic_lanes.hpp).
+    std::vector<TopicLanes> topics;
 };
+
+// What open() and reload() refuse: a prefix or doorbell count out of range, invalid default lanes or
+// limits. The socket itself (its path, directory and group) is checked when it is bound.
+Status validate(const BrokerConfig& cfg);
 
 class Broker {
 public:
@@ -110,7 +120,8 @@ public:
 
     // Binds the socket and creates the doorbell segment. Fails if another broker listens on the path.
     Status open();
-    // Serves until stop() is called or SIGINT/SIGTERM arrives (when handle_signals). Returns the exit code.
+    // Serves until stop() is called or SIGINT/SIGTERM arrives (when handle_signals; SIGHUP then reloads,
+    // see on_hangup). Returns the exit code.
     int run(bool handle_signals);
     // Thread-safe and async-signal-safe: asks run() to return.
     void stop() noexcept;
@@ -118,6 +129,20 @@ public:
     // the service manager's STATUS= at READY=1. Not thread-safe: before run(), or from its hooks.
     std::string status() const;
 
+    // Applies what can change while clients are connected (daemon/reload.cpp): the access rules, the
+    // limits, the default lanes and the per-topic ones (for topics created from then on), the grace
+    // periods. Settings that need a restart (socket, its mode and group, shm prefix, segments,
+    // doorbells) keep their running values; a change to one is logged as such. Every change is logged.
+    // An invalid `next` changes nothing and is returned. Thread-safe: while run() serves, the change is
+    // made on its thread and this call waits for it.
+    Status reload(BrokerConfig next);
+    // What SIGHUP does when run(true) handles signals: `reread` gives the next configuration (the
+    // daemon re-reads its file), which is reloaded; a failure is logged and the running configuration
+    // stays. Without it SIGHUP is logged and ignored. Call before run().
+    void on_hangup(std::function<Result<BrokerConfig>()> reread);
+
+    // The loop thread's view. From another thread, read only what a reload never changes (socket path,
+    // shm prefix).
     const BrokerConfig& config() const noexcept;
 
 private:

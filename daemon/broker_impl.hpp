@@ -7,6 +7,7 @@
 //   liveness.cpp  clients that leave or exit: recovery of their claims, release of their slots, the
 //                 reclaim grace period, eviction ticks (the eviction rule itself: monitor.hpp)
 //   service.cpp   what the service manager is told from the loop: heartbeats and status lines
+//   reload.cpp    a new configuration while serving (reload(), SIGHUP): applied on the loop thread, logged
 #pragma once
 
 #include "daemon/access.hpp"
@@ -22,9 +23,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -159,8 +165,20 @@ struct Broker::Impl {
     std::int64_t reported_ns = 0;  // when it was sent (CLOCK_MONOTONIC)
     bool status_pending = false;   // status_fd is armed
     EvictionMonitor monitor;  // slow subscribers (daemon/monitor.hpp)
-    AccessRules access;       // who may do what (daemon/access.hpp)
     std::int64_t started_ns = shm::monotonic_ns();
+    // Reloads (reload.cpp). A reload() from another thread queues its request, wakes the loop through
+    // reload_fd and waits until the loop thread has applied it: everything else the loop owns stays
+    // single-threaded. The mutex guards `reloads` and `loop_thread` only.
+    struct ReloadRequest {
+        BrokerConfig next;
+        std::optional<Status> done;
+    };
+    int reload_fd = -1;
+    std::mutex reload_mutex;
+    std::condition_variable reload_done;
+    std::vector<ReloadRequest*> reloads;
+    std::thread::id loop_thread;  // run()'s, while it serves; default: nobody serves
+    std::function<Result<BrokerConfig>()> reread;  // on SIGHUP (Broker::on_hangup)
     std::map<std::string, int, std::less<>> kept;  // sealed segments the keeper handed back, not yet adopted
     std::string segment_name(std::string_view what) const { return cfg.shm_prefix + "." + std::string(what); }
     static std::string shm_path(const std::string& name) { return "/dev/shm/" + name; }
@@ -183,7 +201,10 @@ struct Broker::Impl {
     Status open();
     Status bind_error();
     void watch(int fd);
-    int run(bool handle_signals);
+    int run(bool handle_signals);  // serve() between marking this thread the loop's and failing leftover reloads
+    int serve_until_stopped(bool handle_signals);
+    // Drains the signalfd: returns why to stop (SIGINT, SIGTERM), or null after reloading for a SIGHUP.
+    const char* take_signals();
     int shutdown(const char* why);
     void accept_clients();
     // Out of descriptors: the listening socket leaves the epoll set (level-triggered, it would report
@@ -296,6 +317,12 @@ struct Broker::Impl {
     // Called once per loop turn: arms status_fd when the census changed since the last line.
     void note_changes();
     void report_status();
+    // reload.cpp: a new configuration while serving.
+    Status post_reload(BrokerConfig next);  // any thread, `next` validated
+    void serve_reloads();                   // the loop thread: reload_fd is readable
+    void end_reloads();                     // run() returns: requests still queued fail
+    void hangup();                          // SIGHUP: reread, validate, apply; or log why not
+    void apply(BrokerConfig next);          // the loop thread (or before run): the live settings, logged
 };
 
 }  // namespace rvoip::events::daemon

@@ -34,7 +34,7 @@ const char* state_name(std::uint32_t s) {
 }  // namespace
 
 bool Broker::Impl::sees_all_clients(const Session& s) const {  // (render: a null session sees all)
-    return !access.enforced() || s.peer.uid == 0 || s.peer.uid == ::geteuid();
+    return !cfg.access.enforced() || s.peer.uid == 0 || s.peer.uid == ::geteuid();
 }
 
 std::array<std::uint64_t, layout::kLanes> Broker::Impl::published(Topic& t) {
@@ -172,7 +172,7 @@ json Broker::Impl::topic_detail(Topic& t) {
 }
 
 Result<std::string> Broker::Impl::render(const Session* s, const proto::Inspect& q) {
-    auto visible = [&](const Topic& t) { return !s || (access.rights(s->peer, t.name) & (kPublish | kSubscribe)) != 0; };
+    auto visible = [&](const Topic& t) { return !s || (cfg.access.rights(s->peer, t.name) & (kPublish | kSubscribe)) != 0; };
     json j{{"time_ns", shm::monotonic_ns()}};
     switch (q.what) {
     case proto::InspectWhat::status: {
@@ -189,7 +189,7 @@ Result<std::string> Broker::Impl::render(const Session* s, const proto::Inspect&
                            {"socket", cfg.socket_path},
                            {"shm_prefix", cfg.shm_prefix},
                            {"segments", cfg.segments == shm::Backing::sealed ? "sealed" : "named"},
-                           {"access_rules", access.enforced()}};
+                           {"access_rules", cfg.access.enforced()}};
         j["topics"] = n_topics;
         j["clients"] = sessions.size();
         j["held_for_exited_connections"] = orphans.size();

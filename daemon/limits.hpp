@@ -29,6 +29,21 @@ struct Limits {
     std::uint32_t max_event = 1u << 20;
 };
 
+// Every limit under its configuration key, which is also its flag with dashes (--max-topics): one list
+// for the configuration file's [limits] table and the reload's log of what changed. `L` is Limits or
+// const Limits; `f(key, field)` sees a std::uint32_t or std::uint64_t field.
+template <class L, class F>
+void for_each_limit(L& l, F&& f) {
+    f("max_connections", l.max_connections);
+    f("max_topics", l.max_topics);
+    f("max_topics_per_client", l.max_topics_per_client);
+    f("max_publishers_per_client", l.max_publishers_per_client);
+    f("max_subscribers_per_client", l.max_subscribers_per_client);
+    f("max_shm_bytes", l.max_shm_bytes);
+    f("max_lane_bytes", l.max_lane_capacity);
+    f("max_event_bytes", l.max_event);
+}
+
 constexpr std::uint32_t kMaxConnectionsCeiling = 65536;
 constexpr std::uint32_t kMaxTopicsCeiling = 4096;  // topic ids index a vector; adoption stops here too
 constexpr std::uint64_t kAutoShmCap = 4ull << 30;

@@ -51,6 +51,9 @@ public:
     EvictionMonitor(const EvictionMonitor&) = delete;
     EvictionMonitor& operator=(const EvictionMonitor&) = delete;
 
+    // A reload: from then on, for subscribers already joined too.
+    void set_grace(std::chrono::milliseconds grace) noexcept { grace_ns_ = std::int64_t(grace.count()) * 1'000'000; }
+
     // The timer: readable when a tick is due (-1 if it could not be created; the broker refuses to start).
     int fd() const noexcept { return fd_; }
 

@@ -12,7 +12,7 @@ Status Broker::Impl::on_open_topic(Session& s, std::uint64_t corr, const proto::
     const auto& fp = o.fingerprint;
     if (fp.kind == layout::Kind::typed && (fp.size == 0 || fp.align == 0))
         return fail(Errc::invalid_argument, "typed fingerprint " + describe(fp) + " has no size or alignment");
-    const std::uint8_t rights = access.rights(s.peer, o.topic);
+    const std::uint8_t rights = cfg.access.rights(s.peer, o.topic);
     if (!(rights & (kPublish | kSubscribe)))
         return fail(Errc::permission_denied, "topic '" + o.topic + "': " + describe(s.peer) + " may neither publish nor subscribe");
     if (auto it = topic_ids.find(o.topic); it != topic_ids.end()) {
@@ -25,19 +25,12 @@ Status Broker::Impl::on_open_topic(Session& s, std::uint64_t corr, const proto::
     }
     if (auto ok = allowed(s, o.topic, kCreate, "create it"); !ok) return ok;
     if (auto ok = admit_topic(s, o); !ok) return ok;
-    auto lanes = cfg.defaults;
-    const auto fixed = access.lanes(o.topic);  // sizes from the access rules outrank the creator's
+    // The operator's settings for this name outrank its creator's: the configuration file's [[topic]]
+    // entries first, then the access rules' `lanes` lines.
+    const TopicLanes* fixed = find_topic_lanes(cfg.topics, o.topic);
+    if (!fixed) fixed = cfg.access.lanes(o.topic);
+    const auto lanes = decide_lanes(cfg.defaults, o.lanes, fixed);
     for (std::size_t l = 0; l < layout::kLanes; ++l) {
-        const auto& r = o.lanes[l];
-        if (fixed && fixed->at(l).capacity) lanes[l].capacity = fixed->at(l).capacity;
-        else if (r.capacity) lanes[l].capacity = r.capacity;
-        if (fixed && fixed->at(l).max_event) lanes[l].max_event = fixed->at(l).max_event;
-        else if (r.max_event) lanes[l].max_event = r.max_event;
-        if (r.block_timeout_ms) {  // the policy was chosen (see OpenTopic): otherwise keep the default's
-            lanes[l].overflow = r.overflow;
-            lanes[l].block_timeout_ms = r.block_timeout_ms;
-        }
-        if (r.evict_after_ms) lanes[l].evict_after_ms = r.evict_after_ms == proto::kEvictNever ? 0 : r.evict_after_ms;
         if (fp.kind == layout::Kind::typed && fp.size > lanes[l].max_event)
             return fail(Errc::event_too_large, describe(fp) + " is larger than the " +
                                                    std::string(to_string(Priority(l))) + " lane's max event of " +
@@ -135,7 +128,7 @@ Status Broker::Impl::on_add_publisher(Session& s, std::uint64_t corr, const prot
     log->debug("client {} publishes on '{}' (slot {})", s.id, topic.name, slot);
     // The Critical lane needs its own right. The library keeps to it; the ring itself cannot (one
     // mapping holds every lane): docs/security.md says what that leaves.
-    const std::uint8_t lanes = (access.rights(s.peer, topic.name) & kCritical) ? 0xf : 0xe;
+    const std::uint8_t lanes = (cfg.access.rights(s.peer, topic.name) & kCritical) ? 0xf : 0xe;
     reply(s, corr, proto::PublisherOk{topic.id, slot, lanes}, std::vector<int>(fds->begin(), fds->end()));
     return {};
 }
@@ -227,7 +220,7 @@ Status Broker::Impl::on_remove_subscriber(Session& s, std::uint64_t corr, const 
 }
 
 Status Broker::Impl::allowed(const Session& s, std::string_view topic, Right right, std::string_view operation) const {
-    if (access.rights(s.peer, topic) & right) return {};
+    if (cfg.access.rights(s.peer, topic) & right) return {};
     return fail(Errc::permission_denied, "topic '" + std::string(topic) + "': " + describe(s.peer) + " may not " + std::string(operation));
 }
 
@@ -236,7 +229,7 @@ Status Broker::Impl::on_stats(Session& s, std::uint64_t corr) {
     r.clients = std::uint32_t(sessions.size());
     for (auto& t : topics) {
         if (r.topics.size() >= proto::kMaxStatsEntries) break;
-        if (!(access.rights(s.peer, t->name) & (kPublish | kSubscribe))) continue;  // not even its name
+        if (!(cfg.access.rights(s.peer, t->name) & (kPublish | kSubscribe))) continue;  // not even its name
         proto::TopicStats ts;
         ts.topic = t->name;
         ts.topic_id = t->id;

@@ -125,7 +125,7 @@ TEST_CASE("SIGTERM: STOPPING=1 comes before the teardown, and the broker exits 0
     REQUIRE(stopping < v.size());
     CHECK(ready < stopping);
     CHECK(count(v, "STOPPING=1") == 1);
-    CHECK(v[stopping].has("STATUS=stopping: signal received"));
+    CHECK(v[stopping].has("STATUS=stopping: SIGTERM received"));
     // --cleanup's teardown drops the segments from the store: after STOPPING=1, never before.
     const auto removal = find(v, "FDSTOREREMOVE=1");
     CHECK(removal < v.size());
