@@ -7,6 +7,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -227,6 +228,9 @@ public:
 private:
     void start() {
         std::vector<std::string> argv{RVOIP_EVENTD_PATH, "--foreground", "--socket", socket_, "--shm-prefix", prefix_, "--log-level", "warn"};
+        // An empty configuration unless the test brings one: a host's /etc/rvoip-events/eventd.toml must
+        // never change what a test sees.
+        if (std::find(extra_.begin(), extra_.end(), "--config") == extra_.end()) argv.insert(argv.end(), {"--config", "/dev/null"});
         if (cleanup_) argv.push_back("--cleanup");
         argv.insert(argv.end(), extra_.begin(), extra_.end());
         auto a = manager_.activation();
