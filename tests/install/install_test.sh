@@ -48,7 +48,8 @@ cflags=$(pkg-config --cflags rvoip-events)
 libs=$(pkg-config --libs rvoip-events)
 printf '#include <rvoip/events.hpp>\n' >"$tmp/only.cpp"
 # shellcheck disable=SC2086 # word splitting of the flags is meant
-"$cxx" -std=c++23 $cflags -M "$tmp/only.cpp" | tr ' \\' '\n\n' | grep -v -e '^$' -e ':$' >"$tmp/deps"
+"$cxx" -std=c++23 $cflags -M -MF "$tmp/deps.mk" -o /dev/null "$tmp/only.cpp" || fail "<rvoip/events.hpp> does not compile installed"
+tr ' \\' '\n\n' <"$tmp/deps.mk" | grep -v -e '^$' -e ':$' >"$tmp/deps"
 grep -q boost "$tmp/deps" && fail "<rvoip/events.hpp> includes Boost: $(grep boost "$tmp/deps" | head -1)"
 grep -q "^$src/" "$tmp/deps" && fail "<rvoip/events.hpp> reached the source tree"
 xargs realpath <"$tmp/deps" | grep "^$(realpath "$prefix")/" | sort >"$tmp/used"
