@@ -8,6 +8,8 @@ CMAKE_ARGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 # peers it measures us against and gnuplot for its plots.
 DEPS := cmake g++ make pkg-config libboost-dev libspdlog-dev libcli11-dev libmimalloc-dev libtoml11-dev doctest-dev python3 spin systemd libsystemd-dev nlohmann-json3-dev prometheus-cpp-dev tmux
 BENCH_DEPS := gnuplot-nox libzmq3-dev iceoryx libiceoryx-posh-dev
+# `make package` builds the .deb with CPack; dpkg-shlibdeps (dpkg-dev) works out its Depends:.
+PACKAGE_DEPS := dpkg-dev
 # The fuzz targets (tests/fuzz) need clang with libFuzzer: clang 19, the first in Debian 12 whose C++20
 # concepts level lets libstdc++ 12 define std::expected.
 FUZZ_DEPS := clang-19 libclang-rt-19-dev
@@ -17,7 +19,7 @@ FUZZ_SECONDS ?= 300
 FUZZ_TARGETS := fuzz_decode fuzz_records fuzz_broker
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps bench-deps fuzz-deps install-packages build run test test-sanitizers build-fuzz test-fuzz fuzz bench install clean
+.PHONY: all deps bench-deps fuzz-deps install-packages build run test test-sanitizers build-fuzz test-fuzz fuzz bench install package clean
 
 all: build
 
@@ -90,8 +92,17 @@ bench: bench-deps
 	cmake --build $(BUILD) -j$(JOBS)
 	python3 bench/suite.py --bindir $(BUILD)/bin
 
+# Into CMAKE_INSTALL_PREFIX (/usr/local unless CMAKE_ARGS says otherwise); README.md, "Installing".
 install: build
 	cmake --install $(BUILD)
 
+# The .deb, from a tree of its own configured for /usr (the unit's ExecStart=, the multiarch libdir) and
+# without the tests: $(BUILD)-deb/rvoip-events_<version>_<arch>.deb.
+package:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEPS) $(PACKAGE_DEPS)"
+	cmake -S . -B $(BUILD)-deb -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=/usr -DBUILD_TESTING=OFF >/dev/null
+	cmake --build $(BUILD)-deb -j$(JOBS)
+	cd $(BUILD)-deb && cpack -G DEB
+
 clean:
-	rm -rf $(BUILD) $(BUILD)-tsan $(BUILD)-asan $(BUILD)-fuzz
+	rm -rf $(BUILD) $(BUILD)-tsan $(BUILD)-asan $(BUILD)-fuzz $(BUILD)-deb
