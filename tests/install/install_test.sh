@@ -37,7 +37,7 @@ soname=$(readelf -d "$libdir/librvoip-events.so" | sed -n 's/.*(SONAME).*\[\(.*\
 [ "$soname" = librvoip-events.so.0 ] || fail "SONAME is '$soname', not librvoip-events.so.0"
 [ -f "$libdir/$soname" ] || fail "$soname not installed"
 # The unit names the daemon where the tree was configured to install it (not this prefix).
-grep -q "^ExecStart=/[^ ]*/bin/rvoip-eventd --foreground " "$prefix/lib/systemd/system/rvoip-eventd.service" ||
+grep -Eq "^ExecStart=/[^ ]*/bin/rvoip-eventd --foreground( |$)" "$prefix/lib/systemd/system/rvoip-eventd.service" ||
     fail "the installed unit has no ExecStart= naming an installed rvoip-eventd"
 "$prefix/bin/rvoip-eventctl" --help >/dev/null || fail "installed rvoip-eventctl does not run (its RPATH?)"
 
