@@ -198,10 +198,12 @@ Error Connection::gone(int fd, const Error& e) {
     return out;
 }
 
-Result<Connection::Reply> Connection::round_trip(Lock&, int fd, proto::Body request) {
+Result<Connection::Reply> Connection::round_trip(Lock&, int fd, proto::Body request, bool* sent) {
     const std::uint64_t corr = ++next_correlation_;
     const auto type = proto::type_of(request);
+    if (sent) *sent = false;
     if (auto st = proto::send_message(fd, proto::Message{corr, std::move(request)}); !st) return std::unexpected(gone(fd, st.error()));
+    if (sent) *sent = true;
     for (;;) {
         auto f = proto::recv_frame(fd);
         if (!f) {
@@ -248,14 +250,24 @@ void Connection::unsolicited(int fd, std::uint64_t correlation, proto::Body& bod
 
 Result<Connection::Reply> Connection::call(proto::Body request) {
     Lock lock(mu_);
-    if (!connected_) {
-        const auto type = proto::type_of(request);
-        if (!up_.wait_for(lock, timeout_, [&] { return connected_ || closing_; }) || closing_)
+    const auto type = proto::type_of(request);
+    const auto deadline = std::chrono::steady_clock::now() + timeout_;
+    // Asking again is harmless for these: they change nothing, or what they change is the same the
+    // second time (open_topic names its topic). A slot request the broker may have granted is not asked
+    // again: a second slot would be held for this process beside the first.
+    const bool repeatable = type == proto::MsgType::stats || type == proto::MsgType::inspect || type == proto::MsgType::open_topic;
+    for (int attempt = 0;; ++attempt) {
+        if (!connected_ && (!up_.wait_until(lock, deadline, [&] { return connected_ || closing_; }) || closing_))
             return fail(Errc::broker_unavailable, "rvoip-eventd at '" + path_ + "' is away (reconnecting): " +
                                                       std::string(proto::to_string(type)) + " gave up after " +
                                                       std::to_string(timeout_.count()) + " ms");
+        bool sent = false;
+        auto r = round_trip(lock, fd_, request, &sent);
+        // The connection broke under this call (the broker went away before the watcher noticed): like
+        // a call made while it is away, wait for it within the same timeout and ask the broker that
+        // comes back, when the request never left or may be asked twice.
+        if (r || connected_ || attempt > 0 || (sent && !repeatable)) return r;
     }
-    return round_trip(lock, fd_, std::move(request));
 }
 
 // The connection dropped: the watcher reconnects. Only the watcher closes the socket, so it never

@@ -73,7 +73,8 @@ private:
 
     // One request and its reply on `fd`, with `mu_` held. Frames for other correlations (replies to
     // calls that gave up, the shutdown notice) are dealt with on the way.
-    Result<Reply> round_trip(Lock& lock, int fd, proto::Body request);
+    // `sent`, if given, says whether the request left (the broker may have handled it) when this fails.
+    Result<Reply> round_trip(Lock& lock, int fd, proto::Body request, bool* sent = nullptr);
     void unsolicited(int fd, std::uint64_t correlation, proto::Body& body, std::vector<int>& fds);
     // Connects and says hello; on success the doorbell segment is checked or mapped.
     Status handshake(Lock& lock, int fd);
