@@ -50,6 +50,7 @@ run: build
 	echo "  $(BUILD)/bin/rvoip-demo --socket $$sock sub"; \
 	echo "  $(BUILD)/bin/rvoip-demo --socket $$sock pub --count 5"; \
 	echo "  $(BUILD)/bin/rvoip-bench throughput --socket $$sock --size 64 --seconds 3"; \
+	echo "  $(BUILD)/bin/rvoip-eventctl --socket $$sock top      # topics, rates, lag; also status, topics, clients"; \
 	echo ""; \
 	exec $(BUILD)/bin/rvoip-eventd --foreground --socket "$$sock"
 
