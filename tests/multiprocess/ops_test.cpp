@@ -139,6 +139,18 @@ TEST_CASE("a broker restarted after a crash adopts the rings: a subscriber start
     CHECK(old_pub.exit_code() == 0);
 }
 
+namespace {
+// A subscriber process and a publisher process of `topic` exchange one event through `b`.
+void carries_an_event(const Broker& b, const std::string& topic) {
+    Process sub(peer(b, {"--topic", topic, "--size", "64", "subscribe", "--count", "1", "--timeout", "60"}));
+    sub.expect_ready();
+    Process pub(peer(b, {"--topic", topic, "--size", "64", "publish", "--count", "1"}));
+    auto r = sub.read_line(std::chrono::minutes(1));
+    REQUIRE(r.has_value());
+    CHECK(field(*r, "received") == "1");
+}
+}  // namespace
+
 TEST_CASE("a corrupt segment left by an earlier broker is moved aside with a clear log line, not adopted") {
     Broker b(kNamed);
     {
@@ -163,13 +175,7 @@ TEST_CASE("a corrupt segment left by an earlier broker is moved aside with a cle
             std::filesystem::remove(e.path());
         }
     CHECK(aside);
-    // The topic works again, on fresh segments.
-    Process sub(peer(b, {"--topic", "media.quality", "--size", "64", "subscribe", "--count", "1", "--timeout", "60"}));
-    sub.expect_ready();
-    Process pub(peer(b, {"--topic", "media.quality", "--size", "64", "publish", "--count", "1"}));
-    auto r = sub.read_line(std::chrono::minutes(1));
-    REQUIRE(r.has_value());
-    CHECK(field(*r, "received") == "1");
+    carries_an_event(b, "media.quality");  // again, on fresh segments
     for (auto& e : std::filesystem::directory_iterator("/dev/shm"))
         if (e.path().filename().string().starts_with(b.prefix() + ".media.quality.cursors.rejected-")) std::filesystem::remove(e.path());
 }
@@ -200,13 +206,7 @@ TEST_CASE("sealed segments handed back corrupt, or not sealed, are dropped from 
         CHECK_FALSE(stored(b, name));
     }
     CHECK(stored(b, "doorbells"));
-    // The topic works again, on fresh segments, kept like any.
-    Process sub(peer(b, {"--topic", "media.quality", "--size", "64", "subscribe", "--count", "1", "--timeout", "60"}));
-    sub.expect_ready();
-    Process pub(peer(b, {"--topic", "media.quality", "--size", "64", "publish", "--count", "1"}));
-    auto r = sub.read_line(std::chrono::minutes(1));
-    REQUIRE(r.has_value());
-    CHECK(field(*r, "received") == "1");
+    carries_an_event(b, "media.quality");  // again, on fresh segments, kept like any
     CHECK(stored(b, "media.quality.data"));
 }
 
