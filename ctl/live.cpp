@@ -35,16 +35,9 @@ void catch_stop() {
 }
 
 std::optional<Priority> lane_of(const std::string& s) {
-    if (s == "critical") return Priority::critical;
-    if (s == "high") return Priority::high;
-    if (s == "normal") return Priority::normal;
-    if (s == "low") return Priority::low;
+    for (std::size_t l = 0; l < layout::kLanes; ++l)
+        if (s == to_string(Priority(l))) return Priority(l);
     return std::nullopt;
-}
-
-const char* lane_name(Priority p) {
-    static const char* const kNames[] = {"critical", "high", "normal", "low"};
-    return kNames[static_cast<int>(p) & 3];
 }
 
 // The topic's fingerprint as the broker reports it: a tool joins any topic it may, whatever its type.
@@ -198,7 +191,7 @@ int tail(EventSystem& bus, const std::string& name, const std::string& lane, std
         Printed p = std::move(queue.front());
         queue.pop_front();
         lock.unlock();
-        std::string line = std::string(lane_name(p.lane)) + " pub " + std::to_string(p.publisher) + " seq " + std::to_string(p.sequence) +
+        std::string line = std::string(to_string(p.lane)) + " pub " + std::to_string(p.publisher) + " seq " + std::to_string(p.sequence) +
                            " " + std::to_string(p.bytes.size()) + " B " + std::to_string(p.latency_ns / 1000) + " us: ";
         if (raw && printable_text(p.bytes)) line.append(reinterpret_cast<const char*>(p.bytes.data()), p.bytes.size());
         else line += hex(p.bytes);

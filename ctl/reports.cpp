@@ -129,10 +129,10 @@ int topic(EventSystem& bus, const std::string& name, bool as_json) {
                    count(l["published_events"].get<std::uint64_t>()),
                    l["evict_after_ms"].get<std::uint64_t>() ? std::to_string(l["evict_after_ms"].get<std::uint64_t>()) + " ms" : "never"});
     std::cout << lanes.render() << "\n";
-    static const char* const kLanes[] = {"critical", "high", "normal", "low"};
     auto per_lane = [&](const json& v, auto fmt) {
         std::string s;
-        for (auto* l : kLanes) s += (s.empty() ? "" : "/") + fmt(v[l].template get<std::uint64_t>());
+        for (std::size_t l = 0; l < layout::kLanes; ++l)
+            s += (s.empty() ? "" : "/") + fmt(v[std::string(to_string(Priority(l)))].template get<std::uint64_t>());
         return s;
     };
     auto plain = [](std::uint64_t n) { return count(n); };

@@ -98,6 +98,13 @@ struct Topic {
     // Events published per lane by publisher slots since released: with the live slots' counters, what
     // the topic has carried since this broker started.
     std::array<std::uint64_t, layout::kLanes> published_retired{};
+
+    std::uint32_t publishers_held() const { return held(publisher_owner); }
+    std::uint32_t subscribers_held() const { return held(subscriber_owner); }
+    template <class Owners>
+    static std::uint32_t held(const Owners& owners) {
+        return std::uint32_t(std::count_if(owners.begin(), owners.end(), [](auto o) { return o != 0; }));  // 0: kNoOwner
+    }
 };
 
 struct Slot {
@@ -282,7 +289,7 @@ struct Broker::Impl {
     bool sees_all_clients(const Session& s) const;
     std::array<std::uint64_t, layout::kLanes> published(Topic& t);
     void lane_report(Topic& t, nlohmann::json& lanes, bool settings);
-    nlohmann::json topic_summary(Topic& t);
+    nlohmann::json topic_summary(Topic& t, bool settings = false);  // settings: each lane's too
     nlohmann::json topic_detail(Topic& t);
 
     // liveness.cpp: clients that leave or exit, the reclaim grace period, eviction ticks.

@@ -11,8 +11,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr const char* kLaneNames[layout::kLanes] = {"critical", "high", "normal", "low"};
-
 const char* overflow_name(Overflow o) {
     switch (o) {
     case Overflow::block: return "block";
@@ -61,7 +59,7 @@ void Broker::Impl::lane_report(Topic& t, json& lanes, bool settings) {
             const std::uint64_t pos = t.map.slots[i].position[l].load(std::memory_order_relaxed);
             if (pos <= tail) worst = std::max(worst, tail - pos);
         }
-        json lane{{"lane", kLaneNames[l]},
+        json lane{{"lane", to_string(Priority(l))},
                   {"capacity_bytes", cfg_l.capacity},
                   {"tail_bytes", tail},
                   {"published_events", pub[l]},
@@ -77,9 +75,9 @@ void Broker::Impl::lane_report(Topic& t, json& lanes, bool settings) {
     }
 }
 
-json Broker::Impl::topic_summary(Topic& t) {
+json Broker::Impl::topic_summary(Topic& t, bool settings) {
     json lanes = json::array();
-    lane_report(t, lanes, false);
+    lane_report(t, lanes, settings);
     std::uint64_t events = 0, worst = 0;
     double fill = 0;
     for (auto& l : lanes) {
@@ -87,13 +85,12 @@ json Broker::Impl::topic_summary(Topic& t) {
         worst = std::max(worst, l["fill_bytes"].get<std::uint64_t>());
         fill = std::max(fill, l["fill_percent"].get<double>());
     }
-    auto count = [](const auto& owners) { return std::count_if(owners.begin(), owners.end(), [](auto o) { return o != kNoOwner; }); };
     return json{{"name", t.name},
                 {"id", t.id},
                 {"type", describe(t.fingerprint)},
                 {"raw", t.fingerprint.kind == layout::Kind::raw},
-                {"publishers", count(t.publisher_owner)},
-                {"subscribers", count(t.subscriber_owner)},
+                {"publishers", t.publishers_held()},
+                {"subscribers", t.subscribers_held()},
                 {"published_events", events},
                 {"worst_lag_bytes", worst},
                 {"fill_percent", fill},
@@ -103,9 +100,13 @@ json Broker::Impl::topic_summary(Topic& t) {
 }
 
 json Broker::Impl::topic_detail(Topic& t) {
-    json j = topic_summary(t);
-    j["lanes"] = json::array();
-    lane_report(t, j["lanes"], true);
+    json j = topic_summary(t, /*settings=*/true);
+    // Events in a subscriber's lag: bytes over the lane's mean record stride so far (records differ in
+    // size, so it is an estimate; exact counts would cost the publisher a shared counter).
+    std::array<double, layout::kLanes> stride{};
+    for (std::size_t l = 0; l < layout::kLanes; ++l)
+        if (const auto n = j["lanes"][l]["published_events"].get<std::uint64_t>())
+            stride[l] = double(j["lanes"][l]["tail_bytes"].get<std::uint64_t>()) / double(n);
     json pubs = json::array(), subs = json::array();
     const bool whole = intact(t);
     auto who = [&](std::uint32_t owner, json& e) {
@@ -123,9 +124,10 @@ json Broker::Impl::topic_detail(Topic& t) {
             e["pid"] = p.pid;
             e["state"] = state_name(p.state.load(std::memory_order_relaxed));
             for (std::size_t l = 0; l < layout::kLanes; ++l) {  // relaxed: single-writer counters, a report
-                e["published"][kLaneNames[l]] = p.published[l].load(std::memory_order_relaxed);
-                e["full"][kLaneNames[l]] = p.full[l].load(std::memory_order_relaxed);
-                e["timeouts"][kLaneNames[l]] = p.timeouts[l].load(std::memory_order_relaxed);
+                const std::string lane(to_string(Priority(l)));
+                e["published"][lane] = p.published[l].load(std::memory_order_relaxed);
+                e["full"][lane] = p.full[l].load(std::memory_order_relaxed);
+                e["timeouts"][lane] = p.timeouts[l].load(std::memory_order_relaxed);
             }
         }
         pubs.push_back(std::move(e));
@@ -139,18 +141,14 @@ json Broker::Impl::topic_detail(Topic& t) {
             e["pid"] = sl.pid;
             e["state"] = state_name(sl.state.load(std::memory_order_relaxed));
             for (std::size_t l = 0; l < layout::kLanes; ++l) {  // relaxed: a report
+                const std::string lane(to_string(Priority(l)));
                 const std::uint64_t tail = t.map.lanes[l].position(std::memory_order_relaxed);
                 const std::uint64_t pos = sl.position[l].load(std::memory_order_relaxed);
                 const std::uint64_t lag = pos <= tail ? tail - pos : 0;
-                e["position_bytes"][kLaneNames[l]] = pos;
-                e["lag_bytes"][kLaneNames[l]] = lag;
-                e["received"][kLaneNames[l]] = sl.received[l].load(std::memory_order_relaxed);
-                // Events in the lag: bytes over the lane's mean record stride so far (records differ in
-                // size, so it is an estimate; exact counts would cost the publisher a shared counter).
-                const double stride = j["lanes"][l]["published_events"].get<std::uint64_t>()
-                                          ? double(tail) / double(j["lanes"][l]["published_events"].get<std::uint64_t>())
-                                          : 0.0;
-                e["lag_events_estimate"][kLaneNames[l]] = stride > 0 ? std::uint64_t(double(lag) / stride + 0.5) : 0;
+                e["position_bytes"][lane] = pos;
+                e["lag_bytes"][lane] = lag;
+                e["received"][lane] = sl.received[l].load(std::memory_order_relaxed);
+                e["lag_events_estimate"][lane] = stride[l] > 0 ? std::uint64_t(double(lag) / stride[l] + 0.5) : 0;
             }
             e["lagged"] = sl.lagged.load(std::memory_order_relaxed);
             e["missed"] = sl.missed.load(std::memory_order_relaxed);
@@ -180,8 +178,8 @@ Result<std::string> Broker::Impl::render(const Session* s, const proto::Inspect&
         for (auto& t : topics) {
             if (!visible(*t)) continue;
             ++n_topics;
-            pubs += std::size_t(std::count_if(t->publisher_owner.begin(), t->publisher_owner.end(), [](auto o) { return o != kNoOwner; }));
-            subs += std::size_t(std::count_if(t->subscriber_owner.begin(), t->subscriber_owner.end(), [](auto o) { return o != kNoOwner; }));
+            pubs += t->publishers_held();
+            subs += t->subscribers_held();
         }
         j["broker"] = json{{"version", RVOIP_EVENTS_VERSION},
                            {"pid", ::getpid()},

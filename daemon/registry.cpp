@@ -233,8 +233,8 @@ Status Broker::Impl::on_stats(Session& s, std::uint64_t corr) {
         proto::TopicStats ts;
         ts.topic = t->name;
         ts.topic_id = t->id;
-        ts.publishers = std::uint32_t(std::count_if(t->publisher_owner.begin(), t->publisher_owner.end(), [](auto o) { return o != kNoOwner; }));
-        ts.subscribers = std::uint32_t(std::count_if(t->subscriber_owner.begin(), t->subscriber_owner.end(), [](auto o) { return o != kNoOwner; }));
+        ts.publishers = t->publishers_held();
+        ts.subscribers = t->subscribers_held();
         if (intact(*t))
             for (std::size_t l = 0; l < layout::kLanes; ++l) ts.tails[l] = t->map.lanes[l].position(std::memory_order_relaxed);  // relaxed: a report
         ts.evictions = monitor.evictions(t->id);
