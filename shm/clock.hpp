@@ -45,8 +45,34 @@ public:
     }
     std::int64_t to_ns(std::int64_t raw) const noexcept {
         if (c_.kind != ClockKind::tsc) return raw;
-        const auto d = static_cast<__int128>(raw) - static_cast<__int128>(c_.tsc_ref);
-        return c_.mono_ref + static_cast<std::int64_t>((d * static_cast<__int128>(c_.mult)) >> c_.shift);
+        // Both the timestamp and the calibration come from shared memory: any pair must convert without
+        // undefined behaviour. |d| and mult are below 2^64, so their product fits an unsigned __int128;
+        // the sign and the offset are applied modulo 2^64 (a garbage input gives a garbage time, no trap).
+        const std::uint64_t r = static_cast<std::uint64_t>(raw);
+        const bool behind = r < c_.tsc_ref;
+        const std::uint64_t d = behind ? c_.tsc_ref - r : r - c_.tsc_ref;
+        const auto scaled = static_cast<std::uint64_t>((static_cast<unsigned __int128>(d) * c_.mult) >> c_.shift);
+        const std::uint64_t ns = static_cast<std::uint64_t>(c_.mono_ref) + (behind ? 0 - scaled : scaled);
+        return static_cast<std::int64_t>(ns);
+    }
+    // Nanoseconds from raw timestamp `from` to raw timestamp `to` (negative when `to` is earlier),
+    // defined for any pair: `from` may be a peer's garbage; a span past 2^63 ns saturates.
+    std::int64_t span_ns(std::int64_t from, std::int64_t to) const noexcept {
+        const bool back = to < from;
+        std::uint64_t d = back ? std::uint64_t(from) - std::uint64_t(to) : std::uint64_t(to) - std::uint64_t(from);
+        if (c_.kind == ClockKind::tsc) {
+            const auto scaled = (static_cast<unsigned __int128>(d) * c_.mult) >> c_.shift;
+            d = scaled > std::uint64_t(INT64_MAX) ? std::uint64_t(INT64_MAX) : std::uint64_t(scaled);
+        } else if (d > std::uint64_t(INT64_MAX)) {
+            d = std::uint64_t(INT64_MAX);
+        }
+        return back ? -std::int64_t(d) : std::int64_t(d);
+    }
+    // Raw clock units in `ns` nanoseconds (ns >= 0), at least 1.
+    std::int64_t raw_units(std::int64_t ns) const noexcept {
+        if (c_.kind != ClockKind::tsc) return ns > 0 ? ns : 1;
+        const auto units = (static_cast<unsigned __int128>(std::uint64_t(ns)) << c_.shift) / c_.mult;
+        return units == 0 ? 1 : units > std::uint64_t(INT64_MAX) ? INT64_MAX : std::int64_t(units);
     }
     // Now, in the timestamps' timebase: compare Sample::timestamp_ns() with this.
     std::int64_t now_ns() const noexcept { return to_ns(raw()); }
