@@ -511,7 +511,9 @@ Expected<Session> open_session(const Common& c) {
 }
 
 Expected<Child> spawn_role(const Session& s, const Common& c, const RoleOptions& r, bool wrapped) {
-    std::vector<std::string> argv = wrapped ? split_words(c.wrap) : std::vector<std::string>{};
+    std::vector<std::string> argv = wrapped ? split_words(c.wrap)
+                                    : r.role == "subscriber" && r.id == 1 ? split_words(c.wrap_subscriber)
+                                                                          : std::vector<std::string>{};
     auto num = [](auto v) { return std::to_string(v); };
     argv.insert(argv.end(), {s.exe, "_child", "--role", r.role, "--socket", r.socket, "--size", num(r.size), "--batch", num(r.batch),
                              "--seconds", num(r.seconds), "--count", num(r.count), "--warmup", num(r.warmup), "--mode", r.wait,

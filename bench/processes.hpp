@@ -147,6 +147,7 @@ struct Common {
     std::string socket;   // an existing broker; empty: start our own
     std::string eventd;   // our own broker's binary; empty: next to this one
     std::string wrap;     // command put in front of the publisher / pinger (perf stat, valgrind)
+    std::string wrap_subscriber;  // command put in front of the first subscriber (throughput)
     std::uint32_t size = 64;
     std::string mode = "spin";
     bool json = false;
@@ -170,7 +171,8 @@ struct Session {
 };
 Expected<Session> open_session(const Common& c);
 
-// Starts `r` as a `_child` process; `wrapped` puts --wrap-publisher's command in front of it.
+// Starts `r` as a `_child` process; `wrapped` puts --wrap-publisher's command in front of it, and
+// --wrap-subscriber's goes in front of subscriber 1.
 Expected<Child> spawn_role(const Session& s, const Common& c, const RoleOptions& r, bool wrapped = false);
 
 // Reaps every child (they exit by themselves after their result), then stops our broker; any unclean end

@@ -748,6 +748,7 @@ void add_common(CLI::App* cmd, Common& c, const std::vector<std::string>& modes,
     cmd->add_option("--socket", c.socket, "use the rvoip-eventd at this socket instead of starting one");
     cmd->add_option("--eventd", c.eventd, "rvoip-eventd to start (default: next to rvoip-bench)");
     cmd->add_option("--wrap-publisher", c.wrap, "command put in front of the publishing process, e.g. 'perf stat -e cycles --'");
+    cmd->add_option("--wrap-subscriber", c.wrap_subscriber, "command put in front of the first subscribing process (throughput)");
     cmd->add_flag("--verbose", c.verbose, "print the pids of the processes started");
 }
 

@@ -2,6 +2,7 @@
 
 #include "client/connection.hpp"
 #include "proto/channel.hpp"
+#include "shm/latency.hpp"
 
 #include <atomic>
 #include <cerrno>
@@ -239,6 +240,7 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::open(std::shared_ptr<Con
     s->bell_ = &o->bell_map.bells[ok->slot].word;  // bell i of the topic's doorbells is slot i's
     s->wait_ = opt.wait;
     s->clock_ = s->conn_->doorbells().clock;
+    s->sample_every_ = s->clock_.raw_units(shm::kLatencySampleNs);
     const auto& fp_in_force = s->map_.header->fingerprint;
     const std::uint32_t exact = fp_in_force.kind == layout::Kind::typed ? fp_in_force.size : 0;
     for (std::size_t l = 0; l < layout::kLanes; ++l) {
@@ -249,6 +251,16 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::open(std::shared_ptr<Con
     s->seen_evictions_ = s->handled_evictions_ = s->slot_->evictions.load(std::memory_order_acquire) & ~1u;
     s->missed_seen_ = s->slot_->missed.load();
     return s;
+}
+
+void SubscriberCore::sample_latency(std::int64_t published) noexcept {
+    const std::int64_t now = clock_.raw();
+    // From the earlier of the two: a timestamp from the future (a peer's clock, or garbage) must not
+    // stop the sampling until that future comes.
+    const std::int64_t from = published < now ? published : now;
+    next_sample_ = from > INT64_MAX - sample_every_ ? INT64_MAX : from + sample_every_;
+    auto& c = slot_->latency[shm::latency_bucket(clock_.span_ns(published, now))];
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: single writer, read by reports
 }
 
 SubscriberCore::~SubscriberCore() {

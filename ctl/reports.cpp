@@ -143,7 +143,14 @@ int topic(EventSystem& bus, const std::string& name, bool as_json) {
                   p.value("state", std::string("?")), p.contains("published") ? per_lane(p["published"], plain) : "?",
                   p.contains("full") ? per_lane(p["full"], plain) : "?", p.contains("timeouts") ? per_lane(p["timeouts"], plain) : "?"});
     std::cout << "publishers: " << pubs.rows() << "\n" << (pubs.rows() ? pubs.render() : "") << "\n";
-    Table subs({">SLOT", ">PID", "CLIENT", "STATE", "LAG C/H/N/L", "~LAG EVENTS", "RECEIVED C/H/N/L", ">LAGGED", ">EVICTED", ">CORRUPT"});
+    Table subs({">SLOT", ">PID", "CLIENT", "STATE", "LAG C/H/N/L", "~LAG EVENTS", "RECEIVED C/H/N/L", ">LAGGED", ">EVICTED", ">CORRUPT",
+                "LATENCY P50/P99/P99.9"});
+    auto latencies = [](const json& s) {
+        if (!s.contains("latency_ns") || s["latency_ns"]["samples"].get<std::uint64_t>() == 0) return std::string("-");
+        const auto& l = s["latency_ns"];
+        return latency(l["p50"].get<std::uint64_t>()) + "/" + latency(l["p99"].get<std::uint64_t>()) + "/" +
+               latency(l["p99_9"].get<std::uint64_t>());
+    };
     for (const auto& s : t["subscriber_slots"]) {
         if (!s.contains("lag_bytes")) {
             subs.add({std::to_string(s["slot"].get<std::uint64_t>()), "?", s["client_name"].get<std::string>()});
@@ -154,9 +161,10 @@ int topic(EventSystem& bus, const std::string& name, bool as_json) {
                   s["state"].get<std::string>(), per_lane(s["lag_bytes"], [](std::uint64_t n) { return bytes(n); }),
                   per_lane(s["lag_events_estimate"], plain), per_lane(s["received"], plain),
                   count(s["lagged"].get<std::uint64_t>()), std::to_string(s["evictions"].get<std::uint64_t>()),
-                  std::to_string(s["corrupt"].get<std::uint64_t>())});
+                  std::to_string(s["corrupt"].get<std::uint64_t>()), latencies(s)});
     }
     std::cout << "subscribers: " << subs.rows() << "\n" << (subs.rows() ? subs.render() : "");
+    if (subs.rows()) std::cout << "(latency: publish to receive, sampled, each an upper bound within 25%)\n";
     return kOk;
 }
 

@@ -96,4 +96,13 @@ std::string duration(double seconds) {
     return buf;
 }
 
+std::string latency(std::uint64_t ns) {
+    char buf[32];
+    if (ns < 1000) std::snprintf(buf, sizeof buf, "%lluns", (unsigned long long)ns);
+    else if (ns < 1'000'000) std::snprintf(buf, sizeof buf, "%.3gus", double(ns) / 1e3);
+    else if (ns < 1'000'000'000) std::snprintf(buf, sizeof buf, "%.3gms", double(ns) / 1e6);
+    else std::snprintf(buf, sizeof buf, "%.3gs", double(ns) / 1e9);
+    return buf;
+}
+
 }  // namespace rvoip::events::ctl

@@ -29,5 +29,6 @@ std::string count(std::uint64_t n);          // 999, 12.3k, 4.56M, 7.89G
 std::string rate(double per_second);         // "12.3k/s"; "-" when unknown (negative)
 std::string percent(double p);               // "12.5%"
 std::string duration(double seconds);        // 45s, 12m03s, 5h02m, 3d04h
+std::string latency(std::uint64_t ns);       // 640ns, 12.3us, 4.56ms, 1.2s
 
 }  // namespace rvoip::events::ctl

@@ -3,6 +3,7 @@
 // their owners write without ever a shared read-modify-write (layout.hpp): reading them costs the data
 // path nothing. Numbers read from shared memory are anyone's writing; they are reported, never used.
 #include "daemon/broker_impl.hpp"
+#include "shm/latency.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -155,6 +156,13 @@ json Broker::Impl::topic_detail(Topic& t) {
             e["evictions"] = sl.evictions.load(std::memory_order_relaxed) / 2;
             e["corrupt"] = sl.corrupt.load(std::memory_order_relaxed);
             e["wakeups"] = sl.wakeups.load(std::memory_order_relaxed);
+            // Sampled since the slot was joined; each figure is its bucket's upper bound (shm/latency.hpp).
+            const auto h = shm::read_latency(sl);
+            e["latency_ns"] = json{{"samples", h.samples()},
+                                   {"p50", h.percentile_ns(0.50)},
+                                   {"p99", h.percentile_ns(0.99)},
+                                   {"p99_9", h.percentile_ns(0.999)},
+                                   {"max", h.percentile_ns(1.0)}};
         }
         subs.push_back(std::move(e));
     }

@@ -18,7 +18,8 @@
 //   +-------------------------------+  0
 //   | CursorHeader      (2 lines)   |  magic, sizes, slot high-water, mask of parked slots
 //   +-------------------------------+  128
-//   | SubscriberSlot x kMaxSubscribers (2 lines each): positions per lane, state, doorbell, stats
+//   | SubscriberSlot x kMaxSubscribers (10 lines each): positions per lane, state, doorbell, stats,
+//   |                                                    sampled one-way latency histogram
 //   +-------------------------------+
 //
 //   topic doorbells "<prefix>.<topic>.bells"  written by the topic's publishers and subscribers only:
@@ -71,12 +72,14 @@ constexpr std::size_t kLine = 64;  // fixed, not hardware_destructive_interferen
 // 2: record key, per-lane claim intents, parked mask
 // 3: eviction: evict_after_ms, per-slot evictions and missed
 // 4: a doorbell segment per topic, bell i = subscriber slot i; the broker's segment is read-only to clients
-constexpr std::uint32_t kAbiVersion = 4;
+// 5: a sampled one-way latency histogram per subscriber slot
+constexpr std::uint32_t kAbiVersion = 5;
 constexpr std::size_t kLanes = 4;
 constexpr std::uint32_t kMaxPublishers = 64;    // per topic
 constexpr std::uint32_t kMaxSubscribers = 64;   // per topic: one bit each in CursorHeader::parked
 constexpr std::uint32_t kMaxDoorbells = 4096;   // per broker
 constexpr std::uint32_t kNoDoorbell = 0xffffffffu;
+constexpr std::size_t kLatencyBuckets = 128;    // per subscriber slot, see shm/latency.hpp
 constexpr std::size_t kTopicNameMax = 63;
 constexpr std::size_t kTypeNameMax = 95;
 
@@ -268,8 +271,13 @@ struct alignas(kLine) SubscriberSlot {
     std::atomic<std::uint64_t> wakeups;
     std::atomic<std::uint64_t> corrupt;        // corrupt records met (each reported once, then skipped)
     std::atomic<std::uint64_t> skipped_bytes;  // ring bytes jumped over to resynchronise after them
+    // lines 2-9: one-way latency (receive time minus the record's publish timestamp) of sampled records,
+    // counted per bucket (shm/latency.hpp: four buckets per power of two, up to 69 s); single
+    // writer (the subscriber), read by the broker's reports.
+    std::atomic<std::uint32_t> latency[kLatencyBuckets];
 };
-static_assert(sizeof(SubscriberSlot) == 2 * kLine);
+static_assert(sizeof(SubscriberSlot) == 10 * kLine);
+static_assert(offsetof(SubscriberSlot, latency) == 2 * kLine);
 static_assert(offsetof(SubscriberSlot, state) == 32);
 static_assert(offsetof(SubscriberSlot, evictions) == 44);
 static_assert(offsetof(SubscriberSlot, missed) == 48);

@@ -224,6 +224,7 @@ std::array<std::uint64_t, kLanes> join_subscriber(TopicMap& t, std::uint32_t slo
     s.skipped_bytes.store(0, std::memory_order_relaxed);
     s.evictions.store(0, std::memory_order_relaxed);
     s.missed.store(0, std::memory_order_relaxed);
+    for (auto& b : s.latency) b.store(0, std::memory_order_relaxed);
     // 1. Hold the gate at the current tails and make the slot visible (seq_cst stores)...
     for (std::size_t l = 0; l < kLanes; ++l) s.position[l].store(t.lanes[l].position());
     if (t.cursor_header->slot_limit.load() <= slot) t.cursor_header->slot_limit.store(slot + 1);

@@ -5,6 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
+#include <thread>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
@@ -91,6 +94,15 @@ TEST_CASE("status, topics, topic and clients report the counts, lag and slots of
     CHECK(s["received"]["normal"] == 1000);
     CHECK(s["pid"] == ::getpid());
     CHECK(s["client_name"] == "ctl-test");
+    // Latency was sampled (the first record always is, then at most one per 10 us of publish time), and
+    // the percentiles are ordered.
+    const auto& lat = s["latency_ns"];
+    CHECK(lat["samples"].get<std::uint64_t>() >= 1);
+    CHECK(lat["samples"].get<std::uint64_t>() <= 1010);
+    CHECK(lat["p50"].get<std::uint64_t>() > 0);
+    CHECK(lat["p50"] <= lat["p99"]);
+    CHECK(lat["p99"] <= lat["p99_9"]);
+    CHECK(lat["p99_9"] <= lat["max"]);
     REQUIRE(d["publisher_slots"].size() == 1);
     CHECK(d["publisher_slots"][0]["published"]["normal"] == 1610);
     CHECK(d["lanes"][2]["capacity_bytes"].get<std::uint64_t>() > 0);
@@ -118,10 +130,33 @@ TEST_CASE("status, topics, topic and clients report the counts, lag and slots of
     CHECK(td.code == 0);
     CHECK(td.out.find("subscribers: 1") != std::string::npos);
     CHECK(td.out.find("76.2 KiB") != std::string::npos);  // 610 x 128 bytes of lag on Normal
+    CHECK(td.out.find("LATENCY P50/P99/P99.9") != std::string::npos);
     auto tc = ctl(b, {"clients"});
     CHECK(tc.out.find("ctl-test") != std::string::npos);
     auto ss = ctl(b, {"status"});
     CHECK(ss.out.find("broker") == 0);
+}
+
+TEST_CASE("topic reports a subscriber's one-way latency from the publish timestamps") {
+    Broker b;
+    auto bus = connect(b);
+    auto pub = bus.raw_publisher("ctl.delay");
+    REQUIRE(pub.has_value());
+    auto sub = bus.raw_subscriber("ctl.delay");
+    REQUIRE(sub.has_value());
+    std::array<std::byte, 64> ev{};
+    // Each event waits 30 ms in the ring before it is read: each sample is at least that.
+    for (int i = 0; i < 3; ++i) {
+        REQUIRE(pub->publish(ev, Priority::high).has_value());
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        REQUIRE(sub->try_receive().has_value());
+    }
+    const auto lat = ctl_json(b, {"topic", "ctl.delay"})["topic"]["subscriber_slots"][0]["latency_ns"];
+    CHECK(lat["samples"] == 3);
+    CHECK(lat["p50"].get<std::uint64_t>() >= 30'000'000);
+    CHECK(lat["max"].get<std::uint64_t>() < 60'000'000'000);  // generous: a stalled machine, not a clock error
+    auto td = ctl(b, {"topic", "ctl.delay"});
+    CHECK(td.out.find("ms/") != std::string::npos);  // "3xms/3xms/3xms" or so, whatever the machine's delays
 }
 
 TEST_CASE("topics measures rates between two reports") {

@@ -159,6 +159,8 @@ public:
                 ++outstanding_[l];
                 auto& c = slot_->received[l];
                 c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: single writer, read by the CLI
+                if (p.record->timestamp_ns >= next_sample_) [[unlikely]]
+                    sample_latency(p.record->timestamp_ns);
                 return Record{p.record, l, p.length};
             }
             if (p.corrupt()) [[unlikely]]
@@ -194,6 +196,9 @@ private:
         if (slot_->evictions.load() != seen_evictions_) return Record{};  // still under way
         return try_next();
     }
+    // Counts the latency of a record published at `published` (raw) in the slot's histogram and
+    // schedules the next sample (shm/latency.hpp).
+    [[gnu::noinline]] void sample_latency(std::int64_t published) noexcept;
     bool any_ready() const noexcept;
     Error corrupt(std::uint32_t lane, const shm::LaneReader::Peek& p) noexcept;
     [[gnu::cold, gnu::noinline]] Status follow_eviction() noexcept;
@@ -211,6 +216,10 @@ private:
     std::atomic<std::uint32_t>* bell_ = nullptr;
     WaitOptions wait_;
     shm::Clock clock_;
+    // Latency sampling: the first record published at or after next_sample_ is sampled, and the next
+    // one sample_every_ later (both raw clock units: kLatencySampleNs converted at open).
+    std::int64_t next_sample_ = INT64_MIN;
+    std::int64_t sample_every_ = 0;
     TopicInfo info_;
     std::uint32_t slot_index_ = 0;
     std::uint64_t held_ = 0;  // Connection::hold handle
