@@ -36,6 +36,10 @@ done
 soname=$(readelf -d "$libdir/librvoip-events.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [ "$soname" = librvoip-events.so.0 ] || fail "SONAME is '$soname', not librvoip-events.so.0"
 [ -f "$libdir/$soname" ] || fail "$soname not installed"
+# It exports its own namespace only, not the libraries built into it (client/exports.map).
+foreign=$(nm -DC --defined-only "$libdir/$soname" | grep -v 'rvoip::events::' | grep -E 'spdlog::|fmt::|nlohmann::|boost::' | head -3)
+[ -z "$foreign" ] || fail "librvoip-events exports symbols of libraries built into it: $foreign"
+nm -DC --defined-only "$libdir/$soname" | grep -q 'rvoip::events::EventSystem' || fail "librvoip-events exports no EventSystem"
 # The unit names the daemon where the tree was configured to install it (not this prefix).
 grep -Eq "^ExecStart=/[^ ]*/bin/rvoip-eventd --foreground( |$)" "$prefix/lib/systemd/system/rvoip-eventd.service" ||
     fail "the installed unit has no ExecStart= naming an installed rvoip-eventd"
