@@ -22,7 +22,8 @@ struct Limits {
     std::uint32_t max_subscribers_per_client = 256;
     // Bytes of /dev/shm the broker allocates across its segments (topics and doorbells). 0: automatic,
     // 4 GiB or half of /dev/shm's size, whichever is smaller: /dev/shm is a tmpfs that shares the host's
-    // memory with every other program, and a default topic takes 11 MiB, so 4 GiB is ~370 default topics.
+    // memory with every other program. A topic with the default lanes takes about 1.53 MiB, so 4 GiB is
+    // ~2,600 default topics; topics given big rings count for more.
     std::uint64_t max_shm_bytes = 0;
     // What a client may ask for when it creates a topic (the broker's own defaults are the operator's).
     std::uint64_t max_lane_capacity = 64ull << 20;

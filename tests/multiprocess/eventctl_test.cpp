@@ -50,7 +50,8 @@ EventSystem connect(const Broker& b, const char* name = "ctl-test") {
 TEST_CASE("status, topics, topic and clients report the counts, lag and slots of known traffic, as JSON and as tables") {
     Broker b;
     auto bus = connect(b);
-    auto pub = bus.raw_publisher("ctl.media");
+    // A Normal lane of 1 MiB holds the 1,610 events unread, whatever the broker's defaults.
+    auto pub = bus.raw_publisher("ctl.media", PublisherOptions{TopicOptions().capacity(Priority::normal, 1u << 20)});
     REQUIRE(pub.has_value());
     auto sub = bus.raw_subscriber("ctl.media");  // reads nothing yet: it lags by everything published
     REQUIRE(sub.has_value());

@@ -137,11 +137,13 @@ TEST_CASE("lanes larger than a client may ask for are refused, naming --max-lane
 }
 
 TEST_CASE("a topic beyond the broker's shared-memory budget is refused, naming --max-shm-bytes") {
-    // A default topic takes a little over 11 MiB (lanes of 1, 2, 4 and 4 MiB): room for one, not two.
-    Broker b({"--max-shm-bytes", "16000000"});
+    // Topics of four 4 MiB lanes take a little over 16 MiB each: room for one, not two.
+    Broker b({"--max-shm-bytes", "24000000"});
     auto bus = connect(b);
-    REQUIRE(bus.raw_publisher("limits.first").has_value());
-    auto p = bus.raw_publisher("limits.second");
+    PublisherOptions big;
+    for (auto pr : {Priority::critical, Priority::high, Priority::normal, Priority::low}) big.topic.capacity(pr, 4u << 20);
+    REQUIRE(bus.raw_publisher("limits.first", big).has_value());
+    auto p = bus.raw_publisher("limits.second", big);
     REQUIRE_FALSE(p.has_value());
     check_limit(p.error(), "max-shm-bytes");
     CHECK(p.error().message.find("limits.second") != std::string::npos);
