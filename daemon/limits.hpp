@@ -16,10 +16,13 @@ struct Limits {
     // Connected clients (sessions with an open socket). Each costs two descriptors (socket, pidfd).
     std::uint32_t max_connections = 1024;
     std::uint32_t max_topics = 4096;
-    // Per client (one connection): topics it created, publisher and subscriber slots it holds.
-    std::uint32_t max_topics_per_client = 256;
-    std::uint32_t max_publishers_per_client = 256;
-    std::uint32_t max_subscribers_per_client = 256;
+    // Per client (one connection): topics it created, publisher and subscriber slots it holds. As many as
+    // the broker's topics by default: one process may well publish or follow every event type of a node
+    // (a recorder, a bridge), and what protects the broker is max_topics, max_connections and
+    // max_shm_bytes; an operator who does not trust every client lowers these.
+    std::uint32_t max_topics_per_client = 4096;
+    std::uint32_t max_publishers_per_client = 4096;
+    std::uint32_t max_subscribers_per_client = 4096;
     // Bytes of /dev/shm the broker allocates across its segments (topics and doorbells). 0: automatic,
     // 4 GiB or half of /dev/shm's size, whichever is smaller: /dev/shm is a tmpfs that shares the host's
     // memory with every other program. A topic with the default lanes takes about 1.53 MiB, so 4 GiB is
