@@ -64,6 +64,11 @@ Error limit_reached(std::string_view what, std::uint64_t value, std::string_view
 // is non-zero (tests: a broker that runs out of descriptors early). Returns the soft limit in force.
 Result<std::uint64_t> set_fd_limit(std::uint64_t max_fds);
 
+// Descriptors this process has open (/proc/self/fd; an embedded broker counts its host process's), and
+// its RLIMIT_NOFILE soft limit (0: unlimited or unknown). For the status report.
+std::uint64_t open_fds();
+std::uint64_t fd_limit();
+
 // At most a few log lines per window for one source (a client), so that a client that repeats a
 // refused request cannot flood the log; what was dropped is counted and reported with the next line.
 class LogBudget {
