@@ -5,12 +5,14 @@
 //   rvoip-bench latency --size 64 --mode spin --json
 //   rvoip-bench flood | idle | memory | callstorm | rtp    (scenarios.hpp)
 //   rvoip-bench soak --seconds 60 --json                   (soak.hpp: kills and replaces processes, checks)
+//   rvoip-bench scale --topics 1000 --subscribers 8 --json (scale.hpp: many topics on the broker's defaults)
 //
 // The benchmark runs its peers as separate processes (this binary again, under the hidden `_child`
 // subcommand; see roles.hpp), never as threads, because the product's whole point is crossing processes.
 // Without --socket it starts a private rvoip-eventd and stops it afterwards. Methodology: bench/README.md.
 #include "bench/processes.hpp"
 #include "bench/roles.hpp"
+#include "bench/scale.hpp"
 #include "bench/scenarios.hpp"
 #include "bench/soak.hpp"
 #include "proto/layout.hpp"
@@ -245,6 +247,7 @@ int main(int argc, char** argv) {
 
     ScenarioCommands scenarios(app);
     SoakCommand soak(app);
+    ScaleCommand scale(app);
 
     // The hidden subcommand of the role processes; spawn_role (processes.cpp) writes these arguments.
     RoleOptions role;
@@ -271,8 +274,10 @@ int main(int argc, char** argv) {
 
     if (child->parsed()) return run_role(role);
     if (soak.child_parsed()) return soak.run_child();
+    if (scale.child_parsed()) return scale.run_child();
     install_signal_handlers();
     if (soak.parsed()) return soak.run();
+    if (scale.parsed()) return scale.run();
     if (throughput->parsed()) return run_throughput(tp);
     if (latency->parsed()) return run_latency(lt);
     return scenarios.run_parsed();

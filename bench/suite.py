@@ -114,6 +114,10 @@ def plan(h):
     cases.append(("idle", "rvoip-events", {"subscribers": 8 if s else 100},
                   [h.ours(), "idle", "--subscribers", "8" if s else "100", "--seconds", "1" if s else "10", "--json"], 120))
     cases.append(("memory", "rvoip-events", {}, [h.ours(), "memory", "--json"], 120))
+    # Many topics on the broker's defaults: 1,000 topics, each with a publisher and 8 subscriber processes.
+    topics, subs = ("50", "2") if s else ("1000", "8")
+    cases.append(("scale", "rvoip-events", {"topics": int(topics), "subscribers": int(subs)},
+                  [h.ours(), "scale", "--topics", topics, "--subscribers", subs, "--json"], 600))
     return cases
 
 
@@ -126,7 +130,7 @@ def measure(h):
     cases = plan(h)
     results = {key_of(c): [] for c in cases}
     # One-shot scenarios (memory, idle, rtp search) are run once even when --runs asks for more.
-    once = {"memory", "idle", "rtp", "rtp_with_signalling"}
+    once = {"memory", "idle", "rtp", "rtp_with_signalling", "scale"}
     for run in range(h.runs):
         log("run %d of %d" % (run + 1, h.runs))
         for c in cases:
@@ -276,8 +280,20 @@ def system_scenarios(by):
                      "with the default lanes (reserved when the topic is created); doorbells %s." % (
                          mib(rss.get("0")), mib(rss.get("100")), mem.get("broker_rss_bytes_per_topic", 0) / 1024,
                          mib(mem.get("bytes_per_topic")), mib(mem.get("doorbell_segment_bytes"))))
+    sc = by.get("scale")
+    if sc:
+        lines.append("- Scale: %s topics on the default lanes, each with a publisher and %s subscriber processes: set up in %.2f s; "
+                     "the broker held %s descriptors (limit %s) and its segments reserved %s of shared memory (%s per topic); "
+                     "%s of %s subscriptions received every event." % (
+                         sc.get("topics"), sc.get("subscriber_processes"), sc.get("setup_seconds", 0), sc.get("broker_open_fds"),
+                         sc.get("broker_fd_limit"), gib(sc.get("shm_reserved_bytes")), mib(sc.get("shm_reserved_bytes_per_topic")),
+                         sc.get("subscriptions_complete"), sc.get("subscriptions")))
     lines.append("")
     return lines
+
+
+def gib(v):
+    return "-" if v is None else "%.2f GiB" % (v / 1073741824)
 
 
 def machine():

@@ -74,6 +74,8 @@ Result<Opened> open_topic(Connection& conn, std::string_view topic, const layout
     if (auto* p = std::get_if<proto::PublisherOk>(&r->body)) give_back.remove = proto::RemovePublisher{tok->topic_id, p->slot};
     if (auto* q = std::get_if<proto::SubscriberOk>(&r->body)) give_back.remove = proto::RemoveSubscriber{tok->topic_id, q->slot};
     if (r->fds.size() != 3) return fail(Errc::malformed, "broker sent " + std::to_string(r->fds.size()) + " descriptors, expected 3");
+    // map_fd closes each descriptor once mapped: a process holds no descriptor per topic (1,000 topics
+    // would need 3,000), and nothing needs them later: a reconnection reclaims the slot by pid and ring key.
     auto fds = std::exchange(r->fds, {});
     auto data = shm::Segment::map_fd(fds[0], pub ? shm::Access::read_write : shm::Access::read_only, "topic '" + o.info.name + "' data");
     auto cursors = shm::Segment::map_fd(fds[1], pub ? shm::Access::read_only : shm::Access::read_write, "topic '" + o.info.name + "' cursors");

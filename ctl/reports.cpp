@@ -75,7 +75,14 @@ int status(EventSystem& bus, bool as_json) {
                           std::to_string((*j)["held_for_exited_connections"].get<std::uint64_t>()) + " held for processes without a connection"});
     t.add({"slots", std::to_string((*j)["publishers"].get<std::uint64_t>()) + " publishers, " +
                         std::to_string((*j)["subscribers"].get<std::uint64_t>()) + " subscribers"});
-    t.add({"shared memory", bytes((*j)["shm_bytes"].get<std::uint64_t>()) + " of " + bytes((*j)["shm_limit_bytes"].get<std::uint64_t>())});
+    t.add({"shared memory", bytes((*j)["shm_bytes"].get<std::uint64_t>()) + " reserved by segments, of at most " +
+                                bytes((*j)["shm_limit_bytes"].get<std::uint64_t>())});
+    if (j->contains("descriptors")) {  // a broker from before they were reported has none
+        const auto& d = (*j)["descriptors"];
+        std::string fds = std::to_string(d["open"].get<std::uint64_t>()) + " open";
+        if (const auto limit = d["limit"].get<std::uint64_t>()) fds.append(" of at most ").append(std::to_string(limit));
+        t.add({"descriptors", fds});
+    }
     const std::string out = t.render();
     std::cout << out.substr(out.find('\n') + 1);  // no header row: a list of facts
     return kOk;

@@ -96,10 +96,15 @@ struct BrokerConfig {
         // publishers, counted). On the others a subscriber that held publishers for 500 ms is evicted:
         // shorter than the block timeout, so a stopped subscriber costs publishers one stall and never a
         // failed publish, and ten times a bad scheduling hiccup on a loaded host.
-        l[0] = {1u << 20, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
-        l[1] = {1u << 21, 64 * 1024, Overflow::block, 0, 0, 1000, 500};
-        l[2] = {1u << 22, 64 * 1024, Overflow::block, 0, 0, 1000, 500};
-        l[3] = {1u << 22, 64 * 1024, Overflow::block, 0, 0, 1000, 500};
+        // Sizes: for a bus of many event types (one topic each, most of them quiet), 1.5 MiB of rings per
+        // topic, reserved at creation: 1,000 topics take 1.5 GiB of /dev/shm. Each ring still holds three
+        // of the largest events (64 KiB), over a hundred 2 KiB SIP messages or thousands of small events.
+        // The few hot topics (sip.message, rtp.*) get big rings from a [[topic]] pattern in the
+        // configuration (systemd/eventd.toml shows how) or from what their creator asks for.
+        l[0] = {256u << 10, 64 * 1024, Overflow::block, 0, 0, 1000, 0};
+        l[1] = {256u << 10, 64 * 1024, Overflow::block, 0, 0, 1000, 500};
+        l[2] = {512u << 10, 64 * 1024, Overflow::block, 0, 0, 1000, 500};
+        l[3] = {512u << 10, 64 * 1024, Overflow::block, 0, 0, 1000, 500};
         return l;
     }
     // Lane settings fixed for topics by name pattern (the configuration file's [[topic]] entries): the

@@ -201,8 +201,10 @@ Result<std::string> Broker::Impl::render(const Session* s, const proto::Inspect&
         j["held_for_exited_connections"] = orphans.size();
         j["publishers"] = pubs;
         j["subscribers"] = subs;
-        j["shm_bytes"] = shm_bytes;
+        j["shm_bytes"] = shm_bytes;  // reserved by the segments at creation, whether or not touched yet
         j["shm_limit_bytes"] = shm_limit;
+        // Three per topic and two per connection, mostly (the unit's LimitNOFILE says the arithmetic).
+        j["descriptors"] = json{{"open", open_fds()}, {"limit", fd_limit()}};
         j["limits"] = json{{"max_connections", cfg.limits.max_connections}, {"max_topics", cfg.limits.max_topics}};
         break;
     }

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include <dirent.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
 
@@ -46,6 +47,23 @@ Result<std::uint64_t> set_fd_limit(std::uint64_t max_fds) {
         rl.rlim_cur = rl.rlim_max;  // the soft limit is a default for programs that select(); we epoll
     }
     if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) return fail(Errc::internal, std::string("setrlimit: ") + std::strerror(errno));
+    return std::uint64_t(rl.rlim_cur);
+}
+
+std::uint64_t open_fds() {
+    DIR* d = ::opendir("/proc/self/fd");
+    if (!d) return 0;
+    std::uint64_t n = 0;
+    const std::string own = std::to_string(::dirfd(d));
+    while (const dirent* e = ::readdir(d))
+        if (e->d_name[0] != '.' && e->d_name != own) ++n;
+    ::closedir(d);
+    return n;
+}
+
+std::uint64_t fd_limit() {
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
     return std::uint64_t(rl.rlim_cur);
 }
 

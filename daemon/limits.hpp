@@ -16,13 +16,17 @@ struct Limits {
     // Connected clients (sessions with an open socket). Each costs two descriptors (socket, pidfd).
     std::uint32_t max_connections = 1024;
     std::uint32_t max_topics = 4096;
-    // Per client (one connection): topics it created, publisher and subscriber slots it holds.
-    std::uint32_t max_topics_per_client = 256;
-    std::uint32_t max_publishers_per_client = 256;
-    std::uint32_t max_subscribers_per_client = 256;
+    // Per client (one connection): topics it created, publisher and subscriber slots it holds. As many as
+    // the broker's topics by default: one process may well publish or follow every event type of a node
+    // (a recorder, a bridge), and what protects the broker is max_topics, max_connections and
+    // max_shm_bytes; an operator who does not trust every client lowers these.
+    std::uint32_t max_topics_per_client = 4096;
+    std::uint32_t max_publishers_per_client = 4096;
+    std::uint32_t max_subscribers_per_client = 4096;
     // Bytes of /dev/shm the broker allocates across its segments (topics and doorbells). 0: automatic,
     // 4 GiB or half of /dev/shm's size, whichever is smaller: /dev/shm is a tmpfs that shares the host's
-    // memory with every other program, and a default topic takes 11 MiB, so 4 GiB is ~370 default topics.
+    // memory with every other program. A topic with the default lanes takes about 1.53 MiB, so 4 GiB is
+    // ~2,600 default topics; topics given big rings count for more.
     std::uint64_t max_shm_bytes = 0;
     // What a client may ask for when it creates a topic (the broker's own defaults are the operator's).
     std::uint64_t max_lane_capacity = 64ull << 20;
@@ -59,6 +63,11 @@ Error limit_reached(std::string_view what, std::uint64_t value, std::string_view
 // Raises this process's RLIMIT_NOFILE soft limit to its hard limit, or sets it to `max_fds` when that
 // is non-zero (tests: a broker that runs out of descriptors early). Returns the soft limit in force.
 Result<std::uint64_t> set_fd_limit(std::uint64_t max_fds);
+
+// Descriptors this process has open (/proc/self/fd; an embedded broker counts its host process's), and
+// its RLIMIT_NOFILE soft limit (0: unlimited or unknown). For the status report.
+std::uint64_t open_fds();
+std::uint64_t fd_limit();
 
 // At most a few log lines per window for one source (a client), so that a client that repeats a
 // refused request cannot flood the log; what was dropped is counted and reported with the next line.

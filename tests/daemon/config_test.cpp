@@ -116,7 +116,7 @@ lanes.low = { capacity = "16M", evict_after_ms = 2000 }
     CHECK(n.overflow == Overflow::fail);
     CHECK(n.block_timeout_ms == 50);
     CHECK(n.evict_after_ms == 0);
-    CHECK(b.defaults[std::size_t(Priority::high)].capacity == 2u << 20);  // lanes not named keep theirs
+    CHECK(b.defaults[std::size_t(Priority::high)].capacity == BrokerConfig::default_lanes()[std::size_t(Priority::high)].capacity);  // lanes not named keep theirs
     REQUIRE(b.topics.size() == 1);
     CHECK(b.topics[0].pattern == "sip.*");
     CHECK(b.topics[0].lanes[3].capacity == 16u << 20);
@@ -304,5 +304,5 @@ TEST_CASE("the example's commented [[topic]] and [[access]] entries are valid as
     // Their names need the sysusers groups and users of a real host: only those may be unknown here.
     for (const auto& e : f.errors)
         CHECK_MESSAGE((e.message.find("no user named") != std::string::npos || e.message.find("no group named") != std::string::npos), e.message);
-    CHECK(f.config.broker.topics.size() == 2);
+    CHECK(f.config.broker.topics.size() == 3);
 }

@@ -23,6 +23,7 @@ using namespace rvoip::events::daemon;
 namespace {
 
 constexpr std::size_t kNormal = std::size_t(Priority::normal);
+const std::uint64_t kDefaultNormal = BrokerConfig::default_lanes()[kNormal].capacity;
 
 struct Serving {
     std::filesystem::path dir;
@@ -99,7 +100,7 @@ TEST_CASE("a topic created after a reload gets the new defaults; one created bef
     const auto socket = s.broker->config().socket_path;
     auto before = open_topic(socket, "reload.before");
     REQUIRE(before.has_value());
-    CHECK(before->at(kNormal).capacity == 4u << 20);
+    CHECK(before->at(kNormal).capacity == kDefaultNormal);
 
     auto next = s.next();
     next.defaults[kNormal].capacity = 8u << 20;
@@ -110,7 +111,7 @@ TEST_CASE("a topic created after a reload gets the new defaults; one created bef
     CHECK(after->at(kNormal).capacity == 8u << 20);
     auto again = open_topic(socket, "reload.before");
     REQUIRE(again.has_value());
-    CHECK(again->at(kNormal).capacity == 4u << 20);
+    CHECK(again->at(kNormal).capacity == kDefaultNormal);
 }
 
 TEST_CASE("per-topic settings and limits change by reload") {
@@ -147,7 +148,7 @@ TEST_CASE("an invalid configuration is refused whole and the running one stays")
     CHECK(refused.error().code == Errc::invalid_argument);
     auto lanes = open_topic(socket, "reload.kept");
     REQUIRE(lanes.has_value());
-    CHECK(lanes->at(kNormal).capacity == 4u << 20);
+    CHECK(lanes->at(kNormal).capacity == kDefaultNormal);
 }
 
 TEST_CASE("what needs a restart keeps its running value") {

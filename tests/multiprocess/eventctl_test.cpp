@@ -53,7 +53,8 @@ EventSystem connect(const Broker& b, const char* name = "ctl-test") {
 TEST_CASE("status, topics, topic and clients report the counts, lag and slots of known traffic, as JSON and as tables") {
     Broker b;
     auto bus = connect(b);
-    auto pub = bus.raw_publisher("ctl.media");
+    // A Normal lane of 1 MiB holds the 1,610 events unread, whatever the broker's defaults.
+    auto pub = bus.raw_publisher("ctl.media", PublisherOptions{TopicOptions().capacity(Priority::normal, 1u << 20)});
     REQUIRE(pub.has_value());
     auto sub = bus.raw_subscriber("ctl.media");  // reads nothing yet: it lags by everything published
     REQUIRE(sub.has_value());
@@ -68,6 +69,10 @@ TEST_CASE("status, topics, topic and clients report the counts, lag and slots of
     CHECK(st["subscribers"] == 1);
     CHECK(st["broker"]["segments"] == "sealed");
     CHECK(st["broker"]["pid"] == b.process().pid());
+    CHECK(st["shm_bytes"].get<std::uint64_t>() > 1u << 20);  // the topic's lanes, reserved at its creation
+    // The topic's three segments and each connection's socket and pidfd, at least; within the limit.
+    CHECK(st["descriptors"]["open"].get<std::uint64_t>() >= 3 + 2 * 2);
+    CHECK(st["descriptors"]["open"].get<std::uint64_t>() < st["descriptors"]["limit"].get<std::uint64_t>());
 
     auto ts = ctl_json(b, {"topics", "--interval", "0"});
     REQUIRE(ts["topics"].size() == 1);
@@ -135,6 +140,8 @@ TEST_CASE("status, topics, topic and clients report the counts, lag and slots of
     CHECK(tc.out.find("ctl-test") != std::string::npos);
     auto ss = ctl(b, {"status"});
     CHECK(ss.out.find("broker") == 0);
+    CHECK(ss.out.find("reserved by segments") != std::string::npos);
+    CHECK(ss.out.find("descriptors") != std::string::npos);
 }
 
 TEST_CASE("topic reports a subscriber's one-way latency from the publish timestamps") {

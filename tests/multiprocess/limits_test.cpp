@@ -115,6 +115,26 @@ TEST_CASE("a client at its maximum of topics, publishers or subscribers is refus
     CHECK(other.raw_subscriber("limits.c").has_value());
 }
 
+TEST_CASE("on the default limits one client creates, publishes and subscribes 1,000 topics") {
+    Broker b;
+    auto bus = connect(b);
+    const auto small = TopicOptions().all(layout::kMinCapacity, 64);  // the per-client limits are the point, not memory
+    std::vector<RawPublisher> pubs;
+    std::vector<RawSubscriber> subs;
+    for (int i = 0; i < 1000; ++i) {
+        const std::string name = "limits.many." + std::to_string(i);
+        auto p = bus.raw_publisher(name, PublisherOptions{small});
+        REQUIRE_MESSAGE(p.has_value(), p.error().what());
+        auto s = bus.raw_subscriber(name, SubscriberOptions{small});
+        REQUIRE_MESSAGE(s.has_value(), s.error().what());
+        pubs.push_back(std::move(*p));
+        subs.push_back(std::move(*s));
+    }
+    const std::array<std::byte, 8> ev{};
+    REQUIRE(pubs.back().publish(ev).has_value());
+    CHECK(subs.back().try_receive().has_value());
+}
+
 TEST_CASE("lanes larger than a client may ask for are refused, naming --max-lane-bytes and --max-event-bytes") {
     Broker b({"--max-lane-bytes", "1048576", "--max-event-bytes", "4096"});
     auto bus = connect(b);
@@ -137,11 +157,13 @@ TEST_CASE("lanes larger than a client may ask for are refused, naming --max-lane
 }
 
 TEST_CASE("a topic beyond the broker's shared-memory budget is refused, naming --max-shm-bytes") {
-    // A default topic takes a little over 11 MiB (lanes of 1, 2, 4 and 4 MiB): room for one, not two.
-    Broker b({"--max-shm-bytes", "16000000"});
+    // Topics of four 4 MiB lanes take a little over 16 MiB each: room for one, not two.
+    Broker b({"--max-shm-bytes", "24000000"});
     auto bus = connect(b);
-    REQUIRE(bus.raw_publisher("limits.first").has_value());
-    auto p = bus.raw_publisher("limits.second");
+    PublisherOptions big;
+    for (auto pr : {Priority::critical, Priority::high, Priority::normal, Priority::low}) big.topic.capacity(pr, 4u << 20);
+    REQUIRE(bus.raw_publisher("limits.first", big).has_value());
+    auto p = bus.raw_publisher("limits.second", big);
     REQUIRE_FALSE(p.has_value());
     check_limit(p.error(), "max-shm-bytes");
     CHECK(p.error().message.find("limits.second") != std::string::npos);

@@ -7,6 +7,8 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -131,6 +133,91 @@ int publish_paused(EventSystem& bus, const PublisherOptions& opt, const EvictArg
     return 0;
 }
 
+// ---- many topics (tests/multiprocess/scale_test.cpp) ----------------------------------------------------
+// Topics <base>.0 .. <base>.<n-1>, opened with no lane options: the broker's defaults (or its [[topic]]
+// settings) make them.
+std::string many_topic(const std::string& base, std::uint32_t i) { return base + "." + std::to_string(i); }
+
+// Descriptors this process holds now: what it costs to hold many topics.
+std::size_t open_fds() {
+    std::size_t n = 0;
+    for (auto it = std::filesystem::directory_iterator("/proc/self/fd"); it != std::filesystem::directory_iterator(); ++it) ++n;
+    return n - 1;  // the directory iterator's own
+}
+
+// Publishes `count` events on each of `topics` topics, topic by topic, after a line on stdin. Lossless: a
+// publish that timed out is tried again. Prints "sent n fds d".
+int publish_many(EventSystem& bus, const std::string& base, std::uint32_t topics, std::uint64_t count, std::uint32_t size,
+                 std::uint64_t seed) {
+    std::vector<RawPublisher> pubs;
+    pubs.reserve(topics);
+    for (std::uint32_t i = 0; i < topics; ++i) {
+        auto p = bus.raw_publisher(many_topic(base, i));
+        if (!p) return die(p.error());
+        pubs.push_back(std::move(*p));
+    }
+    const std::size_t fds = open_fds();
+    ready();
+    std::string line;
+    std::getline(std::cin, line);
+    std::vector<std::byte> b(size);
+    std::uint64_t sent = 0;
+    for (auto& p : pubs)
+        for (std::uint64_t seq = 0; seq < count;) {
+            fill_payload(b, seed, seq);
+            auto st = p.publish(b, Priority::normal);
+            if (!st && st.error().code != Errc::timeout) return die(st.error());
+            if (st) ++seq, ++sent;
+        }
+    std::printf("sent %llu fds %zu\n", (unsigned long long)sent, fds);
+    return 0;
+}
+
+// Subscribes to each of `topics` topics, then receives `count` events from each, topic by topic: it parks
+// on the topic it waits for, never polls the others. Checks each topic's sequence and payloads. Prints
+// "received n complete t errors e fds d" (t: topics that delivered all their events; d: descriptors
+// held once subscribed).
+int subscribe_many(EventSystem& bus, const std::string& base, std::uint32_t topics, std::uint64_t count, std::uint32_t size,
+                   std::uint64_t seed, double timeout_s) {
+    std::vector<RawSubscriber> subs;
+    subs.reserve(topics);
+    for (std::uint32_t i = 0; i < topics; ++i) {
+        auto s = bus.raw_subscriber(many_topic(base, i));
+        if (!s) return die(s.error());
+        subs.push_back(std::move(*s));
+    }
+    const std::size_t fds = open_fds();
+    ready();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    std::uint64_t got = 0, errors = 0, complete = 0;
+    std::vector<std::byte> expect(size);
+    for (auto& s : subs) {
+        std::uint64_t seq = 0;
+        while (seq < count) {
+            auto ev = s.receive_for(std::chrono::seconds(1));
+            if (!ev) {
+                if (ev.error().code == Errc::timeout && std::chrono::steady_clock::now() < deadline) continue;
+                std::fprintf(stderr, "peer: topic '%s' after %llu events: %s\n", s.topic().name.c_str(), (unsigned long long)seq,
+                             ev.error().what().c_str());
+                break;
+            }
+            fill_payload(expect, seed, seq);
+            const auto bytes = ev->bytes();
+            if (ev->sequence() != seq || bytes.size() != expect.size() || std::memcmp(bytes.data(), expect.data(), expect.size()) != 0) {
+                if (errors++ < 5)
+                    std::fprintf(stderr, "peer: topic '%s': sequence %llu, expected %llu\n", s.topic().name.c_str(),
+                                 (unsigned long long)ev->sequence(), (unsigned long long)seq);
+            }
+            ++seq, ++got;
+        }
+        complete += seq == count ? 1 : 0;
+        if (std::chrono::steady_clock::now() >= deadline) break;
+    }
+    std::printf("received %llu complete %llu errors %llu fds %zu\n", (unsigned long long)got, (unsigned long long)complete,
+                (unsigned long long)errors, fds);
+    return complete == topics && errors == 0 ? 0 : 3;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -187,6 +274,14 @@ int main(int argc, char** argv) {
     sub_lag->add_option("--report-after", ev.mark);
     sub_lag->add_option("--timeout", ev.timeout_s);
     sub_lag->add_option("--priority", priority);
+    std::uint32_t topics = 1;
+    auto* pub_many = app.add_subcommand("publish-many", "publish --count events on each of --topics topics <topic>.<i>, after a line on stdin");
+    pub_many->add_option("--topics", topics)->required();
+    pub_many->add_option("--count", count);
+    auto* sub_many = app.add_subcommand("subscribe-many", "subscribe to --topics topics <topic>.<i>, receive --count events from each");
+    sub_many->add_option("--topics", topics)->required();
+    sub_many->add_option("--count", count);
+    sub_many->add_option("--timeout", timeout_s);
     auto* pub_pause = app.add_subcommand("publish-paused", "publish --count events, pause after --pause-after");
     pub_pause->add_option("--count", ev.count)->required();
     pub_pause->add_option("--pause-after", ev.mark);
@@ -217,6 +312,9 @@ int main(int argc, char** argv) {
         ev.seed = seed;
         return sub_lag->parsed() ? subscribe_lagged(*bus, sopt, ev) : publish_paused(*bus, popt, ev);
     }
+
+    if (pub_many->parsed()) return publish_many(*bus, topic, topics, count, size, seed);
+    if (sub_many->parsed()) return subscribe_many(*bus, topic, topics, count, size, seed, timeout_s);
 
     if (hold->parsed()) {
         std::optional<Publisher<TypeA>> a;
