@@ -312,15 +312,19 @@ int usable_cores() {
     return static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
 }
 
-// Busy threads beyond the usable cores time-share them: the figures then measure the scheduler. `helpers` are
-// threads a system runs beside ours that work whenever data moves (zmq's I/O threads).
-void add_load_notes(Json& j, int spinning, int helpers) {
+// A polling thread holds a core whether or not there is work. When polling threads and the threads that work
+// (the publisher, a receiver while data flows, a system's helper threads such as zmq's I/O threads) outnumber
+// the cores, the pollers take turns with the very threads they wait for, and the figures measure the
+// scheduler: `distorted`. Without a polling thread, threads beyond the cores each do the system's own work and
+// share the cores as they would in use, so the figure is what the system costs on this machine.
+void add_load_notes(Json& j, int polling, int busy) {
     const int cores = usable_cores();
-    const bool distorted = spinning > 0 && spinning + helpers > cores;
-    j.num("cores", cores).num("spinning_processes", spinning).num("helper_threads", helpers).boolean("distorted", distorted);
+    const bool distorted = polling > 0 && busy > cores;
+    j.num("cores", cores).num("polling_threads", polling).num("busy_threads", busy).boolean("distorted", distorted);
     if (distorted)
-        j.str("note", std::to_string(spinning) + " spinning processes" + (helpers ? " and " + std::to_string(helpers) + " helper threads" : "") +
-                          " on " + std::to_string(cores) + " cores: they time-share the cores, so these figures are distorted");
+        j.str("note", std::to_string(polling) + " polling thread(s) among " + std::to_string(busy) + " busy threads on " +
+                          std::to_string(cores) + " cores: the pollers time-share the cores with the threads they wait for, so "
+                          "these figures are distorted");
 }
 
 std::vector<std::string> split_words(const std::string& s) {
@@ -490,8 +494,8 @@ public:
         // (the other data messages and the marker): that many message intervals in that time.
         const double rate = end_ns > first_ns ? double(events) * 1e9 / double(end_ns - first_ns) : 0.0;
         const double pub_rate = stop_ns > start_ns ? double(pub_events) * 1e9 / double(stop_ns - start_ns) : 0.0;
-        const bool spin = o_.mode == "spin";
-        const int spinning = 1 + (spin ? 1 : 0);  // the publisher always runs flat out
+        const int polling = o_.mode == "spin" ? 1 : 0;  // the subscriber; the publisher works, it never polls
+        const int busy = 2 + helpers();
         const std::string batching = o_.batch == 1 ? "none" : sys_.batching;
         if (o_.json) {
             Json j;
@@ -501,15 +505,15 @@ public:
             j.real("events_per_sec", rate).real("bytes_per_sec", rate * o_.size).real("publisher_events_per_sec", pub_rate);
             j.boolean("lossless", true).str("batching", batching);
             j.str("transport", sys_.transport).num("depth", o_.depth ? o_.depth : sys_.default_depth);
-            j.num("threads_per_process", sys_.threads_per_process);
+            j.num("threads_per_process", sys_.threads_per_process).num("helper_threads", helpers());
             j.merge(extra);
-            add_load_notes(j, spinning, helpers());
+            add_load_notes(j, polling, busy);
             std::printf("%s\n", j.text().c_str());
         } else {
             std::printf("%s throughput: %u-byte messages, batch %u (%s), %s: %.2f M events/s (%.1f MB/s); %" PRId64
                         " messages in %.2f s, none lost%s\n",
                         sys_.name.c_str(), o_.size, o_.batch, batching.c_str(), o_.mode.c_str(), rate / 1e6, rate * o_.size / 1e6, events,
-                        o_.seconds, spinning + helpers() > usable_cores() ? " (more busy threads than cores: distorted)" : "");
+                        o_.seconds, polling && busy > usable_cores() ? " (a polling thread among more busy threads than cores: distorted)" : "");
         }
         return 0;
     }
@@ -542,9 +546,9 @@ public:
             j.str("method", "one-way = receive time in the echo process minus the send stamp the pinger wrote into the message just "
                             "before sending (CLOCK_MONOTONIC, one clock for all processes); rtt = send to reply received, in the pinger");
             j.str("transport", sys_.transport).num("depth", o_.depth ? o_.depth : sys_.default_depth);
-            j.num("threads_per_process", sys_.threads_per_process);
+            j.num("threads_per_process", sys_.threads_per_process).num("helper_threads", helpers());
             j.merge(extra);
-            add_load_notes(j, spin ? 2 : 0, helpers());
+            add_load_notes(j, spin ? 2 : 0, 2 + helpers());
             std::printf("%s\n", j.text().c_str());
         } else {
             std::printf("%s latency: %u-byte messages, %s, %" PRId64 " samples: one-way p50 %" PRId64 " ns, p90 %" PRId64 " ns, p99 %" PRId64
