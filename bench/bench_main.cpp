@@ -204,8 +204,8 @@ int run_latency(const LatencyOptions& l) {
         j.num("samples", one_way["samples"]).num("warmup", std::int64_t(warmup));
         for (auto k : {"p50", "p90", "p99", "p999", "max", "min", "mean"}) j.num(std::string(k) + "_ns", one_way[k]);
         for (auto k : {"p50", "p90", "p99", "p999", "max"}) j.num(std::string("rtt_") + k + "_ns", rtt[k]);
-        j.str("method", "one-way = receive time in the echo process minus the record's publish timestamp (CLOCK_MONOTONIC, one clock "
-                        "for all processes); rtt = ping publish to pong receive in the pinging process");
+        j.str("method", "one-way = receive time in the echo process minus the stamp the pinger wrote into the ping just before the "
+                        "publish call (CLOCK_MONOTONIC, one clock for all processes); rtt = that stamp to pong received, in the pinger");
         j.str("broker", s->broker ? "private" : "external");
         add_load_notes(j, spin ? 2 : 0);
         std::printf("%s\n", j.text().c_str());

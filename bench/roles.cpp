@@ -299,7 +299,9 @@ Done expect(const Expected<PayloadHead>& h, Kind kind, std::uint64_t seq) {
     return {};
 }
 
-// Sends a ping, waits for its pong: one sample of round-trip time per ping.
+// Sends a ping, waits for its pong: one sample of round-trip time per ping. The ping carries the time read just
+// before the publish call (in `seq`), the same way the peers' pingers stamp their messages, so the echoer's
+// one-way figure includes the whole publish call (claim, copy, commit, wake-up) like theirs.
 int run_pinger(const RoleOptions& o) {
     auto bus = connect(o);
     if (!bus) return report_error(bus.error());
@@ -314,21 +316,22 @@ int run_pinger(const RoleOptions& o) {
     if (auto go = wait_for_go(); !go) return report_error(go.error());
 
     for (std::uint64_t i = 0; i < o.warmup + o.count; ++i) {
-        set_seq(ping, i);
         const std::int64_t t0 = now_ns();
+        set_seq(ping, std::uint64_t(t0));
         if (auto st = pub->publish(std::span<const std::byte>(ping)); !st) return report_error("publish ping: " + st.error().what());
         auto s = sub->receive_for(kReceiveTimeout);
         const std::int64_t t1 = now_ns();
         if (!s) return report_error(receive_error(s.error()));
-        if (auto ok = expect(head_of(*s, o.size), kPong, i); !ok) return report_error(ok.error());
+        // The pong echoes the ping's stamp: it answers this ping and no other.
+        if (auto ok = expect(head_of(*s, o.size), kPong, std::uint64_t(t0)); !ok) return report_error(ok.error());
         if (i >= o.warmup) rtt.push_back(t1 - t0);
     }
     say(summarize(rtt));
     return 0;
 }
 
-// Receives a ping, records now minus its publish timestamp (one-way latency), answers. Both readings come
-// from the bus's clock (the broker-calibrated TSC), the timebase of Sample::timestamp_ns().
+// Receives a ping, records its one-way latency (now minus the stamp the pinger took before publishing it; both
+// CLOCK_MONOTONIC, one clock for all processes, and the clock the peers use), answers with the stamp.
 int run_echoer(const RoleOptions& o) {
     auto bus = connect(o);
     if (!bus) return report_error(bus.error());
@@ -341,16 +344,22 @@ int run_echoer(const RoleOptions& o) {
     one_way.reserve(o.count);
     say("ready");
 
+    std::int64_t last_stamp = 0;
     for (std::uint64_t i = 0; i < o.warmup + o.count; ++i) {
         auto s = sub->receive_for(kReceiveTimeout);
-        const std::int64_t t = bus->now_ns();
+        const std::int64_t t = now_ns();
         if (!s) return report_error(receive_error(s.error()));
-        const std::int64_t latency = t - s->timestamp_ns();
-        if (auto ok = expect(head_of(*s, o.size), kPing, i); !ok) return report_error(ok.error());
+        auto h = head_of(*s, o.size);
+        if (!h) return report_error(h.error());
+        if (h->kind != kPing) return report_error("got event kind " + std::to_string(h->kind) + ", expected a ping");
+        const auto stamp = std::int64_t(h->seq);
+        // Stamps only grow: a smaller or equal one is a ping duplicated or out of order.
+        if (stamp <= last_stamp) return report_error("ping #" + std::to_string(i) + " is stamped no later than the one before it");
+        last_stamp = stamp;
         s->reset();  // release the ping before answering, as a real consumer would
-        set_seq(pong, i);
+        set_seq(pong, std::uint64_t(stamp));
         if (auto st = pub->publish(std::span<const std::byte>(pong)); !st) return report_error("publish pong: " + st.error().what());
-        if (i >= o.warmup) one_way.push_back(latency);
+        if (i >= o.warmup) one_way.push_back(t - stamp);
     }
     say(summarize(one_way));
     return 0;
