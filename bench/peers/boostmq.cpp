@@ -110,7 +110,6 @@ int main(int argc, char** argv) {
                .transport = "boost::interprocess::message_queue (shared memory, process-shared mutex and condition variables), "
                             "one queue per direction, priority 0",
                .default_depth = 1024,
-               .batching = "loop",
                .prepare = prepare,
                .open = BoostLink::open};
     return peer_main(argc, argv, sys);

@@ -5,7 +5,9 @@
 // chunk and releases it when done. Lossless: the publisher waits for the consumer
 // (ConsumerTooSlowPolicy::WAIT_FOR_CONSUMER) and the subscriber's queue blocks the producer
 // (QueueFullPolicy::BLOCK_PRODUCER); --depth is the subscriber's queue capacity (at most 256 in this build).
-// spin: take() polled; block: a WaitSet waits on the subscriber's HAS_DATA state.
+// spin: take() polled, as iceoryx's own iceperf receives; block: a WaitSet waits on the subscriber's HAS_DATA
+// state, as iceperf's WaitSet variant does. --batch N: one chunk per batch, the messages framed (length +
+// message, back to back) in it; the receiver splits the chunk and releases it after its last message.
 #include "bench/peers/peer_common.hpp"
 
 #include "iceoryx_hoofs/log/logmanager.hpp"
@@ -38,6 +40,8 @@ constexpr const char* kRoudiShm = "/dev/shm/iceoryx_mgmt";
 constexpr std::uint32_t kMaxQueue = iox::MAX_SUBSCRIBER_QUEUE_CAPACITY;
 // Chunks in the mempool: a full subscriber queue per direction plus the chunks loaned and held, with room.
 constexpr std::uint32_t kChunks = 4 * kMaxQueue;
+// With batches, one direction: a full queue, the chunk the publisher has loaned and the one the subscriber holds.
+constexpr std::uint32_t kBatchChunks = kMaxQueue + 16;
 
 // Only warnings and errors from the runtime: its debug chatter would bury the benchmark's messages. The call
 // announces the new level on stderr itself, so stderr points to /dev/null during it.
@@ -65,7 +69,7 @@ public:
         const std::string app = s.name + (s.side == Side::server ? "-server" : "-client");  // see Roudi::remove_leftovers
         iox::runtime::PoshRuntime::initRuntime(iox::RuntimeName_t(iox::cxx::TruncateToCapacity, app.c_str()));
 
-        auto link = std::unique_ptr<IceoryxLink>(new IceoryxLink());
+        auto link = std::unique_ptr<IceoryxLink>(new IceoryxLink(s));
         const bool server = s.side == Side::server;
         iox::popo::PublisherOptions po;
         po.subscriberTooSlowPolicy = iox::popo::ConsumerTooSlowPolicy::WAIT_FOR_CONSUMER;
@@ -96,7 +100,7 @@ public:
         return std::unique_ptr<Link>(std::move(link));
     }
 
-    ~IceoryxLink() override { release(); }
+    ~IceoryxLink() override { release_chunk(); }
 
     Done established() override {
         if (!duplex_) return {};
@@ -104,6 +108,7 @@ public:
     }
 
     Done send(Message m) override {
+        if (framed_) return send_batch({&m, 1});
         auto chunk = pub_->loan(std::uint32_t(m.size()));
         if (chunk.has_error()) return failure(std::string("loan: ") + iox::popo::asStringLiteral(chunk.get_error()));
         std::memcpy(chunk.value(), m.data(), m.size());
@@ -111,8 +116,22 @@ public:
         return {};
     }
 
+    // One chunk per batch: loan it, frame the messages into it, publish it.
+    Done send_batch(std::span<const Message> msgs) override {
+        auto chunk = pub_->loan(std::uint32_t(framed_size(msgs)));
+        if (chunk.has_error()) return failure(std::string("loan: ") + iox::popo::asStringLiteral(chunk.get_error()));
+        write_frames(msgs, static_cast<std::byte*>(chunk.value()));
+        pub_->publish(chunk.value());
+        return {};
+    }
+
     Expected<std::optional<Message>> try_receive() override {
-        release();
+        if (framed_) {
+            auto m = frames_.next();
+            if (!m || *m) return m;
+            if (!frames_.rest().empty()) return failure("a chunk ends inside a frame");
+        }
+        release_chunk();
         auto chunk = sub_->take();
         if (chunk.has_error()) {
             if (chunk.get_error() == iox::popo::ChunkReceiveResult::NO_CHUNK_AVAILABLE) return std::optional<Message>();
@@ -120,7 +139,12 @@ public:
         }
         held_ = chunk.value();
         const auto size = iox::mepoo::ChunkHeader::fromUserPayload(held_)->userPayloadSize();
-        return std::optional<Message>(Message(static_cast<const std::byte*>(held_), size));
+        const Message got(static_cast<const std::byte*>(held_), size);
+        if (!framed_) return std::optional<Message>(got);
+        frames_.reset(got);
+        auto m = frames_.next();
+        if (m && !*m) return failure("a chunk without a whole frame");
+        return m;
     }
 
     Expected<std::optional<Message>> wait_receive(std::chrono::milliseconds timeout) override {
@@ -135,19 +159,27 @@ public:
         }
     }
 
+    // A batch's chunk goes back once its last message is done with.
     void release() override {
-        if (held_) sub_->release(held_);
-        held_ = nullptr;
+        if (!framed_ || frames_.rest().empty()) release_chunk();
     }
 
 private:
-    IceoryxLink() = default;
+    explicit IceoryxLink(const LinkSpec& s) : framed_(s.batch > 1), frames_(s.size) {}
+
+    void release_chunk() {
+        if (held_) sub_->release(held_);
+        held_ = nullptr;
+        frames_.reset({});
+    }
 
     std::optional<iox::popo::UntypedPublisher> pub_;
     std::optional<iox::popo::UntypedSubscriber> sub_;
     std::optional<iox::popo::WaitSet<>> waitset_;  // declared after sub_: detached and destroyed first
     const void* held_ = nullptr;
     bool duplex_ = false;
+    bool framed_;
+    FrameReader frames_;  // the rest of a batch's chunk
 };
 
 // True when a RouDi answers on its socket (a datagram socket: connect succeeds only if one is bound).
@@ -229,11 +261,14 @@ Expected<std::unique_ptr<Resources>> prepare(const RunSpec& spec, Json& extra) {
     // RouDi's names are fixed, so a second one cannot run beside another's.
     if (roudi_answers()) return failure(std::string("an iox-roudi is already running (") + kRoudiSocket + " answers); stop it first");
 
-    // One mempool that fits our messages (sizes are user payload bytes, a multiple of 8; RouDi adds the header).
-    const std::uint32_t chunk = (spec.size + 7) / 8 * 8;
+    // One mempool that fits our messages, or our framed batches (sizes are user payload bytes, a multiple of 8;
+    // RouDi adds the header).
+    const bool framed = spec.batch > 1;
+    const std::uint32_t payload = framed ? spec.batch * std::uint32_t(kFrameHeader + spec.size) : spec.size;
+    const std::uint32_t chunk = (payload + 7) / 8 * 8, chunks = framed ? kBatchChunks : kChunks;
     const std::string config = spec.dir + "/roudi.toml";
-    std::ofstream(config) << "[general]\nversion = 1\n\n[[segment]]\n\n[[segment.mempool]]\nsize = " << chunk << "\ncount = " << kChunks << "\n";
-    extra.str("roudi", roudi_path).num("mempool_chunk_payload", chunk).num("mempool_chunks", kChunks);
+    std::ofstream(config) << "[general]\nversion = 1\n\n[[segment]]\n\n[[segment.mempool]]\nsize = " << chunk << "\ncount = " << chunks << "\n";
+    extra.str("roudi", roudi_path).num("mempool_chunk_payload", chunk).num("mempool_chunks", chunks);
     extra.str("policies", "WAIT_FOR_CONSUMER / BLOCK_PRODUCER");
 
     auto roudi = std::make_unique<Roudi>();
@@ -270,7 +305,7 @@ int main(int argc, char** argv) {
     System sys{.name = "iceoryx",
                .transport = "iceoryx 2.0 untyped publisher/subscriber through a private iox-roudi; loan + copy + publish, take + release",
                .default_depth = kMaxQueue,
-               .batching = "loop",
+               .batching = "one chunk per batch",
                .prepare = prepare,
                .open = IceoryxLink::open};
     return peer_main(argc, argv, sys);

@@ -38,6 +38,34 @@ Done wait_until(const std::function<bool()>& ready, std::chrono::milliseconds ti
     return {};
 }
 
+std::size_t framed_size(std::span<const Message> msgs) noexcept {
+    std::size_t n = 0;
+    for (auto m : msgs) n += kFrameHeader + m.size();
+    return n;
+}
+
+std::byte* write_frames(std::span<const Message> msgs, std::byte* out) noexcept {
+    for (auto m : msgs) {
+        const auto len = std::uint32_t(m.size());
+        std::memcpy(out, &len, kFrameHeader);
+        std::memcpy(out + kFrameHeader, m.data(), m.size());
+        out += kFrameHeader + m.size();
+    }
+    return out;
+}
+
+Expected<std::optional<Message>> FrameReader::next() {
+    const auto left = bytes_.size() - pos_;
+    if (left < kFrameHeader) return std::optional<Message>();
+    std::uint32_t len;
+    std::memcpy(&len, bytes_.data() + pos_, kFrameHeader);
+    if (len > max_) return failure("a frame says " + std::to_string(len) + " bytes, more than a message (" + std::to_string(max_) + ")");
+    if (left < kFrameHeader + len) return std::optional<Message>();
+    const Message m(bytes_.data() + pos_ + kFrameHeader, len);
+    pos_ += kFrameHeader + len;
+    return std::optional<Message>(m);
+}
+
 namespace {
 
 using steady = std::chrono::steady_clock;
@@ -282,6 +310,7 @@ int run_role(const System& sys, ChildOptions& o) {
     if (!server && o.role != "publisher" && o.role != "pinger") return report_error("unknown role '" + o.role + "'");
     o.link.side = server ? Side::server : Side::client;
     o.link.duplex = o.role == "echoer" || o.role == "pinger";
+    o.link.batch = o.link.duplex ? 1 : o.batch;
     auto link = sys.open(o.link);
     if (!link) return report_error(link.error());
     if (o.role == "publisher") return run_publisher(**link, o);
@@ -414,7 +443,12 @@ public:
         char name[64];
         std::snprintf(name, sizeof name, "rvoip-peer-%d-%" PRIx64, int(::getpid()),
                       (std::uint64_t(ts.tv_sec) * 1'000'000'000u + std::uint64_t(ts.tv_nsec)) & 0xff'ffff'ffffu);
-        RunSpec spec{.name = name, .dir = dir.path, .size = o_.size, .depth = o_.depth ? o_.depth : sys_.default_depth, .duplex = latency};
+        RunSpec spec{.name = name,
+                     .dir = dir.path,
+                     .size = o_.size,
+                     .depth = o_.depth ? o_.depth : sys_.default_depth,
+                     .batch = latency ? 1u : o_.batch,
+                     .duplex = latency};
 
         std::unique_ptr<Resources> resources;  // destroyed before `dir`
         if (sys_.prepare) {
@@ -594,7 +628,12 @@ int peer_main(int argc, char** argv, const System& sys) {
     Options tp;
     auto* throughput = app.add_subcommand("throughput", "publisher process -> subscriber process, messages/s as received");
     add_common(throughput, tp, sys);
-    throughput->add_option("--batch", tp.batch, "messages per send call (" + sys.batching + " when > 1)")->check(CLI::Range(1u, 65536u))->capture_default_str();
+    if (sys.batching.empty())
+        throughput->add_option("--batch", tp.batch, "1: " + sys.name + " has no batch form (README)")->check(CLI::Range(1u, 1u))->capture_default_str();
+    else
+        throughput->add_option("--batch", tp.batch, "messages per send call (" + sys.batching + " when > 1)")
+            ->check(CLI::Range(1u, 65536u))
+            ->capture_default_str();
     throughput->add_option("--seconds", tp.seconds, "how long the publisher sends")->check(CLI::Range(0.05, 3600.0))->capture_default_str();
 
     Options lt;

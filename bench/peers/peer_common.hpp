@@ -35,6 +35,7 @@ struct RunSpec {
     std::string dir;    // private temporary directory for filesystem endpoints (removed after the run)
     std::uint32_t size = 64;
     std::uint32_t depth = 0;  // queue depth of the system (its meaning is the system's; 0 = its default)
+    std::uint32_t batch = 1;  // messages per send_batch call (throughput); above 1 the link uses its batch form
     bool duplex = false;      // latency: both directions; throughput: client -> server only
 };
 
@@ -54,12 +55,8 @@ public:
     // Server side, after it said "ready": completes the connection (accept); most systems need nothing.
     virtual Done established() { return {}; }
     virtual Done send(Message msg) = 0;
-    // One batch; the default is a loop over send() (the JSON then says "batching":"loop").
-    virtual Done send_batch(std::span<const Message> msgs) {
-        for (auto m : msgs)
-            if (auto st = send(m); !st) return st;
-        return {};
-    }
+    // One batch in the system's batch form (System::batching); only systems that have one override it.
+    virtual Done send_batch(std::span<const Message>) { return failure("this system has no batch form"); }
     virtual Expected<std::optional<Message>> try_receive() = 0;
     virtual Expected<std::optional<Message>> wait_receive(std::chrono::milliseconds timeout) = 0;
     // The role is done with the last message received (zero-copy systems give its buffer back).
@@ -81,7 +78,9 @@ struct System {
     std::string name;              // "uds": the JSON's "system", and the prefix of our messages
     std::string transport;         // one line for the JSON: what exactly is measured
     std::uint32_t default_depth = 0;
-    std::string batching = "loop";  // how --batch N is sent: "loop" or the system's own batch call
+    // How --batch N is sent, the way the system's users batch (see README); empty: the system has no batch form,
+    // and --batch must be 1.
+    std::string batching;
     int threads_per_process = 1;    // threads that do the work in each role process (zmq adds an I/O thread)
     // Parent: creates the run's shared objects (queues, a daemon) before any role process starts; may add
     // facts to the JSON (limits it read). Null when a system needs nothing.
@@ -91,6 +90,32 @@ struct System {
 
 // The whole program: parses the command line, then runs as the parent or as a role process.
 int peer_main(int argc, char** argv, const System& system);
+
+// The batch form of systems that carry whole buffers (a zmq frame, an iceoryx chunk, a stream socket's bytes):
+// the messages back to back, each after its length as a 4-byte native integer, the way a user packs events of
+// any size into one buffer.
+constexpr std::size_t kFrameHeader = sizeof(std::uint32_t);
+std::size_t framed_size(std::span<const Message> msgs) noexcept;
+std::byte* write_frames(std::span<const Message> msgs, std::byte* out) noexcept;  // returns the end
+
+// Reads such frames back out of a buffer; the views stay valid as long as the buffer does.
+class FrameReader {
+public:
+    explicit FrameReader(std::size_t max_message) : max_(max_message) {}
+    void reset(std::span<const std::byte> bytes) noexcept {
+        bytes_ = bytes;
+        pos_ = 0;
+    }
+    // The next whole frame; nothing when the rest is shorter than one (a stream's partial frame); an error when a
+    // length exceeds the largest message.
+    Expected<std::optional<Message>> next();
+    std::span<const std::byte> rest() const noexcept { return bytes_.subspan(pos_); }
+
+private:
+    std::size_t max_;
+    std::span<const std::byte> bytes_;
+    std::size_t pos_ = 0;
+};
 
 // For the systems' code.
 std::string errno_text(const std::string& what);  // "what: strerror(errno)"

@@ -141,7 +141,6 @@ int main(int argc, char** argv) {
     System sys{.name = "posixmq",
                .transport = "POSIX message queue (mq_send / mq_receive), one queue per direction, priority 0",
                .default_depth = std::uint32_t(read_limit("msg_max")),
-               .batching = "loop",
                .prepare = prepare,
                .open = MqLink::open};
     return peer_main(argc, argv, sys);
