@@ -447,6 +447,7 @@ public:
                      .dir = dir.path,
                      .size = o_.size,
                      .depth = o_.depth ? o_.depth : sys_.default_depth,
+                     .depth_given = o_.depth != 0,
                      .batch = latency ? 1u : o_.batch,
                      .duplex = latency};
 
@@ -456,6 +457,7 @@ public:
             if (!r) return failure(r.error());
             resources = std::move(*r);
         }
+        depth_ = spec.depth;
         auto st = run_roles(*exe, spec, latency, server_result, client_result);
         // Always, also after an error: a system's daemon must be stopped and what it left removed.
         if (resources) {
@@ -538,7 +540,7 @@ public:
             j.num("events", events).num("warmup_events", warm);
             j.real("events_per_sec", rate).real("bytes_per_sec", rate * o_.size).real("publisher_events_per_sec", pub_rate);
             j.boolean("lossless", true).str("batching", batching);
-            j.str("transport", sys_.transport).num("depth", o_.depth ? o_.depth : sys_.default_depth);
+            j.str("transport", sys_.transport).num("depth", depth_);
             j.num("threads_per_process", sys_.threads_per_process).num("helper_threads", helpers());
             j.merge(extra);
             add_load_notes(j, polling, busy);
@@ -579,7 +581,7 @@ public:
             for (auto k : {"p50", "p90", "p99", "p999", "max"}) j.num(std::string("rtt_") + k + "_ns", v[std::string("rtt_") + k]);
             j.str("method", "one-way = receive time in the echo process minus the send stamp the pinger wrote into the message just "
                             "before sending (CLOCK_MONOTONIC, one clock for all processes); rtt = send to reply received, in the pinger");
-            j.str("transport", sys_.transport).num("depth", o_.depth ? o_.depth : sys_.default_depth);
+            j.str("transport", sys_.transport).num("depth", depth_);
             j.num("threads_per_process", sys_.threads_per_process).num("helper_threads", helpers());
             j.merge(extra);
             add_load_notes(j, spin ? 2 : 0, 2 + helpers());
@@ -607,6 +609,7 @@ private:
 
     const System& sys_;
     Options o_;
+    std::uint32_t depth_ = 0;  // as used: the system may lower its default (see System::prepare)
 };
 
 void add_common(CLI::App* cmd, Options& o, const System& sys) {

@@ -35,6 +35,7 @@ struct RunSpec {
     std::string dir;    // private temporary directory for filesystem endpoints (removed after the run)
     std::uint32_t size = 64;
     std::uint32_t depth = 0;  // queue depth of the system (its meaning is the system's; 0 = its default)
+    bool depth_given = false; // --depth was given: a system must not lower it (it may lower its own default)
     std::uint32_t batch = 1;  // messages per send_batch call (throughput); above 1 the link uses its batch form
     bool duplex = false;      // latency: both directions; throughput: client -> server only
 };
@@ -83,8 +84,9 @@ struct System {
     std::string batching;
     int threads_per_process = 1;    // threads that do the work in each role process (zmq adds an I/O thread)
     // Parent: creates the run's shared objects (queues, a daemon) before any role process starts; may add
-    // facts to the JSON (limits it read). Null when a system needs nothing.
-    std::function<Expected<std::unique_ptr<Resources>>(const RunSpec&, Json&)> prepare;
+    // facts to the JSON (limits it read) and lower a default depth the machine cannot give (saying why in the
+    // JSON). Null when a system needs nothing.
+    std::function<Expected<std::unique_ptr<Resources>>(RunSpec&, Json&)> prepare;
     std::function<Expected<std::unique_ptr<Link>>(const LinkSpec&)> open;
 };
 
