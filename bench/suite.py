@@ -6,9 +6,12 @@
 
 Every measurement is a separate process tree started by rvoip-bench or a peer program (bench/peers/),
 each printing one JSON object. Runs are interleaved (run 1 of every case, then run 2, ...) so a slow phase
-of the machine hits every system alike, and each figure is the median of the runs. Output: a table per
-scenario on the terminal, bench/results/<date>.json, PNG plots (gnuplot), and the README's performance
-section between its markers.
+of the machine hits every system alike; each figure is the median of the runs, shown with their minimum and
+maximum. Each peer runs the way its authors run it (PEER_MODES, BATCHING_PEERS; bench/README.md says why),
+and a run marked distorted (a polling thread among more busy threads than cores) is kept in the results
+file but never enters a table, a plot or a ratio. Output: a table per scenario on the terminal, each with
+the machine it was measured on, bench/results/<date>.json, PNG plots (gnuplot), and the README's
+performance section between its markers.
 """
 
 import argparse
@@ -26,6 +29,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = ["iceoryx", "uds", "posixmq", "boostmq", "zmq"]
 SIZES = [16, 64, 256, 1024, 4096]
 LATENCY_KEYS = ["p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns"]
+RTT_KEYS = ["rtt_p50_ns", "rtt_p90_ns", "rtt_p99_ns", "rtt_p999_ns", "rtt_max_ns"]
+# How each peer's receiver waits, per measurement: the mode its authors use (zmq's perf/local_thr and
+# local_lat block in zmq_recvmsg). Where its authors name none, both are run and the throughput table shows
+# the better, saying which; latency has a table per mode, so there a system appears in each mode it runs in.
+PEER_MODES = {
+    "throughput": {"iceoryx": ["spin", "block"], "uds": ["spin", "block"], "posixmq": ["spin", "block"],
+                   "boostmq": ["spin", "block"], "zmq": ["block"]},
+    "latency": {"iceoryx": ["spin", "block"], "uds": ["spin", "block"], "posixmq": ["spin", "block"],
+                "boostmq": ["spin", "block"], "zmq": ["block"]},
+}
+# Peers with a batch form of their own (bench/peers/README.md); the others show "no batching", with no ratio.
+BATCHING_PEERS = {"iceoryx", "uds", "zmq"}
+PEER_BATCH = 64
 
 
 def log(msg):
@@ -68,14 +84,20 @@ class Harness:
         return None
 
 
-def median_of(results, key):
-    vals = [r[key] for r in results if r is not None and isinstance(r.get(key), (int, float))]
-    return statistics.median(vals) if vals else None
+def spread_of(values):
+    """[min, median, max] of the numbers among values, or None."""
+    vals = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return [min(vals), statistics.median(vals), max(vals)] if vals else None
 
 
-def nested_median(results, outer, key):
-    vals = [r[outer][key] for r in results if r is not None and isinstance(r.get(outer), dict) and key in r[outer]]
-    return statistics.median(vals) if vals else None
+def rejected(run):
+    """Why a run may not enter a table or a ratio, or None. Distorted: a polling thread among more busy threads than
+    cores. Not a batch: a loop of single sends (results files from before the peers batched)."""
+    if run.get("distorted"):
+        return "distorted"
+    if run.get("batching") in ("loop", "sendmmsg"):
+        return "not a batch"
+    return None
 
 
 def plan(h):
@@ -90,9 +112,12 @@ def plan(h):
             cases.append(("throughput", "rvoip-events", {"size": size, "batch": batch},
                           [h.ours(), "throughput", "--size", str(size), "--batch", str(batch), "--seconds", secs, "--json"], 120))
             for peer in h.peers:
-                if batch == 1 or batch == 64:
-                    cases.append(("throughput", peer, {"size": size, "batch": batch},
-                                  [h.peer_bin(peer), "throughput", "--size", str(size), "--batch", str(batch), "--seconds", secs, "--json"], 120))
+                if batch != 1 and (batch != PEER_BATCH or peer not in BATCHING_PEERS):
+                    continue
+                for mode in PEER_MODES["throughput"][peer]:
+                    cases.append(("throughput", peer, {"size": size, "batch": batch, "mode": mode},
+                                  [h.peer_bin(peer), "throughput", "--size", str(size), "--batch", str(batch), "--mode", mode,
+                                   "--seconds", secs, "--json"], 120))
     for pubs, subs in ([(4, 1), (1, 2)] if s else [(4, 1), (1, 2), (1, 4)]):
         cases.append(("fanout", "rvoip-events", {"publishers": pubs, "subscribers": subs},
                       [h.ours(), "throughput", "--size", "64", "--publishers", str(pubs), "--subscribers", str(subs),
@@ -103,8 +128,9 @@ def plan(h):
             cases.append(("latency", "rvoip-events", {"size": size, "mode": mode},
                           [h.ours(), "latency", "--size", str(size), "--mode", mode, "--count", count, "--json"], 300))
             for peer in h.peers:
-                cases.append(("latency", peer, {"size": size, "mode": mode},
-                              [h.peer_bin(peer), "latency", "--size", str(size), "--mode", mode, "--count", count, "--json"], 300))
+                if mode in PEER_MODES["latency"][peer]:
+                    cases.append(("latency", peer, {"size": size, "mode": mode},
+                                  [h.peer_bin(peer), "latency", "--size", str(size), "--mode", mode, "--count", count, "--json"], 300))
     cases.append(("flood", "rvoip-events", {}, [h.ours(), "flood", "--seconds", "1" if s else "5", "--json"], 180))
     cases.append(("callstorm", "rvoip-events", {"calls": 2000 if s else 100000},
                   [h.ours(), "callstorm", "--calls", "2000" if s else "100000", "--seconds", "2" if s else "10", "--json"], 300))
@@ -140,26 +166,49 @@ def measure(h):
     return cases, results
 
 
+def summarize_entry(scenario, system, params, raw):
+    """One case's figures from its runs: medians (the keys tables read), spreads, and what was left out."""
+    rs = [r for r in raw if r is not None]
+    ok = [r for r in rs if not rejected(r)]
+    left_out = {}
+    for why in filter(None, map(rejected, rs)):
+        left_out[why] = left_out.get(why, 0) + 1
+    entry = {"scenario": scenario, "system": system, "params": params, "runs": len(ok), "left_out": left_out, "raw": rs}
+    spread = {}
+    if scenario in ("throughput", "fanout"):
+        keys = ["events_per_sec", "aggregate_events_per_sec"]
+    elif scenario == "latency":
+        keys = LATENCY_KEYS + RTT_KEYS
+    else:
+        keys = []
+    for k in keys:
+        sp = spread_of([r.get(k) for r in ok])
+        if sp:
+            spread[k] = sp
+            entry[k] = sp[1]
+    if scenario == "flood" and ok:
+        for phase in ("idle", "flood"):
+            entry[phase] = {}
+            for k in LATENCY_KEYS:
+                sp = spread_of([r[phase].get(k) for r in ok if isinstance(r.get(phase), dict)])
+                if sp:
+                    entry[phase][k] = sp[1]
+                    spread[phase + "." + k] = sp
+        sp = spread_of([r.get("flood_events_per_sec") for r in ok])
+        if sp:
+            entry["flood_events_per_sec"] = sp[1]
+    elif not keys and ok:
+        entry.update({k: v for k, v in ok[-1].items() if k not in ("scenario", "system")})
+    entry["spread"] = spread
+    # A peer that could not have what the others have (posixmq's depth) says so; the tables print it.
+    limited = next((r for r in ok if r.get("depth_wanted")), None)
+    if limited:
+        entry["handicap"] = {k: limited.get(k) for k in ("depth", "depth_wanted", "depth_limited_by")}
+    return entry
+
+
 def summarize(cases, results):
-    out = []
-    for c in cases:
-        rs = [r for r in results[key_of(c)] if r is not None]
-        entry = {"scenario": c[0], "system": c[1], "params": c[2], "runs": len(rs), "raw": rs}
-        if rs:
-            if c[0] in ("throughput", "fanout"):
-                entry["events_per_sec"] = median_of(rs, "events_per_sec")
-                entry["aggregate_events_per_sec"] = median_of(rs, "aggregate_events_per_sec")
-            elif c[0] == "latency":
-                for k in LATENCY_KEYS:
-                    entry[k] = median_of(rs, k)
-            elif c[0] == "flood":
-                for phase in ("idle", "flood"):
-                    entry[phase] = {k: nested_median(rs, phase, k) for k in LATENCY_KEYS if nested_median(rs, phase, k) is not None}
-                entry["flood_events_per_sec"] = median_of(rs, "flood_events_per_sec")
-            else:
-                entry.update({k: v for k, v in rs[-1].items() if k not in ("scenario", "system")})
-        out.append(entry)
-    return out
+    return [summarize_entry(c[0], c[1], c[2], results[key_of(c)]) for c in cases]
 
 
 def fmt_rate(v):
@@ -172,72 +221,186 @@ def fmt_ns(v):
     return "%.0f ns" % v if v < 10000 else "%.1f us" % (v / 1000)
 
 
-def tables(summary, peers):
-    lines = []
-    by = {(e["scenario"], e["system"], json.dumps(e["params"], sort_keys=True)): e for e in summary}
+def machine_line(mach):
+    vm = " (virtual machine)" if mach.get("vm") else ""
+    return "%s, %s cores%s, Linux %s" % (mach.get("cpu"), mach.get("cores"), vm, mach.get("kernel"))
 
-    def get(scenario, system, params):
-        return by.get((scenario, system, json.dumps(params, sort_keys=True)), {})
+
+def fmt_spread(sp, scale, unit, digits=2):
+    """'median (min–max) unit' of one figure's runs; only the median when there was one run."""
+    if not sp:
+        return "-"
+    f = "%%.%df" % digits
+    if sp[0] == sp[2]:
+        return ((f + " %s") % (sp[1] / scale, unit)).strip()
+    return ((f + " (" + f + "–" + f + ") %s") % (sp[1] / scale, sp[0] / scale, sp[2] / scale, unit)).strip()
+
+
+def fmt_ns_spread(sp, half=False):
+    if not sp:
+        return "-"
+    sp = [v / 2 for v in sp] if half else sp
+    return fmt_spread(sp, 1, "ns", 0) if sp[1] < 10000 else fmt_spread(sp, 1000, "us", 1)
+
+
+def mode_of(e):
+    return e["params"].get("mode") or next((r.get("mode") for r in e["raw"] if r.get("mode")), None)
+
+
+class Index:
+    """The summary's entries by (scenario, system, params); for throughput without the peer's receive mode, so one
+    key holds an entry per mode."""
+
+    def __init__(self, summary):
+        self.by = {}
+        for e in summary:
+            p = {k: v for k, v in e["params"].items() if k != "mode" or e["scenario"] != "throughput"}
+            self.by.setdefault((e["scenario"], e["system"], json.dumps(p, sort_keys=True)), []).append(e)
+
+    def all(self, scenario, system, params):
+        return self.by.get((scenario, system, json.dumps(params, sort_keys=True)), [])
+
+    def best(self, scenario, system, params, key):
+        """The entry whose median `key` is highest (the better mode), among those with accepted runs."""
+        es = [e for e in self.all(scenario, system, params) if e.get(key) is not None]
+        return max(es, key=lambda e: e[key]) if es else None
+
+
+def tables(summary, peers, mach):
+    lines = []
+    idx = Index(summary)
+    where = "Measured on %s." % machine_line(mach)
+    runs = max([e["runs"] + sum(e["left_out"].values()) for e in summary] or [1])
+    left_out = {}  # (why, system, scenario) -> runs
+    for e in summary:
+        for why, n in e["left_out"].items():
+            what = "%d -> %d fan-in/out" % (e["params"]["publishers"], e["params"]["subscribers"]) if e["scenario"] == "fanout" else e["scenario"]
+            left_out[(why, e["system"], what)] = left_out.get((why, e["system"], what), 0) + n
 
     systems = ["rvoip-events"] + peers
     # Throughput
-    lines.append("### Throughput, 1 publisher -> 1 subscriber (events/s, median)")
+    lines.append("### Throughput, 1 publisher -> 1 subscriber (M events/s as received)")
+    lines.append("")
+    lines.append(where + " Median of %d interleaved run%s (min–max)." % (runs, "s" if runs > 1 else ""))
     lines.append("")
     ratios = (["iceoryx"] if "iceoryx" in peers else []) + (["best peer"] if peers else [])
     header = "| size | batch | " + " | ".join(systems) + "".join(" | ours / %s" % r for r in ratios) + " |"
     lines.append(header)
     lines.append("|" + "---|" * (len(systems) + 2 + len(ratios)))
     params = sorted({(e["params"]["size"], e["params"]["batch"]) for e in summary if e["scenario"] == "throughput"})
+    handicaps = {}
     for size, batch in params:
         p = {"size": size, "batch": batch}
-        ours = get("throughput", "rvoip-events", p).get("events_per_sec")
-        row = [str(size), str(batch)] + [fmt_rate(get("throughput", s, p).get("events_per_sec")) for s in systems]
+        ours = idx.best("throughput", "rvoip-events", p, "events_per_sec")
+        row = [str(size), str(batch), fmt_spread(ours and ours["spread"].get("events_per_sec"), 1e6, "")]
+        best = {}  # peer -> median rate, for the ratios
+        for peer in peers:
+            es = idx.all("throughput", peer, p)
+            e = idx.best("throughput", peer, p, "events_per_sec")
+            if e:
+                cell = fmt_spread(e["spread"]["events_per_sec"], 1e6, "") + ", " + (mode_of(e) or "?")
+                hc = e.get("handicap")
+                if hc:
+                    cell += ", depth %s ¹" % hc["depth"]
+                    handicaps.setdefault(hc["depth_limited_by"], set()).add((peer, hc["depth_wanted"]))
+                best[peer] = e["events_per_sec"]
+            elif batch > 1 and peer not in BATCHING_PEERS:
+                cell = "no batching"
+            elif es and all(x["left_out"] and not x["runs"] for x in es):
+                cell = " / ".join(sorted({w for x in es for w in x["left_out"]}))
+            elif es:
+                cell = "failed"
+            else:
+                cell = "-"
+            row.append(cell)
+        o = ours and ours.get("events_per_sec")
         if "iceoryx" in peers:
-            ice = get("throughput", "iceoryx", p).get("events_per_sec")
-            row.append("%.1fx" % (ours / ice) if ours and ice else "-")
+            row.append("%.1fx" % (o / best["iceoryx"]) if o and best.get("iceoryx") else "-")
         if peers:
-            best = max([v for v in (get("throughput", s, p).get("events_per_sec") for s in peers) if v] or [0])
-            row.append("%.1fx" % (ours / best) if ours and best else "-")
+            top = max(best, key=best.get) if best else None
+            row.append("%.1fx (%s)" % (o / best[top], top) if o and top else "-")
         lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("Peers: each cell names how the receiver waited (spin: it polls; block: it sleeps in the system's own wait). "
+                 "Where a peer's authors name no mode, both were run and the better is shown; zmq receives blocking, as its "
+                 "perf/local_thr does. Batches: one claim for us; one framed write over SOCK_STREAM for uds, one chunk for "
+                 "iceoryx, one message for zmq; posixmq and boostmq have no batch form, so no batch figure and no ratio. "
+                 "Peers run at batch 1 and %d only." % PEER_BATCH)
+    for why, who in sorted(handicaps.items()):
+        lines.append("")
+        lines.append("¹ Handicap: %s ran with a shallower queue than its default of %s messages, as deep as %s allows "
+                     "(bench/peers/README.md)." % (" and ".join(sorted({p for p, _ in who})), " / ".join(sorted({str(w) for _, w in who})), why))
+    if peers:
+        lines.append("")
+        lines.append("Ratios: our median over the peer's, measured on %s; they hold for that machine only (on two "
+                     "2-vCPU VMs of the same kind they have differed by 1.6x)." % machine_line(mach))
     lines.append("")
     # Fan-in / fan-out
     fan = [e for e in summary if e["scenario"] == "fanout"]
     if fan:
-        lines.append("### Fan-in and fan-out, 64 B (events/s per subscriber, median)")
+        lines.append("### Fan-in and fan-out, 64 B (M events/s)")
         lines.append("")
-        lines.append("| publishers | subscribers | per subscriber | aggregate |")
+        lines.append(where)
+        lines.append("")
+        lines.append("| publishers | subscribers | per subscriber (slowest) | deliveries, all subscribers |")
         lines.append("|---|---|---|---|")
         for e in fan:
+            if not e["runs"]:
+                continue
             lines.append("| %d | %d | %s | %s |" % (e["params"]["publishers"], e["params"]["subscribers"],
-                                                  fmt_rate(e.get("events_per_sec")), fmt_rate(e.get("aggregate_events_per_sec"))))
+                                                  fmt_spread(e["spread"].get("events_per_sec"), 1e6, ""),
+                                                  fmt_spread(e["spread"].get("aggregate_events_per_sec"), 1e6, "")))
         lines.append("")
     # Latency
-    lines.append("### One-way latency by ping-pong (median of runs)")
+    lines.append("### Latency by ping-pong: one-way, and half the round trip")
     lines.append("")
-    lines.append("| mode | size | system | p50 | p90 | p99 | p99.9 | max |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.append(where + " Median of the runs (min–max). One-way: from a stamp the pinger takes just before its "
+                 "publish or send call, for every system, to the echoer's receive; RTT/2: half the pinger's round trip, "
+                 "which needs no shared clock.")
+    lines.append("")
+    lines.append("| mode | size | system | measure | p50 | p90 | p99 | p99.9 | max |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     lat = sorted({(e["params"]["mode"], e["params"]["size"]) for e in summary if e["scenario"] == "latency"})
     for mode, size in lat:
-        for s in systems:
-            e = get("latency", s, {"size": size, "mode": mode})
-            if e.get("p50_ns") is None:
+        for sys_ in systems:
+            es = idx.all("latency", sys_, {"size": size, "mode": mode})
+            e = es[0] if es and es[0].get("p50_ns") is not None else None
+            if not e:
                 continue
-            lines.append("| %s | %d | %s | %s |" % (mode, size, s, " | ".join(fmt_ns(e.get(k)) for k in LATENCY_KEYS)))
+            lines.append("| %s | %d | %s | one-way | %s |" % (mode, size, sys_, " | ".join(fmt_ns_spread(e["spread"].get(k)) for k in LATENCY_KEYS)))
+            lines.append("| %s | %d | %s | RTT/2 | %s |" % (mode, size, sys_, " | ".join(fmt_ns_spread(e["spread"].get(k), half=True) for k in RTT_KEYS)))
     lines.append("")
-    flood = get("flood", "rvoip-events", {})
+    if "zmq" in peers and "spin" not in PEER_MODES["latency"]["zmq"]:
+        lines.append("zmq runs in block mode only: its own perf/local_lat receives blocking, and its I/O thread moves the data, "
+                     "so a polling receiver would only take that thread's core.")
+        lines.append("")
+    flood = next((e for e in summary if e["scenario"] == "flood" and e["system"] == "rvoip-events"), {})
     if flood.get("idle"):
         lines.append("### Critical latency under a Low-lane flood")
+        lines.append("")
+        lines.append(where + " Median of the runs (min–max).")
         lines.append("")
         lines.append("| phase | p50 | p99 | p99.9 | max |")
         lines.append("|---|---|---|---|---|")
         for phase in ("idle", "flood"):
-            ph = flood.get(phase, {})
-            lines.append("| %s | %s |" % (phase, " | ".join(fmt_ns(ph.get(k)) for k in ("p50_ns", "p99_ns", "p999_ns", "max_ns"))))
+            lines.append("| %s | %s |" % (phase, " | ".join(fmt_ns_spread(flood["spread"].get(phase + "." + k))
+                                                          for k in ("p50_ns", "p99_ns", "p999_ns", "max_ns"))))
         if flood.get("flood_events_per_sec"):
             lines.append("")
             lines.append("Flood rate: %s Low events." % fmt_rate(flood["flood_events_per_sec"]))
         lines.append("")
-    lines += system_scenarios({e["scenario"]: e for e in summary if e["runs"] and e["system"] == "rvoip-events"})
+    if left_out:
+        said = {"distorted": "as distorted (a polling thread among more busy threads than cores)",
+                "not a batch": "as not a batch (a loop of single sends)"}
+        for why in sorted({w for w, _, _ in left_out}):
+            lines.append("Left out %s, kept in the results file: %s." % (said.get(why, why), ", ".join(
+                "%s %s (%d run%s)" % (sys_, what, n, "s" if n > 1 else "") for (w, sys_, what), n in sorted(left_out.items()) if w == why)))
+            lines.append("")
+    scen = system_scenarios({e["scenario"]: e for e in summary if e["runs"] and e["system"] == "rvoip-events"})
+    lines += scen
+    if any(scen):
+        lines.append("The call storm and the lines above: rvoip-events alone, its last run. " + where)
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -297,13 +460,14 @@ def gib(v):
 
 
 def machine():
-    model = "unknown CPU"
+    model, vm = "unknown CPU", False
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith("model name") and model == "unknown CPU":
                     model = line.split(":", 1)[1].strip()
-                    break
+                elif line.startswith("flags"):
+                    vm = vm or "hypervisor" in line.split()
     except OSError:
         pass
     mem = ""
@@ -312,51 +476,57 @@ def machine():
             mem = "%.0f GiB" % (int(f.readline().split()[1]) / 1024 / 1024)
     except OSError:
         pass
-    return {"cpu": model, "cores": os.cpu_count(), "memory": mem, "kernel": platform.release(),
+    return {"cpu": model, "cores": os.cpu_count(), "vm": vm, "memory": mem, "kernel": platform.release(),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-def plot(summary, peers, outdir):
+def plot(summary, peers, outdir, mach):
     if not shutil.which("gnuplot"):
         log("gnuplot not found: no plots")
         return []
     made = []
+    idx = Index(summary)
     systems = ["rvoip-events"] + peers
+    where = machine_line(mach).replace("'", "")
     tmp = tempfile.mkdtemp(prefix="rvoip-plot-")
-    # Throughput vs size, batch 1, per system.
+    # Throughput vs size, batch 1, per system: each peer in its better mode, distorted runs left out.
     series = []
+    sizes = sorted({e["params"]["size"] for e in summary if e["scenario"] == "throughput"})
     for s in systems:
-        pts = sorted((e["params"]["size"], e.get("events_per_sec")) for e in summary
-                     if e["scenario"] == "throughput" and e["system"] == s and e["params"]["batch"] == 1 and e.get("events_per_sec"))
+        pts = []
+        for size in sizes:
+            e = idx.best("throughput", s, {"size": size, "batch": 1}, "events_per_sec")
+            if e:
+                pts.append((size,) + tuple(v / 1e6 for v in e["spread"]["events_per_sec"]))
         if pts:
             path = os.path.join(tmp, "tp-%s.dat" % s)
             with open(path, "w") as f:
-                f.writelines("%d %f\n" % (x, y / 1e6) for x, y in pts)
-            series.append("'%s' using 1:2 with linespoints title '%s'" % (path, s))
+                f.writelines("%d %f %f %f\n" % p for p in pts)  # size, min, median, max
+            series.append("'%s' using 1:3:2:4 with yerrorlines title '%s'" % (path, s))
     if series:
         png = os.path.join(outdir, "throughput.png")
         gp = ("set terminal png size 900,540; set output '%s'; set logscale xy; set xlabel 'event size (bytes)';"
-              "set ylabel 'million events/s'; set title 'Throughput, 1 publisher -> 1 subscriber, per-event publish';"
-              "set key outside; plot %s\n" % (png, ", ".join(series)))
+              "set ylabel 'million events/s (median, min-max)'; set title \"Throughput, 1 publisher -> 1 subscriber, per-event publish\\n%s\";"
+              "set key outside; plot %s\n" % (png, where, ", ".join(series)))
         if subprocess.run(["gnuplot"], input=gp, text=True).returncode == 0:
             made.append(png)
-    # Latency percentile curves, spin and block, 64 B.
+    # Latency percentile curves, spin and block, 64 B: one-way (solid) and RTT/2 (dashed), medians of the runs.
     for mode in ("spin", "block"):
         series = []
         for s in systems:
-            e = next((e for e in summary if e["scenario"] == "latency" and e["system"] == s
-                      and e["params"] == {"size": 64, "mode": mode} and e.get("p50_ns")), None)
-            if not e:
+            e = next(iter(idx.all("latency", s, {"size": 64, "mode": mode})), None)
+            if not e or e.get("p50_ns") is None:
                 continue
             path = os.path.join(tmp, "lat-%s-%s.dat" % (mode, s))
             with open(path, "w") as f:
-                for i, (k, label) in enumerate(zip(LATENCY_KEYS, ["p50", "p90", "p99", "p99.9", "max"])):
-                    f.write("%d %s %f\n" % (i, label, e[k] / 1000))
-            series.append("'%s' using 1:3:xtic(2) with linespoints title '%s'" % (path, s))
+                for i, (k, r, label) in enumerate(zip(LATENCY_KEYS, RTT_KEYS, ["p50", "p90", "p99", "p99.9", "max"])):
+                    f.write("%d %s %f %f\n" % (i, label, e[k] / 1000, e.get(r, 0) / 2000))
+            series.append("'%s' using 1:3:xtic(2) with linespoints lw 2 title '%s one-way'" % (path, s))
+            series.append("'%s' using 1:4 with linespoints dt 2 title '%s RTT/2'" % (path, s))
         if series:
             png = os.path.join(outdir, "latency-%s.png" % mode)
-            gp = ("set terminal png size 900,540; set output '%s'; set logscale y; set ylabel 'one-way latency (us)';"
-                  "set title 'One-way latency, 64 B, %s mode'; set key outside; plot %s\n" % (png, mode, ", ".join(series)))
+            gp = ("set terminal png size 900,540; set output '%s'; set logscale y; set ylabel 'latency (us)';"
+                  "set title \"Latency, 64 B, %s mode: one-way and RTT/2\\n%s\"; set key outside; plot %s\n" % (png, mode, where, ", ".join(series)))
             if subprocess.run(["gnuplot"], input=gp, text=True).returncode == 0:
                 made.append(png)
     flood = next((e for e in summary if e["scenario"] == "flood" and e.get("idle")), None)
@@ -367,8 +537,8 @@ def plot(summary, peers, outdir):
                 f.write("%s %f %f\n" % (label, flood["idle"].get(k, 0) / 1000, flood["flood"].get(k, 0) / 1000))
         png = os.path.join(outdir, "critical-under-flood.png")
         gp = ("set terminal png size 900,540; set output '%s'; set style data histograms; set style fill solid 0.6;"
-              "set ylabel 'Critical one-way latency (us)'; set title 'Critical latency: idle vs Low-lane flood';"
-              "plot '%s' using 2:xtic(1) title 'idle', '' using 3 title 'flood'\n" % (png, path))
+              "set ylabel 'Critical one-way latency (us)'; set title \"Critical latency: idle vs Low-lane flood\\n%s\";"
+              "plot '%s' using 2:xtic(1) title 'idle', '' using 3 title 'flood'\n" % (png, where, path))
         if subprocess.run(["gnuplot"], input=gp, text=True).returncode == 0:
             made.append(png)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -385,8 +555,10 @@ def update_readme(text, plots, mach):
         return
     rel = [os.path.relpath(p, ROOT) for p in plots]
     section = [begin, "",
-               "Measured by `make bench` on %s, %s cores, %s, Linux %s, %s. Figures are medians of interleaved runs; "
-               "every run crosses real processes through a real `rvoip-eventd`." % (mach["cpu"], mach["cores"], mach["memory"], mach["kernel"], mach["date"]),
+               "Measured by `make bench` on %s, %s, %s. Each figure is the median of interleaved runs, with their "
+               "minimum and maximum; every run crosses real processes (through a real `rvoip-eventd` for us). Each peer "
+               "runs the way its authors run it, and runs distorted by the machine are left out: `bench/README.md`, "
+               "\"How each peer is run, and why\"." % (machine_line(mach), mach.get("memory"), mach.get("date")),
                "", text, ""]
     section += ["![%s](%s)" % (os.path.basename(p), p) for p in rel]
     section += ["", end]
@@ -408,10 +580,12 @@ def main():
     if a.from_file:
         with open(a.from_file) as f:
             saved = json.load(f)
-        built = sorted({e["system"] for e in saved["results"]} - {"rvoip-events"}, key=PEERS.index)
-        text = tables(saved["results"], built)
+        # Summarized again from the raw runs, so a file written before a rule changed is read by today's rules.
+        summary = [summarize_entry(e["scenario"], e["system"], e["params"], e.get("raw", [])) for e in saved["results"]]
+        built = sorted({e["system"] for e in summary} - {"rvoip-events"}, key=PEERS.index)
+        text = tables(summary, built, saved["machine"])
         print(text)
-        plots = plot(saved["results"], built, os.path.dirname(os.path.abspath(a.from_file)))
+        plots = plot(summary, built, os.path.dirname(os.path.abspath(a.from_file)), saved["machine"])
         if not a.no_readme:
             update_readme(text, plots, saved["machine"])
         return 0
@@ -432,9 +606,9 @@ def main():
     name = ("smoke-" if a.smoke else "") + stamp + ".json"
     with open(os.path.join(a.out, name), "w") as f:
         json.dump({"machine": mach, "runs": h.runs, "results": summary, "failures": [[" ".join(x), y] for x, y in h.failures]}, f, indent=1)
-    text = tables(summary, h.peers)
+    text = tables(summary, h.peers, mach)
     print(text)
-    plots = [] if a.smoke else plot(summary, h.peers, a.out)
+    plots = [] if a.smoke else plot(summary, h.peers, a.out, mach)
     if not a.smoke and not a.no_readme:
         update_readme(text, plots, mach)
     print("results: %s" % os.path.join(a.out, name))
