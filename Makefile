@@ -19,7 +19,7 @@ FUZZ_SECONDS ?= 300
 FUZZ_TARGETS := fuzz_decode fuzz_records fuzz_broker
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps bench-deps fuzz-deps install-packages build run test test-sanitizers build-fuzz test-fuzz fuzz bench install package clean
+.PHONY: all deps bench-deps fuzz-deps install-packages build run test test-sanitizers build-fuzz test-fuzz fuzz bench bench-quick install package clean
 
 all: build
 
@@ -87,11 +87,18 @@ fuzz:
 	@$(MAKE) --no-print-directory build-fuzz FUZZ_RUN_SECONDS=$(FUZZ_SECONDS)
 	cd $(BUILD)-fuzz && ctest --output-on-failure -L '^fuzz$$' --timeout $$(( $(FUZZ_SECONDS) + 300 ))
 
-# The full suite against the peers: terminal tables, bench/results/<date>.json, PNG plots, README section.
+# The full suite against the peers: terminal tables, bench/results/<date>.json, PNG plots, README section
+# (about 15-20 minutes on 2 cores; it shows each case, the time elapsed and an estimate of the time left).
+# BENCH_ARGS passes options to bench/suite.py: --quick, --runs N, --no-peers, --no-readme, --verbose.
+BENCH_ARGS ?=
 bench: bench-deps
 	cmake -S . -B $(BUILD) $(CMAKE_ARGS) >/dev/null
 	cmake --build $(BUILD) -j$(JOBS)
-	python3 bench/suite.py --bindir $(BUILD)/bin
+	python3 bench/suite.py --bindir $(BUILD)/bin $(BENCH_ARGS)
+
+# A first look in about a minute: every system, 64 B and 1 KiB, one short run per case (bench/README.md).
+bench-quick:
+	@$(MAKE) --no-print-directory bench BENCH_ARGS="--quick $(BENCH_ARGS)"
 
 # Into CMAKE_INSTALL_PREFIX (/usr/local unless CMAKE_ARGS says otherwise); README.md, "Installing".
 install: build

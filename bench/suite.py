@@ -2,6 +2,7 @@
 """The benchmark suite: rvoip-events next to its peers, by one harness, in one run.
 
     python3 bench/suite.py                  # full suite: ours and every peer that was built, 3 runs each
+    python3 bench/suite.py --quick          # a first look, ~1 min: every system, one short run per case
     python3 bench/suite.py --smoke          # ~30 s: ours only, short runs (part of `make test`)
 
 Every measurement is a separate process tree started by rvoip-bench or a peer program (bench/peers/),
@@ -24,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = ["iceoryx", "uds", "posixmq", "boostmq", "zmq"]
@@ -49,9 +51,11 @@ def log(msg):
 
 
 class Harness:
-    def __init__(self, bindir, smoke, runs, peers):
+    def __init__(self, bindir, smoke, runs, peers, quick=False, verbose=False):
         self.bindir = bindir
         self.smoke = smoke
+        self.quick = quick
+        self.verbose = verbose
         self.runs = runs
         self.peers = [p for p in peers if os.access(self.peer_bin(p), os.X_OK)]
         self.failures = []
@@ -64,7 +68,8 @@ class Harness:
 
     def run(self, argv, timeout):
         """Runs one measurement; returns its JSON object or None (the failure is recorded)."""
-        log("  $ " + " ".join(os.path.basename(argv[0]) if i == 0 else a for i, a in enumerate(argv)))
+        if self.verbose:
+            log("  $ " + " ".join(os.path.basename(argv[0]) if i == 0 else a for i, a in enumerate(argv)))
         try:
             p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -101,8 +106,9 @@ def rejected(run):
 
 
 def plan(h):
-    """The cases: (scenario, system, params, argv, timeout). Ours always; peers where built."""
-    s = h.smoke
+    """The cases: (scenario, system, params, argv, timeout). Ours always; peers where built. Short runs for --smoke
+    (ours only) and --quick (every system, fewer sizes, no RTP search)."""
+    s = h.smoke or h.quick
     secs = "1" if s else "2"
     cases = []
     sizes = [64, 1024] if s else SIZES
@@ -124,7 +130,7 @@ def plan(h):
                        "--seconds", secs, "--json"], 120))
     for mode in ["spin", "block"]:
         for size in ([64] if s else [64, 1024]):
-            count = "2000" if s else ("100000" if mode == "spin" else "20000")
+            count = str(2000 if h.smoke else (100000 if mode == "spin" else 20000) // (5 if h.quick else 1))
             cases.append(("latency", "rvoip-events", {"size": size, "mode": mode},
                           [h.ours(), "latency", "--size", str(size), "--mode", mode, "--count", count, "--json"], 300))
             for peer in h.peers:
@@ -152,17 +158,79 @@ def key_of(case):
     return scenario, system, json.dumps(params, sort_keys=True)
 
 
+def guess_seconds(case):
+    """A case's wall time before it has run once, for the estimate of the time left (scaled by how the cases
+    that ran compare with their guesses)."""
+    argv = case[3]
+
+    def opt(name, default):
+        return float(argv[argv.index(name) + 1]) if name in argv else default
+    if case[0] == "latency":
+        return 0.5 + opt("--count", 20000) * (40e-6 if "block" in argv else 5e-6) * 1.1
+    if case[0] in ("rtp", "rtp_with_signalling"):
+        return 90
+    return {"flood": 2, "idle": 1.5}.get(case[0], 1) * opt("--seconds", 8) + 0.5
+
+
+def describe(case):
+    """'uds throughput, 64 B, batch 1, block' for the progress lines."""
+    p = case[2]
+    words = [case[1], case[0]]
+    if "size" in p:
+        words.append("%d B" % p["size"])
+    if "batch" in p:
+        words.append("batch %d" % p["batch"])
+    if "publishers" in p:
+        words.append("%d -> %d" % (p["publishers"], p["subscribers"]))
+    words += [str(v) for k, v in sorted(p.items()) if k not in ("size", "batch", "publishers", "subscribers", "mode")]
+    if "mode" in p:
+        words.append(p["mode"])
+    return words[0] + " " + words[1] + (", " + ", ".join(words[2:]) if words[2:] else "")
+
+
+def headline(r):
+    """One figure of a finished run, for its progress line."""
+    if r is None:
+        return "FAILED (see the end)"
+    mark = " (distorted: left out of the tables)" if r.get("distorted") else ""
+    if r.get("events_per_sec") is not None:
+        return "%.2f M events/s%s" % (r["events_per_sec"] / 1e6, mark)
+    if r.get("p50_ns") is not None and r.get("rtt_p50_ns") is not None:
+        return "p50 one-way %s, RTT/2 %s%s" % (fmt_ns(r["p50_ns"]), fmt_ns(r["rtt_p50_ns"] / 2), mark)
+    return "done" + mark
+
+
+def clock(seconds):
+    seconds = int(seconds + 0.5)
+    return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60) if seconds >= 3600 else "%d:%02d" % (seconds // 60, seconds % 60)
+
+
 def measure(h):
     cases = plan(h)
     results = {key_of(c): [] for c in cases}
     # One-shot scenarios (memory, idle, rtp search) are run once even when --runs asks for more.
     once = {"memory", "idle", "rtp", "rtp_with_signalling", "scale"}
-    for run in range(h.runs):
-        log("run %d of %d" % (run + 1, h.runs))
-        for c in cases:
-            if run > 0 and c[0] in once:
-                continue
-            results[key_of(c)].append(h.run(c[3], c[4]))
+    schedule = [(run, c) for run in range(h.runs) for c in cases if run == 0 or c[0] not in once]
+    took = {}  # case -> seconds of its first run: the estimate for its later runs
+    guessed = spent = 0.0  # over first runs: how this machine compares with the guesses
+    start = time.monotonic()
+    width = len(str(len(schedule)))
+    for i, (run, c) in enumerate(schedule):
+        pace = spent / guessed if guessed else 1.0
+        left = sum(took.get(key_of(x), guess_seconds(x) * pace) for _, x in schedule[i:])
+        sys.stderr.write("[%*d/%d  %s elapsed, about %s left]  run %d of %d: %s ... " % (
+            width, i + 1, len(schedule), clock(time.monotonic() - start), clock(left), run + 1, h.runs, describe(c)))
+        sys.stderr.flush()
+        t0 = time.monotonic()
+        r = h.run(c[3], c[4])
+        results[key_of(c)].append(r)
+        dt = time.monotonic() - t0
+        if key_of(c) not in took:
+            took[key_of(c)] = dt
+            guessed += guess_seconds(c)
+            spent += dt
+        log("%s (%.1f s)" % (headline(r), dt))
+    log("measured %d runs of %d cases in %s" % (len(schedule), len(cases), clock(time.monotonic() - start)))
     return cases, results
 
 
@@ -281,7 +349,8 @@ def tables(summary, peers, mach):
     # Throughput
     lines.append("### Throughput, 1 publisher -> 1 subscriber (M events/s as received)")
     lines.append("")
-    lines.append(where + " Median of %d interleaved run%s (min–max)." % (runs, "s" if runs > 1 else ""))
+    spread_said = " Median of %d interleaved runs (min–max)." % runs if runs > 1 else " One run per case."
+    lines.append(where + spread_said)
     lines.append("")
     ratios = (["iceoryx"] if "iceoryx" in peers else []) + (["best peer"] if peers else [])
     header = "| size | batch | " + " | ".join(systems) + "".join(" | ours / %s" % r for r in ratios) + " |"
@@ -340,7 +409,7 @@ def tables(summary, peers, mach):
     if fan:
         lines.append("### Fan-in and fan-out, 64 B (M events/s)")
         lines.append("")
-        lines.append(where)
+        lines.append(where + spread_said)
         lines.append("")
         lines.append("| publishers | subscribers | per subscriber (slowest) | deliveries, all subscribers |")
         lines.append("|---|---|---|---|")
@@ -354,7 +423,7 @@ def tables(summary, peers, mach):
     # Latency
     lines.append("### Latency by ping-pong: one-way, and half the round trip")
     lines.append("")
-    lines.append(where + " Median of the runs (min–max). One-way: from a stamp the pinger takes just before its "
+    lines.append(where + spread_said + " One-way: from a stamp the pinger takes just before its "
                  "publish or send call, for every system, to the echoer's receive; RTT/2: half the pinger's round trip, "
                  "which needs no shared clock.")
     lines.append("")
@@ -378,7 +447,7 @@ def tables(summary, peers, mach):
     if flood.get("idle"):
         lines.append("### Critical latency under a Low-lane flood")
         lines.append("")
-        lines.append(where + " Median of the runs (min–max).")
+        lines.append(where + spread_said)
         lines.append("")
         lines.append("| phase | p50 | p99 | p99.9 | max |")
         lines.append("|---|---|---|---|---|")
@@ -513,7 +582,7 @@ def plot(summary, peers, outdir, mach):
     # Latency percentile curves, spin and block, 64 B: one-way (solid) and RTT/2 (dashed), medians of the runs.
     for mode in ("spin", "block"):
         series = []
-        for s in systems:
+        for n, s in enumerate(systems):
             e = next(iter(idx.all("latency", s, {"size": 64, "mode": mode})), None)
             if not e or e.get("p50_ns") is None:
                 continue
@@ -521,8 +590,8 @@ def plot(summary, peers, outdir, mach):
             with open(path, "w") as f:
                 for i, (k, r, label) in enumerate(zip(LATENCY_KEYS, RTT_KEYS, ["p50", "p90", "p99", "p99.9", "max"])):
                     f.write("%d %s %f %f\n" % (i, label, e[k] / 1000, e.get(r, 0) / 2000))
-            series.append("'%s' using 1:3:xtic(2) with linespoints lw 2 title '%s one-way'" % (path, s))
-            series.append("'%s' using 1:4 with linespoints dt 2 title '%s RTT/2'" % (path, s))
+            series.append("'%s' using 1:3:xtic(2) with linespoints lc %d lw 2 title '%s one-way'" % (path, n + 1, s))
+            series.append("'%s' using 1:4 with linespoints lc %d dt 2 title '%s RTT/2'" % (path, n + 1, s))
         if series:
             png = os.path.join(outdir, "latency-%s.png" % mode)
             gp = ("set terminal png size 900,540; set output '%s'; set logscale y; set ylabel 'latency (us)';"
@@ -545,7 +614,7 @@ def plot(summary, peers, outdir, mach):
     return made
 
 
-def update_readme(text, plots, mach):
+def update_readme(text, plots, mach, quick):
     readme = os.path.join(ROOT, "README.md")
     begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
     with open(readme) as f:
@@ -555,10 +624,11 @@ def update_readme(text, plots, mach):
         return
     rel = [os.path.relpath(p, ROOT) for p in plots]
     section = [begin, "",
-               "Measured by `make bench` on %s, %s, %s. Each figure is the median of interleaved runs, with their "
+               ("**A quick run: one short run per case, a first look, not figures to quote.** " if quick else "") +
+               "Measured by `make bench%s` on %s, %s, %s. Each figure is the median of interleaved runs, with their "
                "minimum and maximum; every run crosses real processes (through a real `rvoip-eventd` for us). Each peer "
                "runs the way its authors run it, and runs distorted by the machine are left out: `bench/README.md`, "
-               "\"How each peer is run, and why\"." % (machine_line(mach), mach.get("memory"), mach.get("date")),
+               "\"How each peer is run, and why\"." % ("-quick" if quick else "", machine_line(mach), mach.get("memory"), mach.get("date")),
                "", text, ""]
     section += ["![%s](%s)" % (os.path.basename(p), p) for p in rel]
     section += ["", end]
@@ -573,6 +643,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--smoke", action="store_true", help="ours only, short runs, one run (about 30 s)")
+    ap.add_argument("--quick", action="store_true", help="a first look: every system, 64 B and 1 KiB, one short run per case (about a minute)")
+    ap.add_argument("--verbose", action="store_true", help="print each command line")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite the README's performance section")
     ap.add_argument("--from", dest="from_file", help="no measuring: tables, plots and README from this results file")
@@ -587,10 +659,10 @@ def main():
         print(text)
         plots = plot(summary, built, os.path.dirname(os.path.abspath(a.from_file)), saved["machine"])
         if not a.no_readme:
-            update_readme(text, plots, saved["machine"])
+            update_readme(text, plots, saved["machine"], saved.get("quick", False))
         return 0
     peers = [] if (a.no_peers or a.smoke) else PEERS
-    h = Harness(a.bindir, a.smoke, 1 if a.smoke else a.runs, peers)
+    h = Harness(a.bindir, a.smoke, 1 if (a.smoke or a.quick) else a.runs, peers, quick=a.quick, verbose=a.verbose)
     if not os.access(h.ours(), os.X_OK):
         log("no %s: build first (make build)" % h.ours())
         return 2
@@ -603,14 +675,15 @@ def main():
     mach = machine()
     os.makedirs(a.out, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
-    name = ("smoke-" if a.smoke else "") + stamp + ".json"
+    name = ("smoke-" if a.smoke else "quick-" if a.quick else "") + stamp + ".json"
     with open(os.path.join(a.out, name), "w") as f:
-        json.dump({"machine": mach, "runs": h.runs, "results": summary, "failures": [[" ".join(x), y] for x, y in h.failures]}, f, indent=1)
+        json.dump({"machine": mach, "runs": h.runs, "quick": a.quick, "results": summary,
+                   "failures": [[" ".join(x), y] for x, y in h.failures]}, f, indent=1)
     text = tables(summary, h.peers, mach)
     print(text)
     plots = [] if a.smoke else plot(summary, h.peers, a.out, mach)
     if not a.smoke and not a.no_readme:
-        update_readme(text, plots, mach)
+        update_readme(text, plots, mach, a.quick)
     print("results: %s" % os.path.join(a.out, name))
     if h.failures:
         for argv, why in h.failures:
