@@ -1,6 +1,7 @@
 #include "rvoip/events.hpp"
 
 #include "client/connection.hpp"
+#include "client/parking.hpp"
 #include "proto/channel.hpp"
 #include "shm/latency.hpp"
 
@@ -243,7 +244,8 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::open(std::shared_ptr<Con
     s->wait_ = opt.wait;
     s->clock_ = s->conn_->doorbells().clock;
     s->sample_every_ = s->clock_.raw_units(shm::kLatencySampleNs);
-    const auto& fp_in_force = s->map_.header->fingerprint;
+    s->fingerprint_ = s->map_.header->fingerprint;
+    const auto& fp_in_force = s->fingerprint_;
     const std::uint32_t exact = fp_in_force.kind == layout::Kind::typed ? fp_in_force.size : 0;
     for (std::size_t l = 0; l < layout::kLanes; ++l) {
         if (ok->start[l] % layout::kLine != 0) return fail(Errc::malformed, "broker gave a start position that is not 64-byte aligned");
@@ -343,66 +345,9 @@ bool SubscriberCore::any_ready() const noexcept {
 }
 
 Result<Record> SubscriberCore::next_for(std::chrono::nanoseconds timeout) noexcept {
-    auto r = try_next();
-    if (!r || r->header) return r;
-    const bool forever = timeout.count() < 0;
-    const std::int64_t deadline = forever ? 0 : shm::monotonic_ns() + timeout.count();
-    auto expired = [&] { return !forever && shm::monotonic_ns() >= deadline; };
-
-    // Spin phase (or pure busy-poll).
-    for (std::uint32_t i = 0; wait_.busy_poll || i < wait_.spin; ++i) {
-        if (any_ready()) {
-            r = try_next();
-            if (!r || r->header) return r;
-        }
-        if ((i & 1023) == 1023 && expired()) return std::unexpected(Error(Errc::timeout));
-        __builtin_ia32_pause();
-    }
-    // Park. Dekker handshake on (tail, parked mask) with LaneWriter: we announce (our bit, by a seq_cst
-    // RMW), then read the lanes' tails; a publisher claims (tail CAS), then reads the mask after its
-    // commit. Both sides are seq_cst read-modify-writes followed by seq_cst loads, so either the publisher
-    // sees our bit and rings, or we see its claim and do not sleep past it. The publisher pays no fence
-    // of its own: its claim CAS is one. A claim we see but that is not committed yet (a loan being built,
-    // a publisher between CAS and commit, a dead publisher awaiting recovery) gets short, growing sleeps
-    // instead. Modelled in tests/model/ring.pml: change both together.
-    auto* ch = map_.cursor_header;
-    const std::uint64_t bit = std::uint64_t(1) << slot_index_;
-    auto unpark = [&] { ch->parked.fetch_and(~bit); };
-    std::int64_t nap_ns = 20'000;
-    for (;;) {
-        // acquire: pairs with ring()'s release. The flag bit is ours: a stale one (a wait that timed out)
-        // is cleared from what we expect to see.
-        const std::uint32_t seen = bell_->load(std::memory_order_acquire) & ~shm::kSleeping;
-        ch->parked.fetch_or(bit);
-        bool claimed = false;
-        for (std::size_t l = 0; l < layout::kLanes; ++l) claimed |= map_.lanes[l].position() != readers_[l].position();
-        r = try_next();
-        if (!r || r->header) {
-            unpark();
-            return r;
-        }
-        std::chrono::nanoseconds left(-1);
-        if (claimed) {
-            left = std::chrono::nanoseconds(nap_ns);
-            nap_ns = std::min<std::int64_t>(nap_ns * 2, 2'000'000);
-        }
-        if (!forever) {
-            const auto until = std::chrono::nanoseconds(deadline - shm::monotonic_ns());
-            if (until.count() <= 0) {
-                unpark();
-                return std::unexpected(Error(Errc::timeout));
-            }
-            left = left.count() < 0 ? until : std::min(left, until);
-        }
-        if (shm::mark_sleeping(bell_, seen) || bell_->load(std::memory_order_acquire) == (seen | shm::kSleeping))
-            shm::futex_wait(bell_, seen | shm::kSleeping, left);
-        unpark();
-        auto& w = slot_->wakeups;
-        w.store(w.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: single writer, CLI reads
-        r = try_next();
-        if (!r || r->header) return r;
-        if (expired()) return std::unexpected(Error(Errc::timeout));
-    }
+    SubscriberCore* self = this;
+    std::uint64_t wakeups = 0;
+    return Parking::wait<Record>(std::span<SubscriberCore* const>(&self, 1), wait_, timeout, wakeups, [this] { return try_next(); });
 }
 
 }  // namespace detail

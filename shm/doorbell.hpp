@@ -5,11 +5,14 @@
 // take, and std::atomic::wait is process-private and cannot time out.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <ctime>
+#include <span>
 
 #include "shm/clock.hpp"
 
@@ -34,6 +37,32 @@ inline bool futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
     return !(r == -1 && errno == ETIMEDOUT);
 }
 
+// Sleeps while every words[i] == expected[i] (one wait on all of them: futex_waitv, Linux 5.16), at
+// most `timeout` (negative: forever). Spurious returns are allowed. Returns 0, ETIMEDOUT, or ENOSYS
+// when the kernel has no futex_waitv.
+constexpr std::size_t kMaxWaitv = 128;  // FUTEX_WAITV_MAX
+inline int futex_wait_all(std::span<std::atomic<std::uint32_t>* const> words, std::span<const std::uint32_t> expected,
+                          std::chrono::nanoseconds timeout) noexcept {
+    std::array<futex_waitv, kMaxWaitv> w{};
+    const std::size_t n = std::min(words.size(), kMaxWaitv);
+    for (std::size_t i = 0; i < n; ++i) {
+        w[i].val = expected[i];
+        w[i].uaddr = reinterpret_cast<std::uintptr_t>(words[i]);
+        w[i].flags = FUTEX_32;  // shared (no FUTEX_PRIVATE_FLAG): the wakers are other processes
+    }
+    timespec ts{};
+    timespec* tsp = nullptr;
+    if (timeout.count() >= 0) {  // futex_waitv takes an absolute time
+        const std::int64_t at = monotonic_ns() + timeout.count();
+        ts.tv_sec = static_cast<time_t>(at / 1'000'000'000);
+        ts.tv_nsec = static_cast<long>(at % 1'000'000'000);
+        tsp = &ts;
+    }
+    const long r = ::syscall(SYS_futex_waitv, w.data(), static_cast<unsigned>(n), 0u, tsp, CLOCK_MONOTONIC);
+    if (r == -1 && errno == ENOSYS) return ENOSYS;
+    return r == -1 && errno == ETIMEDOUT ? ETIMEDOUT : 0;
+}
+
 inline void futex_wake_all(std::atomic<std::uint32_t>* word) noexcept {
     ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, 0x7fffffff, nullptr, nullptr, 0);
 }
@@ -48,7 +77,7 @@ constexpr std::uint32_t kSleeping = 1;
 // syscall each.
 inline void ring(std::atomic<std::uint32_t>* word) noexcept {
     std::uint32_t old = word->load(std::memory_order_relaxed);  // relaxed: the CAS below validates it
-    // release: pairs with the acquire load of the consumer's park (SubscriberCore::next_for)
+    // release: pairs with the acquire load of the consumer's park (Parking::wait, client/parking.hpp)
     while (!word->compare_exchange_weak(old, (old + 2) & ~kSleeping, std::memory_order_release, std::memory_order_relaxed)) {
     }
     if (old & kSleeping) futex_wake_all(word);

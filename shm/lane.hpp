@@ -211,7 +211,7 @@ public:
         intent_->length.store(0, std::memory_order_release);  // release: pairs with read_intent's acquire
     }
 
-    // Dekker handshake, publisher side (the other half is in SubscriberCore::next_for): after the
+    // Dekker handshake, publisher side (the other half is Parking::wait, client/parking.hpp): after the
     // commit, look for parked consumers. The seq_cst claim CAS already ordered this load after our
     // claim became visible, so no fence is needed here: one load when nobody sleeps.
     void notify() noexcept {

@@ -312,6 +312,7 @@ protected:
     };
 
     friend class EventSystem;
+    friend class WaitSet;
     explicit BasicSubscriber(std::unique_ptr<detail::SubscriberCore> c) noexcept : core_(std::move(c)) {}
     Result<S> wrap(Result<detail::Record> r) noexcept {
         if (!r) return std::unexpected(std::move(r.error()));
@@ -451,3 +452,5 @@ private:
 };
 
 }  // namespace rvoip::events
+
+#include "rvoip/waitset.hpp"  // IWYU pragma: export

@@ -4,6 +4,7 @@
 
 #include "proto/layout.hpp"
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>

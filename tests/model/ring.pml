@@ -7,7 +7,7 @@
  *   shm/lane.hpp              LaneWriter::try_claim, commit, commit_in_place, abandon, notify / wake_parked;
  *                             LaneReader::peek / consume / release
  *   shm/topic_map.cpp         join_subscriber, leave_subscriber, recover_lane / recover_publisher
- *   client/event_system.cpp   SubscriberCore::next_for (parking: the lost-wake-up handshake), try_next
+ *   client/parking.hpp        Parking::wait (parking: the lost-wake-up handshake, one subscription or a WaitSet), try_next
  * and, for the eviction of a stuck subscriber (configurations CFG_EVICT*, Broker `evict:`, Sub follow()):
  *   shm/topic_map.cpp         evict_subscriber (walk of committed records, seqlock on evictions, missed,
  *                             cursor CAS, undo of missed when it fails)

@@ -218,6 +218,40 @@ int subscribe_many(EventSystem& bus, const std::string& base, std::uint32_t topi
     return complete == topics && errors == 0 ? 0 : 3;
 }
 
+// One WaitSet over --topics topics <topic>.<i>: receives --count events, and after every --burst of
+// them prints how many it received, how many times it returned from parking, and the order it took
+// them in as lane:topic-index pairs (tests/multiprocess/waitset_test.cpp).
+int waitset_receive(EventSystem& bus, const std::string& base, std::uint32_t topics, std::uint64_t count, std::uint64_t burst,
+                    double timeout_s) {
+    WaitSet set;
+    for (std::uint32_t i = 0; i < topics; ++i) {
+        auto s = bus.raw_subscriber(many_topic(base, i));
+        if (!s) return die(s.error());
+        auto index = set.add(std::move(*s));
+        if (!index) return die(index.error());
+        if (*index != i) return die(Error(Errc::internal, "WaitSet::add gave index " + std::to_string(*index)));
+    }
+    ready();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    std::uint64_t got = 0;
+    std::string order;
+    while (got < count) {
+        auto ev = set.receive_any_for(std::chrono::seconds(1));
+        if (!ev) {
+            if (ev.error().code == Errc::timeout && std::chrono::steady_clock::now() < deadline) continue;
+            std::fprintf(stderr, "peer: after %llu events: %s\n", (unsigned long long)got, ev.error().what().c_str());
+            return 3;
+        }
+        order += (order.empty() ? "" : ",") + std::to_string(int(ev->priority())) + ":" + std::to_string(ev->index());
+        if (++got % burst == 0) {
+            std::printf("received %llu wakeups %llu order %s\n", (unsigned long long)got, (unsigned long long)set.wakeups(), order.c_str());
+            std::fflush(stdout);
+            order.clear();
+        }
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -282,6 +316,12 @@ int main(int argc, char** argv) {
     sub_many->add_option("--topics", topics)->required();
     sub_many->add_option("--count", count);
     sub_many->add_option("--timeout", timeout_s);
+    std::uint64_t burst = 1;
+    auto* waitset = app.add_subcommand("waitset", "one WaitSet over --topics topics <topic>.<i>: receive --count events, report every --burst");
+    waitset->add_option("--topics", topics)->required();
+    waitset->add_option("--count", count);
+    waitset->add_option("--burst", burst)->check(CLI::PositiveNumber);
+    waitset->add_option("--timeout", timeout_s);
     auto* pub_pause = app.add_subcommand("publish-paused", "publish --count events, pause after --pause-after");
     pub_pause->add_option("--count", ev.count)->required();
     pub_pause->add_option("--pause-after", ev.mark);
@@ -315,6 +355,7 @@ int main(int argc, char** argv) {
 
     if (pub_many->parsed()) return publish_many(*bus, topic, topics, count, size, seed);
     if (sub_many->parsed()) return subscribe_many(*bus, topic, topics, count, size, seed, timeout_s);
+    if (waitset->parsed()) return waitset_receive(*bus, topic, topics, count, burst, timeout_s);
 
     if (hold->parsed()) {
         std::optional<Publisher<TypeA>> a;

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace rvoip::events {
 
@@ -126,6 +127,7 @@ struct Record {
     const layout::RecordHeader* header = nullptr;  // nullptr: nothing ready
     std::uint32_t lane = 0;
     std::uint32_t length = 0;  // payload bytes, as validated when the record was read
+    explicit operator bool() const noexcept { return header != nullptr; }
 };
 
 class SubscriberCore {
@@ -139,35 +141,23 @@ public:
     // resumes at its tail, and what it skipped is counted in the slot's corrupt and skipped_bytes. An
     // eviction by the broker is reported once (Errc::lagged, last_missed() events lost).
     Result<Record> try_next() noexcept {
-        // acquire: pairs with the broker's closing store of evictions in shm::evict_subscriber.
-        if (slot_->evictions.load(std::memory_order_acquire) != seen_evictions_) [[unlikely]] {
-            if (auto st = follow_eviction(); !st) return std::unexpected(std::move(st.error()));
-            if (slot_->evictions.load() != seen_evictions_) return Record{};  // one under way: nothing until it is done
+        if (!caught_up()) [[unlikely]] {
+            auto go_on = catch_up();
+            if (!go_on || !*go_on) return go_on ? Result<Record>(Record{}) : std::unexpected(std::move(go_on.error()));
         }
         for (std::uint32_t l = 0; l < layout::kLanes; ++l) {
-            auto& r = readers_[l];
-            const auto p = r.peek();
-            if (p.record) {
-                // Re-checked after the peek (seq_cst, ordered after the header's acquire): an eviction
-                // whose cursor CAS came before this load is seen here, and the record, in the range it
-                // skipped, may be being overwritten: it is not handed out. One whose CAS comes later
-                // lets publishers in only after this point (the Sample caveat above). Found by the
-                // model (tests/model: evict_no_recheck).
-                if (slot_->evictions.load() != seen_evictions_) [[unlikely]]
-                    return try_next_after_eviction();
-                r.consume(p);
-                ++outstanding_[l];
-                auto& c = slot_->received[l];
-                c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: single writer, read by the CLI
-                if (p.record->timestamp_ns >= next_sample_) [[unlikely]]
-                    sample_latency(p.record->timestamp_ns);
-                return Record{p.record, l, p.length};
-            }
-            if (p.corrupt()) [[unlikely]]
-                return std::unexpected(corrupt(l, p));
-            if (outstanding_[l] == 0) r.release();  // publish skipped padding, so no publisher waits on it
+            auto r = take(l);
+            if (!r || r->header) return r;
         }
         return Record{};
+    }
+    // Like try_next, on lane `lane` only (a WaitSet takes lane by lane across its subscriptions).
+    Result<Record> try_lane(std::uint32_t lane) noexcept {
+        if (!caught_up()) [[unlikely]] {
+            auto go_on = catch_up();
+            if (!go_on || !*go_on) return go_on ? Result<Record>(Record{}) : std::unexpected(std::move(go_on.error()));
+        }
+        return take(lane);
     }
 
     // Like try_next, but waits up to `timeout` (negative: forever) for a record: spin, then park.
@@ -180,6 +170,7 @@ public:
     }
 
     const TopicInfo& info() const noexcept { return info_; }
+    const layout::Fingerprint& fingerprint() const noexcept { return fingerprint_; }  // the topic's, as joined
     const shm::Clock& clock() const noexcept { return clock_; }
     std::uint64_t last_missed() const noexcept { return last_missed_; }
     // A lagged report that a batch receive could not hand out: the next try_next reports it again.
@@ -189,7 +180,41 @@ public:
     }
 
 private:
+    friend class Parking;
     SubscriberCore() = default;
+    // acquire: pairs with the broker's closing store of evictions in shm::evict_subscriber.
+    bool caught_up() const noexcept { return slot_->evictions.load(std::memory_order_acquire) == seen_evictions_; }
+    // An eviction moved our cursors: reports it once (Errc::lagged); then whether reading may go on
+    // (false while an eviction is still under way: nothing until it is done).
+    [[gnu::noinline, gnu::cold]] Result<bool> catch_up() noexcept {
+        if (auto st = follow_eviction(); !st) return std::unexpected(std::move(st.error()));
+        return caught_up();
+    }
+    // The next record of lane `l`, or Record{nullptr} when it is empty.
+    Result<Record> take(std::uint32_t l) noexcept {
+        auto& r = readers_[l];
+        const auto p = r.peek();
+        if (p.record) {
+            // Re-checked after the peek (seq_cst, ordered after the header's acquire): an eviction
+            // whose cursor CAS came before this load is seen here, and the record, in the range it
+            // skipped, may be being overwritten: it is not handed out. One whose CAS comes later
+            // lets publishers in only after this point (the Sample caveat above). Found by the
+            // model (tests/model: evict_no_recheck).
+            if (slot_->evictions.load() != seen_evictions_) [[unlikely]]
+                return try_next_after_eviction();
+            r.consume(p);
+            ++outstanding_[l];
+            auto& c = slot_->received[l];
+            c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: single writer, read by the CLI
+            if (p.record->timestamp_ns >= next_sample_) [[unlikely]]
+                sample_latency(p.record->timestamp_ns);
+            return Record{p.record, l, p.length};
+        }
+        if (p.corrupt()) [[unlikely]]
+            return std::unexpected(corrupt(l, p));
+        if (outstanding_[l] == 0) r.release();  // publish skipped padding, so no publisher waits on it
+        return Record{};
+    }
     // try_next once more, after an eviction that came in between its check and its peek.
     [[gnu::noinline, gnu::cold]] Result<Record> try_next_after_eviction() noexcept {
         if (auto st = follow_eviction(); !st) return std::unexpected(std::move(st.error()));
@@ -221,6 +246,7 @@ private:
     std::int64_t next_sample_ = INT64_MIN;
     std::int64_t sample_every_ = 0;
     TopicInfo info_;
+    layout::Fingerprint fingerprint_{};
     std::uint32_t slot_index_ = 0;
     std::uint64_t held_ = 0;  // Connection::hold handle
     // Evictions (follow_eviction): the slot's evictions value try_next compares with, the last one
@@ -231,6 +257,47 @@ private:
     std::uint64_t unreported_ = 0;
     std::uint64_t last_missed_ = 0;
     std::uint32_t lagged_lanes_ = 0;  // bit per lane moved since the last report
+};
+
+// Several subscriptions with one waiting point (WaitSet): the next record is the highest-lane one across
+// all of them (Critical-first across topics, round robin among topics within a lane), and a blocking
+// wait parks once on all of their doorbells (futex_waitv), so a burst over many topics wakes the
+// process once.
+class WaitSetCore {
+public:
+    static constexpr std::size_t kMaxSubscriptions = 128;  // FUTEX_WAITV_MAX: one wait covers them all
+
+    struct Taken : Record {
+        std::size_t index = 0;            // the subscription's index in the set
+        SubscriberCore* core = nullptr;
+        explicit operator bool() const noexcept { return header != nullptr; }
+    };
+
+    explicit WaitSetCore(const WaitOptions& w) noexcept : wait_(w) {}
+    // Takes the subscription over; its index stays its own until it is removed.
+    Result<std::size_t> add(std::unique_ptr<SubscriberCore> s);
+    // Drops (closes) the subscription at `index`; false when there is none.
+    bool remove(std::size_t index) noexcept;
+    std::size_t size() const noexcept { return count_; }
+    SubscriberCore* at(std::size_t index) const noexcept { return index < subs_.size() ? subs_[index].get() : nullptr; }
+
+    // Never blocks: the next record across the set, or Taken{nullptr}. An error (lagged, corrupt) is
+    // that of subscription last_error_index().
+    Result<Taken> try_next() noexcept;
+    // Waits up to `timeout` (negative: forever): spin, then park on every subscription's doorbell at once.
+    Result<Taken> next_for(std::chrono::nanoseconds timeout) noexcept;
+
+    std::size_t last_error_index() const noexcept { return last_error_; }
+    std::uint64_t wakeups() const noexcept { return wakeups_; }
+
+private:
+    std::vector<std::unique_ptr<SubscriberCore>> subs_;  // by index; null where one was removed
+    std::vector<std::size_t> live_;                      // indices of the non-null ones, in order
+    std::size_t count_ = 0;
+    std::size_t next_first_ = 0;  // round robin within a lane
+    std::size_t last_error_ = 0;
+    std::uint64_t wakeups_ = 0;
+    WaitOptions wait_;
 };
 
 template <class SizeOf>

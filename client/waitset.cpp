@@ -1,0 +1,62 @@
+// WaitSetCore: several subscriptions, one waiting point, Critical-first across them (rvoip/waitset.hpp).
+#include "client/parking.hpp"
+#include "rvoip/events.hpp"
+
+#include <string>
+
+namespace rvoip::events::detail {
+
+Result<std::size_t> WaitSetCore::add(std::unique_ptr<SubscriberCore> s) {
+    if (!s) return fail(Errc::invalid_argument, "WaitSet::add: no subscriber (moved from already?)");
+    if (count_ >= kMaxSubscriptions)
+        return fail(Errc::limit_reached, "a WaitSet covers at most " + std::to_string(kMaxSubscriptions) +
+                                             " subscriptions (one futex_waitv); use another WaitSet for topic '" + s->info().name + "'");
+    subs_.push_back(std::move(s));
+    live_.push_back(subs_.size() - 1);
+    ++count_;
+    return subs_.size() - 1;
+}
+
+bool WaitSetCore::remove(std::size_t index) noexcept {
+    if (index >= subs_.size() || !subs_[index]) return false;
+    subs_[index].reset();
+    std::erase(live_, index);
+    --count_;
+    return true;
+}
+
+Result<WaitSetCore::Taken> WaitSetCore::try_next() noexcept {
+    const std::size_t n = live_.size();
+    if (n == 0) return Taken{};
+    for (std::uint32_t l = 0; l < layout::kLanes; ++l) {
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::size_t k = (next_first_ + i) % n;
+            SubscriberCore* s = subs_[live_[k]].get();
+            auto r = s->try_lane(l);
+            if (!r) {
+                last_error_ = live_[k];
+                return std::unexpected(std::move(r.error()));
+            }
+            if (*r) {
+                next_first_ = k + 1;  // the others first next time on this lane
+                Taken t;
+                static_cast<Record&>(t) = *r;
+                t.index = live_[k];
+                t.core = s;
+                return t;
+            }
+        }
+    }
+    return Taken{};
+}
+
+Result<WaitSetCore::Taken> WaitSetCore::next_for(std::chrono::nanoseconds timeout) noexcept {
+    std::array<SubscriberCore*, kMaxSubscriptions> cores{};
+    const std::size_t n = live_.size();
+    if (n == 0) return fail(Errc::invalid_argument, "the WaitSet has no subscriptions to wait on");
+    for (std::size_t k = 0; k < n; ++k) cores[k] = subs_[live_[k]].get();
+    return Parking::wait<Taken>(std::span<SubscriberCore* const>(cores.data(), n), wait_, timeout, wakeups_,
+                                [this] { return try_next(); });
+}
+
+}  // namespace rvoip::events::detail

@@ -1,0 +1,135 @@
+// WaitSet on an embedded broker: indices, typed views, removal, the subscription limit, and the
+// non-blocking and timed receives. The cross-process behaviour (Critical first across topics, one wake
+// per burst) is tests/multiprocess/waitset_test.cpp.
+#include "rvoip/events.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <thread>
+
+using namespace rvoip::events;
+
+namespace {
+
+struct Control {
+    static constexpr std::string_view event_type = "ws.control";
+    static constexpr Priority default_priority = Priority::critical;
+    std::uint64_t call_id;
+};
+struct State {
+    static constexpr std::string_view event_type = "ws.state";
+    std::uint32_t state;
+};
+
+EventSystem embedded() {
+    auto bus = EventSystemBuilder().embedded().client_name("waitset-test").build();
+    REQUIRE_MESSAGE(bus.has_value(), bus.error().what());
+    return std::move(*bus);
+}
+
+}  // namespace
+
+TEST_CASE("a WaitSet hands out the most urgent event across its topics, with the typed view of each") {
+    auto bus = embedded();
+    WaitSet set;
+    auto state_index = set.add(*bus.subscriber<State>());
+    auto control_index = set.add(*bus.subscriber<Control>());
+    auto raw_index = set.add(*bus.raw_subscriber("ws.raw"));
+    REQUIRE(state_index.has_value());
+    REQUIRE(control_index.has_value());
+    REQUIRE(raw_index.has_value());
+    CHECK(set.size() == 3);
+    CHECK(set.topic(*control_index)->name == "ws.control");
+    CHECK(set.try_receive_any().error().code == Errc::would_block);
+
+    auto state = bus.publisher<State>();
+    auto control = bus.publisher<Control>();
+    auto raw = bus.raw_publisher("ws.raw");
+    REQUIRE(state.has_value());
+    REQUIRE(control.has_value());
+    REQUIRE(raw.has_value());
+    REQUIRE(raw->publish("low", Priority::low).has_value());
+    REQUIRE(state->publish(State{7}, Priority::normal).has_value());
+    REQUIRE(control->publish(Control{42}).has_value());  // Critical, published last
+
+    auto first = set.try_receive_any();
+    REQUIRE(first.has_value());
+    CHECK(first->index() == *control_index);
+    CHECK(first->priority() == Priority::critical);
+    REQUIRE(first->as<Control>() != nullptr);
+    CHECK(first->as<Control>()->call_id == 42);
+    CHECK(first->as<State>() == nullptr);  // not that topic's schema
+    CHECK(first->topic().name == "ws.control");
+
+    auto second = set.receive_any_for(std::chrono::seconds(1));
+    REQUIRE(second.has_value());
+    CHECK(second->index() == *state_index);
+    REQUIRE(second->as<State>() != nullptr);
+    CHECK(second->as<State>()->state == 7);
+
+    auto third = set.receive_any();
+    REQUIRE(third.has_value());
+    CHECK(third->index() == *raw_index);
+    CHECK(std::string(reinterpret_cast<const char*>(third->bytes().data()), third->bytes().size()) == "low");
+    CHECK(third->as<Control>() == nullptr);
+}
+
+TEST_CASE("a blocking receive on a WaitSet returns an event published later, from another thread") {
+    auto bus = embedded();
+    WaitSet set;
+    REQUIRE(set.add(*bus.raw_subscriber("ws.a")).has_value());
+    REQUIRE(set.add(*bus.raw_subscriber("ws.b")).has_value());
+    auto pub = bus.raw_publisher("ws.b");
+    REQUIRE(pub.has_value());
+    std::thread later([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the receiver is parked by then, most likely
+        REQUIRE(pub->publish("late", Priority::high).has_value());
+    });
+    auto ev = set.receive_any_for(std::chrono::seconds(60));
+    later.join();
+    REQUIRE(ev.has_value());
+    CHECK(ev->index() == 1);
+}
+
+TEST_CASE("a WaitSet times out, removes subscriptions and refuses more than 128 or a moved-from subscriber") {
+    auto bus = embedded();
+    WaitSet set;
+    CHECK(set.receive_any_for(std::chrono::milliseconds(1)).error().code == Errc::invalid_argument);  // nothing to wait on
+    auto a = bus.raw_subscriber("ws.t.0");
+    REQUIRE(a.has_value());
+    REQUIRE(set.add(std::move(*a)).has_value());
+    auto moved = set.add(std::move(*a));  // its subscription went to the set already
+    REQUIRE_FALSE(moved.has_value());
+    CHECK(moved.error().code == Errc::invalid_argument);
+    CHECK(set.receive_any_for(std::chrono::milliseconds(20)).error().code == Errc::timeout);
+
+    for (int i = 1; i < 128; ++i) {
+        auto s = bus.raw_subscriber("ws.t." + std::to_string(i));
+        REQUIRE(s.has_value());
+        REQUIRE(set.add(std::move(*s)).has_value());
+    }
+    CHECK(set.size() == 128);
+    auto extra = bus.raw_subscriber("ws.t.128");
+    REQUIRE(extra.has_value());
+    auto refused = set.add(std::move(*extra));
+    REQUIRE_FALSE(refused.has_value());
+    CHECK(refused.error().code == Errc::limit_reached);
+    CHECK(refused.error().message.find("128") != std::string::npos);
+
+    // Removing one frees its place; the others keep their indices, and events of a removed topic are
+    // no longer taken.
+    auto pub = bus.raw_publisher("ws.t.5");
+    REQUIRE(pub.has_value());
+    CHECK(set.remove(5));
+    CHECK_FALSE(set.remove(5));
+    CHECK(set.size() == 127);
+    REQUIRE(pub->publish("gone").has_value());
+    CHECK(set.try_receive_any().error().code == Errc::would_block);
+    auto other = bus.raw_publisher("ws.t.127");
+    REQUIRE(other.has_value());
+    REQUIRE(other->publish("kept").has_value());
+    auto ev = set.try_receive_any();
+    REQUIRE(ev.has_value());
+    CHECK(ev->index() == 127);
+}
