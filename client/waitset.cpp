@@ -17,12 +17,16 @@ Result<std::size_t> WaitSetCore::add(std::unique_ptr<SubscriberCore> s) {
     return subs_.size() - 1;
 }
 
-bool WaitSetCore::remove(std::size_t index) noexcept {
-    if (index >= subs_.size() || !subs_[index]) return false;
+Status WaitSetCore::remove(std::size_t index) {
+    if (index >= subs_.size() || !subs_[index])
+        return fail(Errc::invalid_argument, "the WaitSet has no subscription " + std::to_string(index));
+    if (const auto held = subs_[index]->samples_held())
+        return fail(Errc::invalid_argument, "subscription " + std::to_string(index) + " (topic '" + subs_[index]->info().name + "') still has " +
+                                                std::to_string(held) + " sample(s) held: release them before removing it");
     subs_[index].reset();
     std::erase(live_, index);
     --count_;
-    return true;
+    return {};
 }
 
 Result<WaitSetCore::Taken> WaitSetCore::try_next() noexcept {

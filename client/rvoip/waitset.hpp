@@ -53,8 +53,9 @@ public:
     Result<std::size_t> add(BasicSubscriber<S>&& s) {
         return core_->add(std::move(s.core_));
     }
-    // Closes the subscription at `index`; false when there is none. Other indices do not change.
-    bool remove(std::size_t index) noexcept { return core_->remove(index); }
+    // Closes the subscription at `index`. Other indices do not change. Errc::invalid_argument when there
+    // is none, or while samples of it are still held (release them first).
+    Status remove(std::size_t index) { return core_->remove(index); }
     std::size_t size() const noexcept { return core_->size(); }
 
     // Waits for the most urgent event across the set.

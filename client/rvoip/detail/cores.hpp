@@ -155,6 +155,11 @@ public:
 
     const TopicInfo& info() const noexcept { return info_; }
     const layout::Fingerprint& fingerprint() const noexcept { return fingerprint_; }  // the topic's, as joined
+    std::uint32_t samples_held() const noexcept {
+        std::uint32_t n = 0;
+        for (auto o : outstanding_) n += o;
+        return n;
+    }
     const shm::Clock& clock() const noexcept { return clock_; }
     std::uint64_t last_missed() const noexcept { return last_missed_; }
     // A lagged report that a batch receive could not hand out: the next try_next reports it again.
@@ -261,8 +266,9 @@ public:
     explicit WaitSetCore(const WaitOptions& w) noexcept : wait_(w) {}
     // Takes the subscription over; its index stays its own until it is removed.
     Result<std::size_t> add(std::unique_ptr<SubscriberCore> s);
-    // Drops (closes) the subscription at `index`; false when there is none.
-    bool remove(std::size_t index) noexcept;
+    // Drops (closes) the subscription at `index`: refused when there is none, or while samples of it
+    // are held (they point into it).
+    Status remove(std::size_t index);
     std::size_t size() const noexcept { return count_; }
     SubscriberCore* at(std::size_t index) const noexcept { return index < subs_.size() ? subs_[index].get() : nullptr; }
 
