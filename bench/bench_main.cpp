@@ -269,6 +269,7 @@ int main(int argc, char** argv) {
     child->add_option("--threads", role.threads);
     child->add_option("--calls", role.calls);
     child->add_flag("--touch", role.touch);
+    child->add_flag("--per-subscription", role.per_subscription);
 
     CLI11_PARSE(app, argc, argv);
 

@@ -824,6 +824,34 @@ void drain(const EventSystem& bus, RawSubscriber& sub, Drained& d, OnEvent&& on_
     }
 }
 
+// Receives from every subscription of `set` until each has had its end marker (then it leaves the set
+// and on_end(index) runs); on_event(index, sample, head) handles each event; d[index] counts for
+// subscription `index`.
+template <class OnEvent, class OnEnd>
+void drain_set(const EventSystem& bus, WaitSet& set, std::span<Drained* const> d, OnEvent&& on_event, OnEnd&& on_end) {
+    for (auto* x : d) x->latency.reserve(1 << 16);
+    while (set.size() > 0) {
+        auto s = set.receive_any_for(kReceiveTimeout);
+        if (!s) {
+            const auto* t = set.topic(set.last_error_index());
+            die("'" + (t ? t->name : std::string("?")) + "': " + receive_error(s.error()));
+        }
+        const std::size_t i = s->index();
+        const std::int64_t latency = bus.now_ns() - s->timestamp_ns();
+        const auto h = must(head_of(*s));
+        if (h.kind == kEnd) {
+            d[i]->end_latency = latency;
+            s->reset();  // a subscription leaves the set only with no sample of it held
+            if (auto st = set.remove(i); !st) die(st.error().what());
+            on_end(i);
+            continue;
+        }
+        ++d[i]->events;
+        d[i]->latency.push_back(latency);
+        on_event(i, *s, h);
+    }
+}
+
 // How many events of a rate of `per_tick` fall in tick k >= 1: the whole count up to k minus that up to
 // k - 1, so fractions carry over from tick to tick.
 std::uint64_t due_in_tick(double per_tick, std::uint64_t k) {
@@ -952,24 +980,45 @@ int run_session(const RoleOptions& o) {
 
     Drained sip, control, quality, stats;
     std::uint64_t sip_checksum = 0;
-    auto ignore = [](const RawSample&, const PayloadHead&) {};
-    std::jthread sip_thread([&] { drain(bus, sip_sub, sip, [&](const RawSample& s, const PayloadHead&) { sip_checksum += touch(s.bytes()); }); });
-    std::jthread quality_thread([&] { drain(bus, quality_sub, quality, ignore); });
-    std::jthread stats_thread([&] { drain(bus, stats_sub, stats, ignore); });
-
-    // call.control on this thread: each setup or teardown becomes a call state and a media command.
+    // Each call.control setup or teardown becomes a call state and a media command.
     std::uint64_t published = 0, timeouts = 0;
-    drain(bus, control_sub, control, [&](const RawSample&, const PayloadHead& h) {
+    auto on_control = [&](const PayloadHead& h) {
         const bool setup = h.kind == kSetup;
         const CallState st{{kMagic, kState, h.seq}, setup ? 1u : 2u, setup ? 0u : 16u};
         MediaCommand mc{{kMagic, setup ? kMediaStart : kMediaStop, h.seq}, "198.51.100.7", std::uint32_t(20000 + 2 * (h.seq % 10000)), 8};
         must(publish_struct(state_pub, st, Priority::high, timeouts));
         must(publish_struct(command_pub, mc, Priority::normal, timeouts));
         ++published;
-    });
-    must(publish_end(state_pub, Priority::high, timeouts));
-    must(publish_end(command_pub, Priority::normal, timeouts));
-    for (auto* t : {&sip_thread, &quality_thread, &stats_thread}) t->join();
+    };
+    if (o.per_subscription) {  // a thread per subscription, each parked on its own doorbell
+        auto ignore = [](const RawSample&, const PayloadHead&) {};
+        std::jthread sip_thread([&] { drain(bus, sip_sub, sip, [&](const RawSample& s, const PayloadHead&) { sip_checksum += touch(s.bytes()); }); });
+        std::jthread quality_thread([&] { drain(bus, quality_sub, quality, ignore); });
+        std::jthread stats_thread([&] { drain(bus, stats_sub, stats, ignore); });
+        drain(bus, control_sub, control, [&](const RawSample&, const PayloadHead& h) { on_control(h); });
+        must(publish_end(state_pub, Priority::high, timeouts));
+        must(publish_end(command_pub, Priority::normal, timeouts));
+        for (auto* t : {&sip_thread, &quality_thread, &stats_thread}) t->join();
+    } else {  // one thread, one WaitSet: Critical call.control first across the four topics, one wake per tick
+        WaitSet set(wait_options(o.wait));
+        std::array<Drained*, 4> drained{};
+        using Entry = std::pair<RawSubscriber*, Drained*>;
+        for (auto [sub, d] : {Entry{&control_sub, &control}, Entry{&sip_sub, &sip}, Entry{&quality_sub, &quality}, Entry{&stats_sub, &stats}})
+        {
+            auto index = set.add(std::move(*sub));
+            if (!index) die(index.error().what());
+            drained[*index] = d;
+        }
+        auto on_event = [&](std::size_t i, const RawSample& s, const PayloadHead& h) {
+            if (drained[i] == &control) on_control(h);
+            else if (drained[i] == &sip) sip_checksum += touch(s.bytes());
+        };
+        drain_set(bus, set, drained, on_event, [&](std::size_t i) {
+            if (drained[i] != &control) return;
+            must(publish_end(state_pub, Priority::high, timeouts));  // as soon as call.control ended, as above
+            must(publish_end(command_pub, Priority::normal, timeouts));
+        });
+    }
 
     Line line("result");
     line("state_published", std::int64_t(published))("command_published", std::int64_t(published));

@@ -53,6 +53,7 @@ struct RoleOptions {
     std::int64_t interval_ns = 0;  // flood-pinger: time between pings
     int threads = 1;               // idler: subscribers (one thread each) in this process
     std::uint64_t calls = 0;       // callstorm: concurrent calls modelled
+    bool per_subscription = false;  // callstorm session: a thread per subscription instead of one WaitSet
 };
 
 // What every child process (these roles, the soak's) says: its label prefixes its messages on stderr
