@@ -23,13 +23,19 @@ std::string Table::render(std::size_t max_width) const {
         width[c] = headers_[c].size();
         for (auto& r : rows_) width[c] = std::max(width[c], r[c].size());
     }
+    // Within max_width, the columns that fit whole: a value cut in the middle would read as another.
+    std::size_t shown = headers_.size();
+    if (max_width) {
+        std::size_t used = width.empty() ? 0 : width[0];
+        for (shown = 1; shown < width.size() && used + 2 + width[shown] <= max_width; ++shown) used += 2 + width[shown];
+    }
     std::string out;
     auto line = [&](const std::vector<std::string>& cells) {
         std::string l;
-        for (std::size_t c = 0; c < cells.size(); ++c) {
+        for (std::size_t c = 0; c < shown; ++c) {
             const std::string pad(width[c] - cells[c].size(), ' ');
-            l += right_[c] ? pad + cells[c] : cells[c] + (c + 1 < cells.size() ? pad : "");
-            if (c + 1 < cells.size()) l += "  ";
+            l += right_[c] ? pad + cells[c] : cells[c] + (c + 1 < shown ? pad : "");
+            if (c + 1 < shown) l += "  ";
         }
         while (!l.empty() && l.back() == ' ') l.pop_back();
         if (max_width && l.size() > max_width) l.resize(max_width);

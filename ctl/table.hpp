@@ -12,8 +12,9 @@ public:
     // Columns whose header starts with '>' are right-aligned (numbers); the '>' is not printed.
     explicit Table(std::vector<std::string> headers);
     void add(std::vector<std::string> row);
-    // Every column as wide as its widest cell, two spaces apart; cells past `max_width` columns of
-    // output are cut (0: no limit), so a table fits a terminal.
+    // Every column as wide as its widest cell, two spaces apart. With `max_width` (0: no limit), only
+    // the columns that fit whole in that many characters, so a table fits a terminal (a first column
+    // wider than that is cut).
     std::string render(std::size_t max_width = 0) const;
     std::size_t rows() const { return rows_.size(); }
 
