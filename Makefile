@@ -6,7 +6,7 @@ CMAKE_ARGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 # Debian packages the build and tests need (`make deps` installs the missing ones); `make bench` adds the
 # peers it measures us against and gnuplot for its plots.
-DEPS := cmake g++ make pkg-config libboost-dev libspdlog-dev libcli11-dev libmimalloc-dev libtoml11-dev doctest-dev python3 spin systemd libsystemd-dev nlohmann-json3-dev prometheus-cpp-dev tmux
+DEPS := cmake g++ make pkg-config libboost-dev libspdlog-dev libcli11-dev libmimalloc-dev libtoml11-dev doctest-dev python3 spin systemd libsystemd-dev nlohmann-json3-dev prometheus-cpp-dev tmux liburing-dev
 BENCH_DEPS := gnuplot-nox libzmq3-dev iceoryx libiceoryx-posh-dev
 # `make package` builds the .deb with CPack; dpkg-shlibdeps (dpkg-dev) works out its Depends:.
 PACKAGE_DEPS := dpkg-dev

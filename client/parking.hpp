@@ -47,71 +47,98 @@ public:
         // awaiting recovery) gets short, growing sleeps instead. With several subscriptions we announce
         // on all, then sleep only if no doorbell rang since: one futex_waitv covers them all.
         const std::size_t n = std::min(subs.size(), shm::kMaxWaitv);
-        std::array<std::atomic<std::uint32_t>*, shm::kMaxWaitv> bells{};
-        std::array<std::uint32_t, shm::kMaxWaitv> seen{};
-        auto unpark = [&] {
-            for (std::size_t k = 0; k < n; ++k) subs[k]->map_.cursor_header->parked.fetch_and(~bit(*subs[k]));
-        };
-        std::int64_t nap_ns = 20'000;
+        Bells b;
+        std::int64_t nap_ns = kFirstNapNs;
         for (;;) {
-            bool claimed = false;
-            for (std::size_t k = 0; k < n; ++k) {
-                SubscriberCore& s = *subs[k];
-                bells[k] = s.bell_;
-                // acquire: pairs with ring()'s release. The flag bit is ours: a stale one (a wait that
-                // timed out) is cleared from what we expect to see.
-                seen[k] = s.bell_->load(std::memory_order_acquire) & ~shm::kSleeping;
-                s.map_.cursor_header->parked.fetch_or(bit(s));
-            }
-            for (std::size_t k = 0; k < n; ++k)
-                for (std::size_t l = 0; l < layout::kLanes; ++l)
-                    claimed |= subs[k]->map_.lanes[l].position() != subs[k]->readers_[l].position();
+            const bool claimed = announce(subs.first(n), b);
             r = take();
             if (!r || *r) {
-                unpark();
+                unpark(subs.first(n));
                 return r;
             }
             std::chrono::nanoseconds left(-1);
             if (claimed) {
                 left = std::chrono::nanoseconds(nap_ns);
-                nap_ns = std::min<std::int64_t>(nap_ns * 2, 2'000'000);
+                nap_ns = std::min<std::int64_t>(nap_ns * 2, kLastNapNs);
             }
             if (!forever) {
                 const auto until = std::chrono::nanoseconds(deadline - shm::monotonic_ns());
                 if (until.count() <= 0) {
-                    unpark();
+                    unpark(subs.first(n));
                     return std::unexpected(Error(Errc::timeout));
                 }
                 left = left.count() < 0 ? until : std::min(left, until);
             }
-            // Sleep only if no doorbell rang since we read it: each is marked sleeping (or still is).
-            bool quiet = true;
-            for (std::size_t k = 0; k < n && quiet; ++k) {
-                quiet = shm::mark_sleeping(bells[k], seen[k]) || bells[k]->load(std::memory_order_acquire) == (seen[k] | shm::kSleeping);
-                seen[k] |= shm::kSleeping;
-            }
-            if (quiet) {
+            if (quiet(b, n)) {
                 bool rung = false;  // a return that is not a timeout
                 if (n == 1) {
-                    rung = shm::futex_wait(bells[0], seen[0], left);
-                } else if (const int rc = shm::futex_wait_all({bells.data(), n}, {seen.data(), n}, left); rc != ENOSYS) {
+                    rung = shm::futex_wait(b.words[0], b.seen[0], left);
+                } else if (const int rc = shm::futex_wait_all({b.words.data(), n}, {b.seen.data(), n}, left); rc != ENOSYS) {
                     rung = rc != ETIMEDOUT;
                 } else {  // a kernel before 5.16: nap on the first doorbell and look at all again
                     const auto nap = std::chrono::nanoseconds(1'000'000);
-                    rung = shm::futex_wait(bells[0], seen[0], left.count() < 0 ? nap : std::min(left, nap));
+                    rung = shm::futex_wait(b.words[0], b.seen[0], left.count() < 0 ? nap : std::min(left, nap));
                 }
-                if (rung) ++wakeups;
-                for (std::size_t k = 0; k < n; ++k) {
-                    auto& w = subs[k]->slot_->wakeups;
-                    if (bells[k]->load(std::memory_order_relaxed) != seen[k])  // relaxed: a statistic
-                        w.store(w.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: single writer, CLI reads
+                if (rung) {
+                    ++wakeups;
+                    count_rings(subs.first(n), b);
                 }
             }
-            unpark();
+            unpark(subs.first(n));
             r = take();
             if (!r || *r) return r;
             if (expired()) return std::unexpected(Error(Errc::timeout));
         }
+    }
+
+    // The pieces of the park, for waits that sleep elsewhere (Poller: an io_uring descriptor).
+    static constexpr std::int64_t kFirstNapNs = 20'000;
+    static constexpr std::int64_t kLastNapNs = 2'000'000;
+    struct Bells {
+        std::array<std::atomic<std::uint32_t>*, shm::kMaxWaitv> words{};
+        std::array<std::uint32_t, shm::kMaxWaitv> seen{};  // after quiet(): the values to sleep on
+    };
+    // Reads each subscription's doorbell, then announces it parked; true when a claim is in flight on
+    // any of their lanes (its record may come without a ring: nap, do not sleep for good).
+    static bool announce(std::span<SubscriberCore* const> subs, Bells& b) noexcept {
+        for (std::size_t k = 0; k < subs.size(); ++k) {
+            SubscriberCore& s = *subs[k];
+            b.words[k] = s.bell_;
+            // acquire: pairs with ring()'s release. The flag bit is ours: a stale one (a wait that
+            // timed out) is cleared from what we expect to see.
+            b.seen[k] = s.bell_->load(std::memory_order_acquire) & ~shm::kSleeping;
+            s.map_.cursor_header->parked.fetch_or(bit(s));
+        }
+        bool claimed = false;
+        for (auto* s : subs)
+            for (std::size_t l = 0; l < layout::kLanes; ++l) claimed |= s->map_.lanes[l].position() != s->readers_[l].position();
+        return claimed;
+    }
+    // After announce() and a look at the lanes: true when no doorbell rang since (each is now marked
+    // sleeping, or still was), so sleeping on b.seen is safe.
+    static bool quiet(Bells& b, std::size_t n) noexcept {
+        for (std::size_t k = 0; k < n; ++k) {
+            if (!shm::mark_sleeping(b.words[k], b.seen[k]) && b.words[k]->load(std::memory_order_acquire) != (b.seen[k] | shm::kSleeping))
+                return false;
+            b.seen[k] |= shm::kSleeping;
+        }
+        return true;
+    }
+    static void unpark(std::span<SubscriberCore* const> subs) noexcept {
+        for (auto* s : subs) s->map_.cursor_header->parked.fetch_and(~bit(*s));
+    }
+    // Counts a wake-up on each subscription whose doorbell rang during the sleep.
+    static void count_rings(std::span<SubscriberCore* const> subs, const Bells& b) noexcept {
+        for (std::size_t k = 0; k < subs.size(); ++k) {
+            auto& w = subs[k]->slot_->wakeups;
+            if (b.words[k]->load(std::memory_order_relaxed) != b.seen[k])  // relaxed: a statistic
+                w.store(w.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // relaxed: single writer, CLI reads
+        }
+    }
+    // A record ready, or an eviction to report: a receive would not block.
+    static bool has_news(const SubscriberCore& s) noexcept {
+        // acquire: pairs with the broker's closing store of evictions in shm::evict_subscriber.
+        return s.any_ready() || s.slot_->evictions.load(std::memory_order_acquire) != s.seen_evictions_;
     }
 
 private:

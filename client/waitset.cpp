@@ -1,12 +1,17 @@
 // WaitSetCore: several subscriptions, one waiting point, Critical-first across them (rvoip/waitset.hpp).
 #include "client/parking.hpp"
+#include "client/poller.hpp"
 #include "rvoip/events.hpp"
 
 #include <string>
 
 namespace rvoip::events::detail {
 
+WaitSetCore::WaitSetCore(const WaitOptions& w) noexcept : wait_(w) {}
+WaitSetCore::~WaitSetCore() { end_poll(); }
+
 Result<std::size_t> WaitSetCore::add(std::unique_ptr<SubscriberCore> s) {
+    end_poll();
     if (!s) return fail(Errc::invalid_argument, "WaitSet::add: no subscriber (moved from already?)");
     if (count_ >= kMaxSubscriptions)
         return fail(Errc::limit_reached, "a WaitSet covers at most " + std::to_string(kMaxSubscriptions) +
@@ -18,6 +23,7 @@ Result<std::size_t> WaitSetCore::add(std::unique_ptr<SubscriberCore> s) {
 }
 
 Status WaitSetCore::remove(std::size_t index) {
+    end_poll();
     if (index >= subs_.size() || !subs_[index])
         return fail(Errc::invalid_argument, "the WaitSet has no subscription " + std::to_string(index));
     if (const auto held = subs_[index]->samples_held())
@@ -30,6 +36,8 @@ Status WaitSetCore::remove(std::size_t index) {
 }
 
 Result<WaitSetCore::Taken> WaitSetCore::try_next() noexcept {
+    if (poller_ && poller_->armed()) [[unlikely]]
+        end_poll();
     const std::size_t n = live_.size();
     if (n == 0) return Taken{};
     for (std::uint32_t l = 0; l < layout::kLanes; ++l) {
@@ -59,8 +67,30 @@ Result<WaitSetCore::Taken> WaitSetCore::next_for(std::chrono::nanoseconds timeou
     const std::size_t n = live_.size();
     if (n == 0) return fail(Errc::invalid_argument, "the WaitSet has no subscriptions to wait on");
     for (std::size_t k = 0; k < n; ++k) cores[k] = subs_[live_[k]].get();
+    end_poll();
     return Parking::wait<Taken>(std::span<SubscriberCore* const>(cores.data(), n), wait_, timeout, wakeups_,
                                 [this] { return try_next(); });
+}
+
+Result<int> WaitSetCore::descriptor() {
+    if (!poller_) {
+        auto p = Poller::open();
+        if (!p) return std::unexpected(std::move(p.error()));
+        poller_ = std::move(*p);
+    }
+    return poller_->descriptor();
+}
+
+Result<bool> WaitSetCore::prepare_poll() {
+    if (auto fd = descriptor(); !fd) return std::unexpected(std::move(fd.error()));
+    if (poller_->armed()) return true;
+    polled_.clear();
+    for (std::size_t i : live_) polled_.push_back(subs_[i].get());
+    return poller_->arm(polled_);
+}
+
+void WaitSetCore::end_poll() noexcept {
+    if (poller_ && poller_->armed() && poller_->disarm(polled_)) ++wakeups_;
 }
 
 }  // namespace rvoip::events::detail

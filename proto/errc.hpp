@@ -35,6 +35,7 @@ enum class Errc : std::uint16_t {
     not_connected = 29,
     internal = 30,
     closed = 31,              // the object was closed or moved from
+    unsupported = 32,         // the running kernel lacks what the call needs
 };
 
 constexpr std::string_view to_string(Errc e) noexcept {
@@ -59,6 +60,7 @@ constexpr std::string_view to_string(Errc e) noexcept {
     case Errc::not_connected: return "not_connected";
     case Errc::internal: return "internal";
     case Errc::closed: return "closed";
+    case Errc::unsupported: return "unsupported";
     }
     return "unknown";
 }

@@ -79,6 +79,20 @@ public:
         const auto* s = core_->at(index);
         return s ? &s->info() : nullptr;
     }
+    // A descriptor for event loops (epoll, Boost.Asio, libuv): it turns readable when an event may be
+    // waiting, once prepare_poll() armed it. The loop, with no thread of its own:
+    //
+    //     for (;;) {
+    //         while (auto ev = set.try_receive_any()) handle(*ev);   // until Errc::would_block
+    //         if (*set.prepare_poll()) epoll_wait(...);              // the set's descriptor among others
+    //     }
+    //
+    // An io_uring waiting on every subscription's doorbell (Linux 6.7; Errc::unsupported before).
+    Result<int> descriptor() { return core_->descriptor(); }
+    // Arms the descriptor: true when armed (poll it), false when an event may be waiting already
+    // (receive first). Any receive ends the armed wait; arming again is cheap.
+    Result<bool> prepare_poll() { return core_->prepare_poll(); }
+
     // Times the receiving thread returned from parking (one per burst of events, however many topics
     // it spans; tools and tests read it).
     std::uint64_t wakeups() const noexcept { return core_->wakeups(); }

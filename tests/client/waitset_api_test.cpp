@@ -8,6 +8,10 @@
 #include <string>
 #include <thread>
 
+#include <poll.h>
+
+#include <cerrno>
+
 using namespace rvoip::events;
 
 namespace {
@@ -138,4 +142,37 @@ TEST_CASE("a WaitSet times out, removes subscriptions and refuses more than 128 
     CHECK(held.error().message.find("held") != std::string::npos);
     ev->reset();
     CHECK(set.remove(127).has_value());
+}
+
+TEST_CASE("a WaitSet's descriptor turns readable when another thread publishes, and quiet once the event is taken") {
+    auto bus = embedded();
+    WaitSet set;
+    REQUIRE(set.add(*bus.raw_subscriber("ws.poll.a")).has_value());
+    REQUIRE(set.add(*bus.raw_subscriber("ws.poll.b")).has_value());
+    auto fd = set.descriptor();
+    REQUIRE_MESSAGE(fd.has_value(), fd.error().what());
+    pollfd p{*fd, POLLIN, 0};
+    auto armed = set.prepare_poll();
+    REQUIRE(armed.has_value());
+    CHECK(*armed);
+    CHECK(::poll(&p, 1, 50) == 0);  // nothing published: not readable
+    auto pub = bus.raw_publisher("ws.poll.a");
+    REQUIRE(pub.has_value());
+    std::thread later([&] { REQUIRE(pub->publish("ring", Priority::critical).has_value()); });
+    int n;
+    while ((n = ::poll(&p, 1, 60'000)) < 0 && errno == EINTR) {
+    }
+    later.join();
+    CHECK(n == 1);
+    auto ev = set.try_receive_any();
+    REQUIRE(ev.has_value());
+    CHECK(ev->index() == 0);
+    CHECK(set.wakeups() == 1);
+    CHECK(::poll(&p, 1, 0) == 0);  // the receive ended the armed wait
+    // With an event waiting, prepare_poll does not arm: receive first.
+    REQUIRE(pub->publish("again").has_value());
+    auto again = set.prepare_poll();
+    REQUIRE(again.has_value());
+    CHECK_FALSE(*again);
+    CHECK(set.try_receive_any().has_value());
 }

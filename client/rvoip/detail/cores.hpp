@@ -23,6 +23,7 @@ namespace rvoip::events {
 namespace detail {
 
 class Connection;
+class Poller;
 
 class PublisherCore {
 public:
@@ -263,7 +264,10 @@ public:
         explicit operator bool() const noexcept { return header != nullptr; }
     };
 
-    explicit WaitSetCore(const WaitOptions& w) noexcept : wait_(w) {}
+    explicit WaitSetCore(const WaitOptions& w) noexcept;
+    ~WaitSetCore();
+    WaitSetCore(const WaitSetCore&) = delete;
+    WaitSetCore& operator=(const WaitSetCore&) = delete;
     // Takes the subscription over; its index stays its own until it is removed.
     Result<std::size_t> add(std::unique_ptr<SubscriberCore> s);
     // Drops (closes) the subscription at `index`: refused when there is none, or while samples of it
@@ -281,7 +285,14 @@ public:
     std::size_t last_error_index() const noexcept { return last_error_; }
     std::uint64_t wakeups() const noexcept { return wakeups_; }
 
+    // The pollable descriptor (made on first use; Errc::unsupported before Linux 6.7), and arming it:
+    // true when armed (it turns readable when an event may be waiting), false when one may be waiting
+    // already. Any receive ends an armed wait.
+    Result<int> descriptor();
+    Result<bool> prepare_poll();
+
 private:
+    void end_poll() noexcept;  // ends an armed wait, if any
     std::vector<std::unique_ptr<SubscriberCore>> subs_;  // by index; null where one was removed
     std::vector<std::size_t> live_;                      // indices of the non-null ones, in order
     std::size_t count_ = 0;
@@ -289,6 +300,8 @@ private:
     std::size_t last_error_ = 0;
     std::uint64_t wakeups_ = 0;
     WaitOptions wait_;
+    std::unique_ptr<Poller> poller_;
+    std::vector<SubscriberCore*> polled_;  // what the armed wait parked
 };
 
 template <class SizeOf>
