@@ -36,6 +36,19 @@ void wait_until_parked(pid_t pid) {
     FAIL("the WaitSet consumer (pid " << pid << ") never parked in futex_waitv");
 }
 
+// A UDP socket bound to a free port on 127.0.0.1; `addr` gets its address.
+int loopback_udp(sockaddr_in& addr) {
+    const int udp = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(udp >= 0);
+    addr = sockaddr_in{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(udp, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(udp, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    return udp;
+}
+
 // epoll_wait, again after a signal (a child process exiting).
 int wait_events(int ep, epoll_event* evs, int ms) {
     int n;
@@ -94,14 +107,8 @@ TEST_CASE("a WaitSet's descriptor serves the bus in one epoll loop with a UDP so
 
     const int ep = ::epoll_create1(EPOLL_CLOEXEC);
     REQUIRE(ep >= 0);
-    const int udp = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    REQUIRE(udp >= 0);
     sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(udp, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(::getsockname(udp, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    const int udp = loopback_udp(addr);
     for (auto [f, tag] : {std::pair{*fd, 1u}, std::pair{udp, 2u}}) {
         epoll_event ev{};
         ev.events = EPOLLIN;
@@ -153,15 +160,8 @@ TEST_CASE("a WaitSet's descriptor serves the bus in one epoll loop with a UDP so
 
 TEST_CASE("the epoll example serves a UDP socket and the bus on one thread") {
     Broker b;
-    // A free UDP port: bound, read, closed (the example binds it next).
-    const int probe = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(::getsockname(probe, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    ::close(probe);
+    ::close(loopback_udp(addr));  // a free port: the example binds it next
     Process example({RVOIP_EPOLL_EXAMPLE_PATH, "--socket", b.socket(), "--port", std::to_string(ntohs(addr.sin_port)), "--count", "2"});
     auto ready = example.read_line(std::chrono::seconds(60));
     REQUIRE(ready.has_value());
