@@ -13,12 +13,11 @@ WaitSetCore::~WaitSetCore() { end_poll(); }
 Result<std::size_t> WaitSetCore::add(std::unique_ptr<SubscriberCore> s) {
     end_poll();
     if (!s) return fail(Errc::invalid_argument, "WaitSet::add: no subscriber (moved from already?)");
-    if (count_ >= kMaxSubscriptions)
+    if (live_.size() >= kMaxSubscriptions)
         return fail(Errc::limit_reached, "a WaitSet covers at most " + std::to_string(kMaxSubscriptions) +
                                              " subscriptions (one futex_waitv); use another WaitSet for topic '" + s->info().name + "'");
     subs_.push_back(std::move(s));
     live_.push_back(subs_.size() - 1);
-    ++count_;
     return subs_.size() - 1;
 }
 
@@ -31,7 +30,6 @@ Status WaitSetCore::remove(std::size_t index) {
                                                 std::to_string(held) + " sample(s) held: release them before removing it");
     subs_[index].reset();
     std::erase(live_, index);
-    --count_;
     return {};
 }
 

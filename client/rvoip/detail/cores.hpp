@@ -261,7 +261,6 @@ public:
     struct Taken : Record {
         std::size_t index = 0;            // the subscription's index in the set
         SubscriberCore* core = nullptr;
-        explicit operator bool() const noexcept { return header != nullptr; }
     };
 
     explicit WaitSetCore(const WaitOptions& w) noexcept;
@@ -273,7 +272,7 @@ public:
     // Drops (closes) the subscription at `index`: refused when there is none, or while samples of it
     // are held (they point into it).
     Status remove(std::size_t index);
-    std::size_t size() const noexcept { return count_; }
+    std::size_t size() const noexcept { return live_.size(); }
     SubscriberCore* at(std::size_t index) const noexcept { return index < subs_.size() ? subs_[index].get() : nullptr; }
 
     // Never blocks: the next record across the set, or Taken{nullptr}. An error (lagged, corrupt) is
@@ -295,7 +294,6 @@ private:
     void end_poll() noexcept;  // ends an armed wait, if any
     std::vector<std::unique_ptr<SubscriberCore>> subs_;  // by index; null where one was removed
     std::vector<std::size_t> live_;                      // indices of the non-null ones, in order
-    std::size_t count_ = 0;
     std::size_t next_first_ = 0;  // round robin within a lane
     std::size_t last_error_ = 0;
     std::uint64_t wakeups_ = 0;
