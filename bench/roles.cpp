@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <optional>
 #include <span>
 #include <thread>
 #include <vector>
@@ -795,6 +796,20 @@ struct Drained {
     std::vector<std::int64_t> latency;  // receive time minus publish timestamp, per event
     std::int64_t end_latency = -1;      // the same for the end marker: how far behind the consumer was at the end
 
+    // Counts a received sample: the latency of an event, whose head it returns, or at the end marker
+    // (nullopt) how far behind the consumer was.
+    std::optional<PayloadHead> take(const EventSystem& bus, const RawSample& s) {
+        const std::int64_t lat = bus.now_ns() - s.timestamp_ns();
+        const auto h = must(head_of(s));
+        if (h.kind == kEnd) {
+            end_latency = lat;
+            return std::nullopt;
+        }
+        ++events;
+        latency.push_back(lat);
+        return h;
+    }
+
     std::string fields(const std::string& prefix) {
         return Line("")(prefix + "received", std::int64_t(events))(prefix + "end_ns", end_latency).str() + percentile_fields(latency, prefix);
     }
@@ -810,15 +825,9 @@ void drain(const EventSystem& bus, RawSubscriber& sub, Drained& d, OnEvent&& on_
         if (!n) die("'" + sub.topic().name + "': " + receive_error(n.error()));
         for (std::size_t i = 0; i < *n; ++i) {
             auto& s = batch[i];
-            const std::int64_t latency = bus.now_ns() - s.timestamp_ns();
-            const auto h = must(head_of(s));
-            if (h.kind == kEnd) {
-                d.end_latency = latency;
-                return;
-            }
-            ++d.events;
-            d.latency.push_back(latency);
-            on_event(s, h);
+            const auto h = d.take(bus, s);
+            if (!h) return;  // the end marker
+            on_event(s, *h);
             s.reset();  // release at once: a held sample holds back the topic's publishers
         }
     }
@@ -837,18 +846,14 @@ void drain_set(const EventSystem& bus, WaitSet& set, std::span<Drained* const> d
             die("'" + (t ? t->name : std::string("?")) + "': " + receive_error(s.error()));
         }
         const std::size_t i = s->index();
-        const std::int64_t latency = bus.now_ns() - s->timestamp_ns();
-        const auto h = must(head_of(*s));
-        if (h.kind == kEnd) {
-            d[i]->end_latency = latency;
+        const auto h = d[i]->take(bus, *s);
+        if (!h) {  // the end marker
             s->reset();  // a subscription leaves the set only with no sample of it held
             if (auto st = set.remove(i); !st) die(st.error().what());
             on_end(i);
             continue;
         }
-        ++d[i]->events;
-        d[i]->latency.push_back(latency);
-        on_event(i, *s, h);
+        on_event(i, *s, *h);
     }
 }
 
