@@ -1,5 +1,6 @@
 // The client API end to end, on an embedded broker (a real broker on a thread of this process).
 #include "rvoip/events.hpp"
+#include "tests/client/embedded.hpp"
 
 #include <doctest/doctest.h>
 
@@ -32,11 +33,7 @@ struct Pong {
     std::uint64_t n;
 };
 
-EventSystem embedded() {
-    auto bus = EventSystemBuilder().embedded().client_name("api-test").build();
-    REQUIRE_MESSAGE(bus.has_value(), bus.error().what());
-    return std::move(*bus);
-}
+EventSystem embedded() { return test::embedded("api-test"); }
 
 }  // namespace
 

@@ -2,6 +2,7 @@
 // on one lane, Critical-first behind padding and open claims, a corrupt record reported once, timeouts
 // of any size.
 #include "rvoip/events.hpp"
+#include "tests/client/embedded.hpp"
 
 #include <doctest/doctest.h>
 
@@ -21,11 +22,7 @@ struct Alarm {
     std::uint64_t n;
 };
 
-EventSystem embedded() {
-    auto bus = EventSystemBuilder().embedded().client_name("trust-test").build();
-    REQUIRE_MESSAGE(bus.has_value(), bus.error().what());
-    return std::move(*bus);
-}
+EventSystem embedded() { return test::embedded("trust-test"); }
 
 // The topic's data segment, mapped writable as only a misbehaving publisher could: the embedded broker
 // lives in this process, so the test finds its sealed segment (a memfd) among our own descriptors and

@@ -2,6 +2,7 @@
 // non-blocking and timed receives. The cross-process behaviour (Critical first across topics, one wake
 // per burst) is tests/multiprocess/waitset_test.cpp.
 #include "rvoip/events.hpp"
+#include "tests/client/embedded.hpp"
 
 #include <doctest/doctest.h>
 
@@ -26,11 +27,7 @@ struct State {
     std::uint32_t state;
 };
 
-EventSystem embedded() {
-    auto bus = EventSystemBuilder().embedded().client_name("waitset-test").build();
-    REQUIRE_MESSAGE(bus.has_value(), bus.error().what());
-    return std::move(*bus);
-}
+EventSystem embedded() { return test::embedded("waitset-test"); }
 
 }  // namespace
 
