@@ -378,6 +378,9 @@ void Broker::Impl::handle(Session& s, const Message& m) {
             else if constexpr (std::is_same_v<B, proto::Stats>) return on_stats(s, corr);
             else if constexpr (std::is_same_v<B, proto::Reclaim>) return on_reclaim(s, corr, body);
             else if constexpr (std::is_same_v<B, proto::Inspect>) return on_inspect(s, corr, body);
+            else if constexpr (std::is_same_v<B, proto::JoinGroup>) return on_join_group(s, corr, body);
+            else if constexpr (std::is_same_v<B, proto::LeaveGroup>) return on_leave_group(s, corr, body);
+            else if constexpr (std::is_same_v<B, proto::GroupRelease>) return on_group_release(s, corr, body);
             else return fail(Errc::malformed, std::string(proto::to_string(type)) + " is not a request");
         },
         m.body);

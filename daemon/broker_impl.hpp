@@ -8,6 +8,7 @@
 //                 reclaim grace period, eviction ticks (the eviction rule itself: monitor.hpp)
 //   service.cpp   what the service manager is told from the loop: heartbeats and status lines
 //   reload.cpp    a new configuration while serving (reload(), SIGHUP): applied on the loop thread, logged
+//   groups.cpp    consumer groups: members, the partitions' cursor slots, rebalancing and hand-over
 #pragma once
 
 #include "daemon/access.hpp"
@@ -112,6 +113,30 @@ struct Slot {
     std::uint32_t slot = 0;
 };
 
+// A consumer group on a partitioned topic (proto/messages.hpp, "Consumer groups"). Each partition has one
+// cursor slot on its partition topic, held (in Session::subscribers) by the session of the member that
+// owns the partition, or by nobody between owners.
+constexpr std::uint32_t kNoSlot = 0xffffffffu;
+constexpr std::uint32_t kGroupHeld = 0xffffffffu;  // a subscriber slot's owner between two members: taken, by nobody's session
+struct GroupMember {
+    std::uint32_t id = 0;
+    std::uint32_t client = 0;  // its session's id
+    bool gone = false;         // its connection closed: given nothing more; what it owns passes on when its process exits
+};
+struct GroupPartition {
+    std::uint32_t topic_id = 0;
+    std::uint32_t slot = kNoSlot;
+    std::uint32_t owner = 0;      // member id; 0: nobody (the slot, if any, is held by no session)
+    bool revoking = false;        // a group_revoke is out to the owner
+    std::array<std::uint64_t, layout::kLanes> redeliver_until{};  // its previous owner died: sent with the next assignment
+};
+struct Group {
+    std::string topic;
+    std::string name;
+    std::vector<GroupMember> members;  // in join order: the assignment deals partitions round robin over them
+    std::vector<GroupPartition> parts;
+};
+
 // What a client holds. A session outlives its connection while its process is alive: a process whose
 // control socket closed may still be publishing and reading through the segments.
 struct Session {
@@ -187,6 +212,9 @@ struct Broker::Impl {
     std::thread::id loop_thread;  // run()'s, while it serves; default: nobody serves
     std::function<Result<BrokerConfig>()> reread;  // on SIGHUP (Broker::on_hangup)
     std::map<std::string, int, std::less<>> kept;  // sealed segments the keeper handed back, not yet adopted
+    std::map<std::string, std::uint32_t, std::less<>> partitioned;  // partitioned topics and their partition counts
+    std::vector<std::unique_ptr<Group>> groups;
+    std::uint32_t next_member_id = 1;
     std::string segment_name(std::string_view what) const { return cfg.shm_prefix + "." + std::string(what); }
     static std::string shm_path(const std::string& name) { return "/dev/shm/" + name; }
     static void close_session_fds(Session& s) {
@@ -315,6 +343,27 @@ struct Broker::Impl {
     bool timer_needed() const;
     void tick();
     void arm_timer(bool on);
+
+    // groups.cpp: consumer groups.
+    Status on_join_group(Session& s, std::uint64_t corr, const proto::JoinGroup& j);
+    Status on_leave_group(Session& s, std::uint64_t corr, const proto::LeaveGroup& l);
+    Status on_group_release(Session& s, std::uint64_t corr, const proto::GroupRelease& r);
+    // Deals the partitions over the live members: unowned ones are assigned, ones owned by the wrong
+    // member are revoked (they move once released).
+    void rebalance(Group& g);
+    // Hands partition `p` to `member` (a live one): its slot passes to the member's session, created at
+    // the tail if the partition has none. False if the member's session is gone.
+    bool assign(Group& g, std::uint32_t p, const GroupMember& member);
+    // Takes every partition `member` owns away from its session (dead: flagged for redelivery), then
+    // removes it from the group; a group left without members gives its slots up.
+    void drop_member(Group& g, std::uint32_t member, bool died);
+    // A session's connection closed (its members get nothing more), or its process exited (what they
+    // own passes on, to be redelivered).
+    void group_session_closed(const Session& s);
+    void group_session_exited(Session& s);
+    bool is_group_slot(std::uint32_t topic, std::uint32_t slot) const;
+    Session* live_session(std::uint32_t client);
+    std::pair<Group*, GroupMember*> find_member(std::uint32_t member);
 
     // service.cpp: heartbeats and status lines (ServiceHooks).
     Status open_service_timers();

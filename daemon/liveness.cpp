@@ -61,6 +61,7 @@ void Broker::Impl::disconnect(int fd) {
     log->log(s->greeted ? spdlog::level::info : spdlog::level::debug,
              "client {} '{}' (pid {}) disconnected holding {} publisher(s), {} subscriber(s)", s->id, s->name, s->pid,
              s->publishers.size(), s->subscribers.size());
+    group_session_closed(*s);
     if (s->publishers.empty() && s->subscribers.empty()) {
         close_session_fds(*s);
         return;
@@ -113,6 +114,7 @@ void Broker::Impl::reap() {
             release_publisher_slot(t, p.slot);
             return true;
         });
+        group_session_exited(*s);  // its group partitions pass on instead of being released
         for (auto& sub : s->subscribers) release_subscriber_slot(*topics[sub.topic - 1], sub.slot);
         s->subscribers.clear();
         if (!s->publishers.empty()) return false;  // a recovery must be retried

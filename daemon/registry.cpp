@@ -211,6 +211,9 @@ Status Broker::Impl::on_remove_publisher(Session& s, std::uint64_t corr, const p
 }
 
 Status Broker::Impl::on_remove_subscriber(Session& s, std::uint64_t corr, const proto::RemoveSubscriber& r) {
+    if (is_group_slot(r.topic_id, r.slot))
+        return fail(Errc::invalid_argument, "subscriber slot " + std::to_string(r.slot) + " of topic " + std::to_string(r.topic_id) +
+                                                " is a consumer group's cursor: leave the group instead");
     if (!take_slot(s.subscribers, r.topic_id, r.slot))
         return fail(Errc::permission_denied, "subscriber slot " + std::to_string(r.slot) + " of topic " +
                                                  std::to_string(r.topic_id) + " does not belong to this client");

@@ -1,4 +1,5 @@
 #include "proto/messages.hpp"
+#include "proto/codec.hpp"
 
 #include <cstring>
 #include <type_traits>
@@ -30,137 +31,10 @@ std::string printable_excerpt(std::string_view s, std::size_t max) {
 
 namespace {
 
-// Little-endian field writer. The machines we run on are little endian; memcpy keeps it alignment-safe.
-static_assert(std::endian::native == std::endian::little, "the wire format is little endian");
-
-class Writer {
-public:
-    template <class T>
-        requires std::is_arithmetic_v<T>
-    void put(T v) {
-        auto at = buf_.size();
-        buf_.resize(at + sizeof v);
-        std::memcpy(buf_.data() + at, &v, sizeof v);
-    }
-    void put_fixed(std::string_view s, std::size_t field) {  // NUL-padded fixed field
-        auto at = buf_.size();
-        buf_.resize(at + field);
-        std::memcpy(buf_.data() + at, s.data(), std::min(s.size(), field));
-    }
-    void put_string(std::string_view s) {  // u16 length + bytes
-        put<std::uint16_t>(static_cast<std::uint16_t>(std::min<std::size_t>(s.size(), 0xffff)));
-        auto at = buf_.size();
-        buf_.resize(at + std::min<std::size_t>(s.size(), 0xffff));
-        std::memcpy(buf_.data() + at, s.data(), buf_.size() - at);
-    }
-    void put_fingerprint(const layout::Fingerprint& f) {
-        put_fixed(f.name(), sizeof f.type_name);
-        put(f.size);
-        put(f.align);
-        put(f.schema_version);
-        put(static_cast<std::uint32_t>(f.kind));
-    }
-    void put_lanes(const std::array<layout::LaneSettings, layout::kLanes>& lanes) {
-        for (auto& l : lanes) {
-            put(l.capacity);
-            put(l.max_event);
-            put(static_cast<std::uint8_t>(l.overflow));
-            put(l.evict);
-            put(l.block_timeout_ms);
-            put(l.evict_after_ms);
-        }
-    }
-    std::vector<std::byte>& bytes() { return buf_; }
-
-private:
-    std::vector<std::byte> buf_;
-};
-
-class Reader {
-public:
-    explicit Reader(std::span<const std::byte> b) : b_(b) {}
-
-    template <class T>
-        requires std::is_arithmetic_v<T>
-    Result<T> get(const char* field) {
-        if (b_.size() - at_ < sizeof(T)) return fail(Errc::malformed, std::string("frame ends inside field '") + field + "'");
-        T v;
-        std::memcpy(&v, b_.data() + at_, sizeof v);
-        at_ += sizeof v;
-        return v;
-    }
-    Result<std::string> get_fixed(std::size_t field, const char* name) {
-        if (b_.size() - at_ < field) return fail(Errc::malformed, std::string("frame ends inside field '") + name + "'");
-        auto p = reinterpret_cast<const char*>(b_.data() + at_);
-        auto len = ::strnlen(p, field);
-        if (len == field) return fail(Errc::malformed, std::string("field '") + name + "' is not NUL-terminated");
-        for (std::size_t i = len; i < field; ++i)
-            if (p[i] != 0) return fail(Errc::malformed, std::string("field '") + name + "' has bytes after its NUL");
-        at_ += field;
-        return std::string(p, len);
-    }
-    Result<std::string> get_string(std::size_t max, const char* name) {
-        auto n = get<std::uint16_t>(name);
-        if (!n) return std::unexpected(n.error());
-        if (*n > max) return fail(Errc::malformed, std::string("field '") + name + "' longer than " + std::to_string(max));
-        if (b_.size() - at_ < *n) return fail(Errc::malformed, std::string("frame ends inside field '") + name + "'");
-        std::string s(reinterpret_cast<const char*>(b_.data() + at_), *n);
-        at_ += *n;
-        return s;
-    }
-    Result<layout::Fingerprint> get_fingerprint() {
-        layout::Fingerprint f;
-        auto name = get_fixed(sizeof f.type_name, "fingerprint.type_name");
-        if (!name) return std::unexpected(name.error());
-        std::memcpy(f.type_name, name->data(), name->size());
-        auto size = get<std::uint32_t>("fingerprint.size");
-        auto align = get<std::uint32_t>("fingerprint.align");
-        auto ver = get<std::uint32_t>("fingerprint.schema_version");
-        auto kind = get<std::uint32_t>("fingerprint.kind");
-        if (!size || !align || !ver || !kind) return fail(Errc::malformed, "frame ends inside the fingerprint");
-        if (*kind != 1 && *kind != 2) return fail(Errc::malformed, "fingerprint.kind " + std::to_string(*kind) + " is not typed(1) or raw(2)");
-        if (name->empty()) return fail(Errc::malformed, "fingerprint.type_name is empty");
-        if (!printable(*name)) return fail(Errc::malformed, "fingerprint.type_name must be printable ASCII");
-        if (*align != 0 && !layout::is_pow2(*align)) return fail(Errc::malformed, "fingerprint.align is not a power of two");
-        f.size = *size;
-        f.align = *align;
-        f.schema_version = *ver;
-        f.kind = static_cast<layout::Kind>(*kind);
-        return f;
-    }
-    Result<std::array<layout::LaneSettings, layout::kLanes>> get_lanes() {
-        std::array<layout::LaneSettings, layout::kLanes> lanes{};
-        for (auto& l : lanes) {
-            auto cap = get<std::uint64_t>("lane.capacity");
-            auto max = get<std::uint32_t>("lane.max_event");
-            auto ovf = get<std::uint8_t>("lane.overflow");
-            auto ev = get<std::uint8_t>("lane.evict");
-            auto to = get<std::uint32_t>("lane.block_timeout_ms");
-            auto ea = get<std::uint32_t>("lane.evict_after_ms");
-            if (!cap || !max || !ovf || !ev || !to || !ea) return fail(Errc::malformed, "frame ends inside lane settings");
-            if (*ovf > 1) return fail(Errc::malformed, "lane.overflow " + std::to_string(*ovf) + " is not block(0) or fail(1)");
-            l.capacity = *cap;
-            l.max_event = *max;
-            l.overflow = static_cast<Overflow>(*ovf);
-            l.evict = *ev;
-            l.block_timeout_ms = *to;
-            l.evict_after_ms = *ea;
-        }
-        return lanes;
-    }
-    std::size_t remaining() const { return b_.size() - at_; }
-
-private:
-    std::span<const std::byte> b_;
-    std::size_t at_ = 0;
-};
-
-template <class... R>
-Status all_ok(const R&... r) {
-    Status s;
-    ((s = r ? s : Status(std::unexpected(r.error()))), ...);
-    return s;
-}
+using codec::Writer;
+using codec::Reader;
+using codec::all_ok;
+using codec::encode_body;
 
 void encode_body(Writer& w, const Hello& m) {
     w.put(m.version_min);
@@ -431,6 +305,12 @@ Result<Body> decode_body(MsgType t, Reader& r) {
         m.offset = *o;
         return m;
     }
+    case MsgType::join_group:
+    case MsgType::group_ok:
+    case MsgType::leave_group:
+    case MsgType::group_assign:
+    case MsgType::group_revoke:
+    case MsgType::group_release: return codec::decode_group_body(t, r);
     case MsgType::inspect_reply: {
         InspectReply m;
         auto total = r.get<std::uint32_t>("total");
@@ -475,6 +355,12 @@ std::string_view to_string(MsgType t) noexcept {
     case MsgType::reclaim_ok: return "reclaim_ok";
     case MsgType::inspect: return "inspect";
     case MsgType::inspect_reply: return "inspect_reply";
+    case MsgType::join_group: return "join_group";
+    case MsgType::group_ok: return "group_ok";
+    case MsgType::leave_group: return "leave_group";
+    case MsgType::group_assign: return "group_assign";
+    case MsgType::group_revoke: return "group_revoke";
+    case MsgType::group_release: return "group_release";
     }
     return "unknown";
 }
@@ -514,7 +400,7 @@ Result<Message> decode(std::span<const std::byte> frame) {
     if (*ver < kMinProtocolVersion || *ver > kProtocolVersion)
         return fail(Errc::version_mismatch, "frame version " + std::to_string(*ver) + " is outside the supported " +
                                                 std::to_string(kMinProtocolVersion) + ".." + std::to_string(kProtocolVersion));
-    if (*type < 1 || *type > static_cast<std::uint16_t>(MsgType::inspect_reply))
+    if (*type < 1 || *type > static_cast<std::uint16_t>(MsgType::group_release))
         return fail(Errc::malformed, "unknown message type " + std::to_string(*type));
     auto t = static_cast<MsgType>(*type);
     auto body = decode_body(t, r);
@@ -524,18 +410,31 @@ Result<Message> decode(std::span<const std::byte> frame) {
     return Message{*corr, std::move(*body)};
 }
 
-Status validate_topic_name(std::string_view name) {
+namespace {
+// [a-z0-9][a-z0-9_.-]{0,max-1}: topic and group names.
+Status validate_name(std::string_view what, std::string_view name, std::size_t max, Errc code) {
     auto bad = [&](std::string why) {
-        return fail(Errc::invalid_topic_name, "topic name '" + printable_excerpt(name) + "' " + why +
-                                                  " (expected [a-z0-9][a-z0-9_.-]{0,62})");
+        return fail(code, std::string(what) + " name '" + printable_excerpt(name) + "' " + why + " (expected [a-z0-9][a-z0-9_.-]{0," +
+                              std::to_string(max - 1) + "})");
     };
     if (name.empty()) return bad("is empty");
-    if (name.size() > layout::kTopicNameMax) return bad("is longer than 63 characters");
+    if (name.size() > max) return bad("is longer than " + std::to_string(max) + " characters");
     auto head = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
     if (!head(name[0])) return bad("must start with a lowercase letter or digit");
     for (char c : name)
         if (!head(c) && c != '_' && c != '.' && c != '-') return bad("contains an invalid character");
     return {};
+}
+}  // namespace
+
+Status validate_topic_name(std::string_view name) {
+    return validate_name("topic", name, layout::kTopicNameMax, Errc::invalid_topic_name);
+}
+
+Status validate_group_name(std::string_view name) { return validate_name("group", name, kGroupNameMax, Errc::invalid_argument); }
+
+std::string partition_topic(std::string_view topic, std::uint32_t partition) {
+    return std::string(topic) + ".p" + std::to_string(partition);
 }
 
 }  // namespace rvoip::events::proto

@@ -27,7 +27,8 @@
 namespace rvoip::events::proto {
 
 // 2: lane settings carry evict_after_ms; topic stats carry evictions
-constexpr std::uint16_t kProtocolVersion = 3;  // 3: topic replies carry the topic's doorbell segment
+// 3: topic replies carry the topic's doorbell segment
+constexpr std::uint16_t kProtocolVersion = 4;  // 4: consumer groups (join_group .. group_release)
 constexpr std::uint16_t kMinProtocolVersion = 3;
 constexpr std::size_t kFrameHeaderSize = 16;
 constexpr std::size_t kMaxFrame = 64 * 1024;
@@ -55,6 +56,12 @@ enum class MsgType : std::uint16_t {
     reclaim_ok = 17,
     inspect = 18,        // a tool asks for a report (rvoip-eventctl)
     inspect_reply = 19,  // one chunk of it
+    join_group = 20,     // a consumer joins a group on a partitioned topic (or a keyed publisher declares it)
+    group_ok = 21,
+    leave_group = 22,
+    group_assign = 23,   // broker -> member, unsolicited: a partition's cursor slot is the member's now
+    group_revoke = 24,   // broker -> member, unsolicited: finish with a partition and give it back
+    group_release = 25,  // member -> broker: the revoked partition, settled
 };
 
 enum class Role : std::uint8_t { publisher = 1, subscriber = 2 };
@@ -169,9 +176,51 @@ struct InspectReply {
     std::string chunk;
 };
 
+// Consumer groups (DESIGN §4, keyed shards). A partitioned topic `t` of N partitions is N ordinary
+// topics named partition_topic(t, i); a keyed publisher writes each event to the partition its key
+// hashes to. Each partition has one cursor slot per group, held by the member the broker assigned the
+// partition to; when members join, leave or die the broker moves slots between them: a live member is
+// asked to give one back (group_revoke, answered by group_release once its samples are released), a
+// dead member's slots pass on at once from their last released position, with `redeliver_until` set
+// to the lanes' tails then (events below it may have reached the dead member: flagged redelivered).
+constexpr std::uint32_t kMaxPartitions = 128;  // a member may hold them all: one WaitSet (futex_waitv) covers them
+constexpr std::size_t kGroupNameMax = 31;
+// The partition topics' names: "<topic>.p<i>"; so a partitioned topic's name is at most 58 characters.
+std::string partition_topic(std::string_view topic, std::uint32_t partition);
+struct JoinGroup {
+    std::string topic;  // the partitioned topic's name (its partitions must have been opened)
+    std::string group;  // [a-z0-9][a-z0-9_.-]{0,30}; empty: only declare the topic's partition count
+    std::uint32_t partitions = 0;
+};
+struct GroupOk {
+    std::uint32_t member = 0;  // 0 when only declared
+    std::uint32_t partitions = 0;
+};
+struct LeaveGroup {
+    std::uint32_t member = 0;
+};
+struct GroupAssign {
+    std::uint32_t member = 0;
+    std::uint32_t partition = 0;
+    std::uint32_t topic_id = 0;  // the partition topic
+    std::uint32_t slot = 0;      // its subscriber slot (and doorbell) that is the group's cursor
+    std::array<std::uint64_t, layout::kLanes> start{};            // the slot's positions when it was handed over
+    std::array<std::uint64_t, layout::kLanes> redeliver_until{};  // records ending at or below: flag redelivered
+    // fds: [0] topic data (read-only), [1] topic cursors (read-write), [2] topic doorbells (read-write)
+};
+struct GroupRevoke {
+    std::uint32_t member = 0;
+    std::uint32_t partition = 0;
+};
+struct GroupRelease {
+    std::uint32_t member = 0;
+    std::uint32_t partition = 0;
+};
+
 using Body = std::variant<Hello, HelloOk, OpenTopic, TopicOk, AddPublisher, PublisherOk, AddSubscriber, SubscriberOk,
                           RemovePublisher, RemoveSubscriber, Ok, Stats, StatsReply, ErrorReply, ShutdownNotice, Reclaim,
-                          ReclaimOk, Inspect, InspectReply>;
+                          ReclaimOk, Inspect, InspectReply, JoinGroup, GroupOk, LeaveGroup, GroupAssign, GroupRevoke,
+                          GroupRelease>;
 
 struct Message {
     std::uint64_t correlation = 0;
@@ -194,6 +243,8 @@ std::uint64_t peek_correlation(std::span<const std::byte> frame) noexcept;
 
 // Topic names: [a-z0-9][a-z0-9_.-]{0,62}
 Status validate_topic_name(std::string_view name);
+// Group names: [a-z0-9][a-z0-9_.-]{0,30}
+Status validate_group_name(std::string_view name);
 
 // True when every byte is printable ASCII (0x20-0x7e): what decode() accepts in names and type names.
 bool printable(std::string_view s) noexcept;

@@ -203,3 +203,56 @@ TEST_CASE("topic names follow [a-z0-9][a-z0-9_.-]{0,62}") {
     CHECK(e.error().code == Errc::invalid_topic_name);
     CHECK(e.error().message.find("bad name") != std::string::npos);
 }
+
+TEST_CASE("consumer-group messages round-trip; bad partitions, slots and positions are refused") {
+    GroupAssign a{7, 3, 12, 5, {64, 128, 0, 0}, {640, 0, 0, 64}};
+    auto am = decode(encode(Message{0, a}));
+    REQUIRE(am.has_value());
+    const auto& ga = std::get<GroupAssign>(am->body);
+    CHECK(ga.member == 7);
+    CHECK(ga.partition == 3);
+    CHECK(ga.topic_id == 12);
+    CHECK(ga.slot == 5);
+    CHECK(ga.start[1] == 128);
+    CHECK(ga.redeliver_until[0] == 640);
+    CHECK(ga.redeliver_until[3] == 64);
+    auto jm = decode(encode(Message{4, JoinGroup{"call.control", "session-workers", 32}}));
+    REQUIRE(jm.has_value());
+    CHECK(std::get<JoinGroup>(jm->body).group == "session-workers");
+    CHECK(std::get<JoinGroup>(jm->body).partitions == 32);
+    for (Body b : {Body{GroupOk{1, 8}}, Body{LeaveGroup{2}}, Body{GroupRevoke{2, 5}}, Body{GroupRelease{2, 5}}}) {
+        auto r = decode(encode(Message{5, b}));
+        REQUIRE(r.has_value());
+        CHECK(r->body.index() == b.index());
+        CHECK(type_of(r->body) == type_of(b));
+    }
+
+    auto refused = [](Body b, std::string_view says) {
+        auto r = decode(encode(Message{1, b}));
+        REQUIRE_FALSE(r.has_value());
+        CHECK(r.error().code == Errc::malformed);
+        CHECK_MESSAGE(r.error().message.find(says) != std::string::npos, r.error().message);
+    };
+    refused(GroupRevoke{1, kMaxPartitions}, "partition 128");
+    refused(GroupAssign{1, 0, 1, layout::kMaxSubscribers, {}, {}}, "slot 64");
+    refused(GroupAssign{1, 0, 1, 0, {8, 0, 0, 0}, {}}, "not 64-byte aligned");
+    refused(GroupOk{1, 0}, "partitions 0");
+
+    auto f = encode(Message{3, a});
+    for (std::size_t n = kFrameHeaderSize; n < f.size(); ++n) {
+        std::vector<std::byte> cut(f.begin(), f.begin() + std::ptrdiff_t(n));
+        std::uint32_t len = std::uint32_t(cut.size());
+        std::memcpy(cut.data(), &len, 4);
+        CHECK_FALSE(decode(cut).has_value());
+    }
+}
+
+TEST_CASE("group names follow [a-z0-9][a-z0-9_.-]{0,30}; partitions are named after their topic") {
+    CHECK(validate_group_name("session-workers").has_value());
+    CHECK_FALSE(validate_group_name("").has_value());
+    CHECK_FALSE(validate_group_name(std::string(32, 'a')).has_value());
+    auto e = validate_group_name("Workers");
+    REQUIRE_FALSE(e.has_value());
+    CHECK(e.error().message.find("group name 'Workers'") != std::string::npos);
+    CHECK(partition_topic("call.control", 7) == "call.control.p7");
+}
