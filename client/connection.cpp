@@ -232,7 +232,40 @@ Result<Connection::Reply> Connection::round_trip(Lock&, int fd, proto::Body requ
     }
 }
 
+void Connection::attach_group(std::uint32_t member, std::shared_ptr<GroupInbox> inbox) {
+    Lock lock(mu_);
+    if (auto it = early_.find(member); it != early_.end()) {
+        for (auto& [body, fds] : it->second) inbox->post(std::move(body), std::move(fds));
+        early_.erase(it);
+    }
+    groups_[member] = std::move(inbox);
+}
+
+void Connection::detach_group(std::uint32_t member) {
+    Lock lock(mu_);
+    groups_.erase(member);
+    if (auto it = early_.find(member); it != early_.end()) {
+        for (auto& m : it->second) proto::close_fds(m.second);
+        early_.erase(it);
+    }
+}
+
 void Connection::unsolicited(int fd, std::uint64_t correlation, proto::Body& body, std::vector<int>& fds) {
+    if (correlation == 0 && (std::holds_alternative<proto::GroupAssign>(body) || std::holds_alternative<proto::GroupRevoke>(body))) {
+        const std::uint32_t member = std::visit(
+            [](const auto& b) -> std::uint32_t {
+                if constexpr (requires { b.member; }) return b.member;
+                else return 0;
+            },
+            body);
+        if (auto it = groups_.find(member); it != groups_.end()) {
+            it->second->post(std::move(body), std::exchange(fds, {}));
+        } else if (early_.size() < 64 && early_[member].size() < proto::kMaxPartitions * 2) {  // its join reply is being read
+            early_[member].emplace_back(std::move(body), std::exchange(fds, {}));
+        }
+        proto::close_fds(fds);
+        return;
+    }
     proto::close_fds(fds);
     if (std::holds_alternative<proto::ShutdownNotice>(body)) {
         stopping_ = true;

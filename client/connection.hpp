@@ -26,6 +26,39 @@ namespace rvoip::events::detail {
 
 class EmbeddedBroker;
 
+// A topic's three segments mapped for a publisher or a subscriber (map_topic).
+struct Mapped {
+    shm::Segment data;
+    shm::Segment cursors;
+    shm::Segment bells;
+    shm::TopicMap map;
+    shm::DoorbellMap bell_map;
+};
+// Maps the descriptors the broker sent with a slot (data, cursors, doorbells; closed once mapped) with a
+// publisher's access (`pub`) or a subscriber's, and checks that they agree with each other.
+Result<Mapped> map_topic(const std::string& name, std::vector<int> fds, bool pub);
+
+// What the broker sends a consumer group member by itself (group_assign, group_revoke): queued by the
+// connection's thread, taken by the member's receiving thread.
+struct GroupInbox {
+    std::mutex mu;
+    std::condition_variable arrived;
+    std::vector<std::pair<proto::Body, std::vector<int>>> mail;  // guarded by mu
+    // Set under mu with mail; read without it on every receive (acquire: pairs with the release store in post).
+    std::atomic<bool> pending{false};
+    void post(proto::Body body, std::vector<int> fds) {
+        {
+            std::lock_guard lock(mu);
+            mail.emplace_back(std::move(body), std::move(fds));
+            pending.store(true, std::memory_order_release);
+        }
+        arrived.notify_all();
+    }
+    ~GroupInbox() {
+        for (auto& m : mail) proto::close_fds(m.second);
+    }
+};
+
 class Connection {
 public:
     static Result<std::shared_ptr<Connection>> open(const std::string& path, const std::string& name, std::chrono::milliseconds timeout);
@@ -59,6 +92,10 @@ public:
     std::uint64_t hold(Slot s);
     // Gives the slot back to the broker (now, or after the reconnection if it is away).
     void release(std::uint64_t handle) noexcept;
+
+    // A group member's mailbox: messages for `member` that came before it was attached are handed over.
+    void attach_group(std::uint32_t member, std::shared_ptr<GroupInbox> inbox);
+    void detach_group(std::uint32_t member);
 
     ConnectionState state() const;
     const std::string& path() const noexcept { return path_; }
@@ -98,6 +135,8 @@ private:
     // Calls that gave up waiting: a slot their late reply grants is handed back.
     std::map<std::uint64_t, proto::MsgType> abandoned_;
     std::map<std::uint64_t, Slot> slots_;
+    std::map<std::uint32_t, std::shared_ptr<GroupInbox>> groups_;  // by member id
+    std::map<std::uint32_t, std::vector<std::pair<proto::Body, std::vector<int>>>> early_;  // member not attached yet
     std::vector<Slot> to_release_;  // released while the broker was away
     std::uint64_t next_handle_ = 0;
     shm::Segment doorbell_segment_;

@@ -33,15 +33,41 @@ layout::Fingerprint raw_fingerprint(std::string_view schema, std::uint32_t versi
 
 namespace detail {
 
+// The three descriptors of a topic (data, cursors, doorbells) mapped with the access of a publisher or
+// a subscriber, and checked to agree with each other. map_fd closes each descriptor once mapped: a
+// process holds no descriptor per topic (1,000 topics would need 3,000), and nothing needs them later:
+// a reconnection reclaims the slot by pid and ring key.
+Result<Mapped> map_topic(const std::string& name, std::vector<int> fds, bool pub) {
+    if (fds.size() != 3) {
+        proto::close_fds(fds);
+        return fail(Errc::malformed, "broker sent " + std::to_string(fds.size()) + " descriptors, expected 3");
+    }
+    auto data = shm::Segment::map_fd(fds[0], pub ? shm::Access::read_write : shm::Access::read_only, "topic '" + name + "' data");
+    auto cursors = shm::Segment::map_fd(fds[1], pub ? shm::Access::read_only : shm::Access::read_write, "topic '" + name + "' cursors");
+    auto bells = shm::Segment::map_fd(fds[2], shm::Access::read_write, "topic '" + name + "' doorbells");
+    if (!data) return std::unexpected(data.error());
+    if (!cursors) return std::unexpected(cursors.error());
+    if (!bells) return std::unexpected(bells.error());
+    auto map = shm::attach(data->bytes(), cursors->bytes());
+    if (!map) return std::unexpected(map.error().context("topic '" + name + "'"));
+    auto bell_map = shm::attach_doorbells(bells->bytes());
+    if (!bell_map) return std::unexpected(bell_map.error().context("topic '" + name + "' doorbells"));
+    if (bell_map->count < map->max_subscribers)
+        return fail(Errc::corrupt, "topic '" + name + "': " + std::to_string(bell_map->count) + " doorbells for " +
+                                       std::to_string(map->max_subscribers) + " subscriber slots");
+    Mapped m;
+    m.data = std::move(*data);
+    m.cursors = std::move(*cursors);
+    m.bells = std::move(*bells);
+    m.map = *map;
+    m.bell_map = *bell_map;
+    return m;
+}
+
 namespace {
 
-struct Opened {
+struct Opened : Mapped {
     TopicInfo info;
-    shm::Segment data;
-    shm::Segment cursors;
-    shm::Segment bells;
-    shm::TopicMap map;
-    shm::DoorbellMap bell_map;
     std::uint32_t slot = 0;
     proto::Body reply;
 };
@@ -74,32 +100,13 @@ Result<Opened> open_topic(Connection& conn, std::string_view topic, const layout
     } give_back{conn, {}};
     if (auto* p = std::get_if<proto::PublisherOk>(&r->body)) give_back.remove = proto::RemovePublisher{tok->topic_id, p->slot};
     if (auto* q = std::get_if<proto::SubscriberOk>(&r->body)) give_back.remove = proto::RemoveSubscriber{tok->topic_id, q->slot};
-    if (r->fds.size() != 3) return fail(Errc::malformed, "broker sent " + std::to_string(r->fds.size()) + " descriptors, expected 3");
-    // map_fd closes each descriptor once mapped: a process holds no descriptor per topic (1,000 topics
-    // would need 3,000), and nothing needs them later: a reconnection reclaims the slot by pid and ring key.
-    auto fds = std::exchange(r->fds, {});
-    auto data = shm::Segment::map_fd(fds[0], pub ? shm::Access::read_write : shm::Access::read_only, "topic '" + o.info.name + "' data");
-    auto cursors = shm::Segment::map_fd(fds[1], pub ? shm::Access::read_only : shm::Access::read_write, "topic '" + o.info.name + "' cursors");
-    auto bells = shm::Segment::map_fd(fds[2], shm::Access::read_write, "topic '" + o.info.name + "' doorbells");
-    if (!data) return std::unexpected(data.error());
-    if (!cursors) return std::unexpected(cursors.error());
-    if (!bells) return std::unexpected(bells.error());
-    auto map = shm::attach(data->bytes(), cursors->bytes());
-    if (!map) return std::unexpected(map.error().context("topic '" + o.info.name + "'"));
-    auto bell_map = shm::attach_doorbells(bells->bytes());
-    if (!bell_map) return std::unexpected(bell_map.error().context("topic '" + o.info.name + "' doorbells"));
-    if (bell_map->count < map->max_subscribers)
-        return fail(Errc::corrupt, "topic '" + o.info.name + "': " + std::to_string(bell_map->count) + " doorbells for " +
-                                       std::to_string(map->max_subscribers) + " subscriber slots");
+    auto mapped = map_topic(o.info.name, std::exchange(r->fds, {}), pub);
+    if (!mapped) return std::unexpected(mapped.error());
     for (std::size_t l = 0; l < layout::kLanes; ++l)
-        if (map->settings[l].capacity != tok->lanes[l].capacity || map->settings[l].max_event != tok->lanes[l].max_event)
+        if (mapped->map.settings[l].capacity != tok->lanes[l].capacity || mapped->map.settings[l].max_event != tok->lanes[l].max_event)
             return fail(Errc::corrupt, "topic '" + o.info.name + "': segment settings disagree with the broker's reply");
-    if (!(map->header->fingerprint == fp)) return fail(Errc::corrupt, "topic '" + o.info.name + "': segment fingerprint disagrees");
-    o.data = std::move(*data);
-    o.cursors = std::move(*cursors);
-    o.bells = std::move(*bells);
-    o.map = *map;
-    o.bell_map = *bell_map;
+    if (!(mapped->map.header->fingerprint == fp)) return fail(Errc::corrupt, "topic '" + o.info.name + "': segment fingerprint disagrees");
+    static_cast<Mapped&>(o) = std::move(*mapped);
     o.reply = std::move(r->body);
     give_back.remove.reset();
     return o;
@@ -230,31 +237,54 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::open(std::shared_ptr<Con
     auto* ok = std::get_if<proto::SubscriberOk>(&o->reply);
     if (!ok || ok->slot >= o->map.max_subscribers || ok->doorbell != ok->slot)
         return fail(Errc::malformed, "broker answered add_subscriber with an unexpected reply");
+    return from(std::move(conn), std::move(*o), std::move(o->info), ok->slot, ok->start, opt.wait, true);
+}
+
+Result<std::unique_ptr<SubscriberCore>> SubscriberCore::attach_group(std::shared_ptr<Connection> conn, std::string topic,
+                                                                     const proto::GroupAssign& a, std::vector<int> fds,
+                                                                     const layout::Fingerprint& fp, const WaitOptions& wait) {
+    auto m = map_topic(topic, std::move(fds), false);
+    if (!m) return std::unexpected(m.error());
+    if (a.slot >= m->map.max_subscribers) return fail(Errc::malformed, "broker assigned subscriber slot " + std::to_string(a.slot) + " of '" + topic + "'");
+    if (!(m->map.header->fingerprint == fp)) return fail(Errc::schema_mismatch, "partition topic '" + topic + "': segment fingerprint disagrees");
+    TopicInfo info{std::move(topic), a.topic_id, {}};
+    for (std::size_t l = 0; l < layout::kLanes; ++l) info.lanes[l] = m->map.settings[l];
+    return from(std::move(conn), std::move(*m), std::move(info), a.slot, a.start, wait, false);
+}
+
+Result<std::unique_ptr<SubscriberCore>> SubscriberCore::from(std::shared_ptr<Connection> conn, Mapped&& o, TopicInfo info,
+                                                             std::uint32_t slot, const std::array<std::uint64_t, layout::kLanes>& start,
+                                                             const WaitOptions& wait, bool hold) {
     auto s = std::unique_ptr<SubscriberCore>(new SubscriberCore());
     s->conn_ = std::move(conn);
-    s->data_ = std::move(o->data);
-    s->cursors_ = std::move(o->cursors);
-    s->bells_segment_ = std::move(o->bells);
-    s->map_ = o->map;
-    s->info_ = std::move(o->info);
-    s->slot_index_ = ok->slot;
-    s->slot_ = &s->map_.slots[ok->slot];
-    s->held_ = s->conn_->hold({proto::Role::subscriber, s->info_.name, s->map_.record_key, s->info_.id, ok->slot, ok->doorbell});
-    s->bell_ = &o->bell_map.bells[ok->slot].word;  // bell i of the topic's doorbells is slot i's
-    s->wait_ = opt.wait;
+    s->data_ = std::move(o.data);
+    s->cursors_ = std::move(o.cursors);
+    s->bells_segment_ = std::move(o.bells);
+    s->map_ = o.map;
+    s->info_ = std::move(info);
+    s->slot_index_ = slot;
+    s->slot_ = &s->map_.slots[slot];
+    if (hold) s->held_ = s->conn_->hold({proto::Role::subscriber, s->info_.name, s->map_.record_key, s->info_.id, slot, slot});
+    s->bell_ = &o.bell_map.bells[slot].word;  // bell i of the topic's doorbells is slot i's
+    s->wait_ = wait;
     s->clock_ = s->conn_->doorbells().clock;
     s->sample_every_ = s->clock_.raw_units(shm::kLatencySampleNs);
     s->fingerprint_ = s->map_.header->fingerprint;
     const auto& fp_in_force = s->fingerprint_;
     const std::uint32_t exact = fp_in_force.kind == layout::Kind::typed ? fp_in_force.size : 0;
     for (std::size_t l = 0; l < layout::kLanes; ++l) {
-        if (ok->start[l] % layout::kLine != 0) return fail(Errc::malformed, "broker gave a start position that is not 64-byte aligned");
-        s->readers_[l] = shm::LaneReader(s->map_, l, ok->slot, ok->start[l], exact);
+        if (start[l] % layout::kLine != 0) return fail(Errc::malformed, "broker gave a start position that is not 64-byte aligned");
+        s->readers_[l] = shm::LaneReader(s->map_, l, slot, start[l], exact);
     }
     // Zeroed by the broker at join; read anyway (acquire: pairs with evict_subscriber's closing store).
     s->seen_evictions_ = s->handled_evictions_ = s->slot_->evictions.load(std::memory_order_acquire) & ~1u;
     s->missed_seen_ = s->slot_->missed.load();
     return s;
+}
+
+void SubscriberCore::settle() noexcept {
+    for (std::size_t l = 0; l < layout::kLanes; ++l)
+        if (outstanding_[l] == 0) readers_[l].release();
 }
 
 void SubscriberCore::sample_latency(std::int64_t published) noexcept {
@@ -268,7 +298,7 @@ void SubscriberCore::sample_latency(std::int64_t published) noexcept {
 }
 
 SubscriberCore::~SubscriberCore() {
-    if (conn_) conn_->release(held_);
+    if (conn_ && held_) conn_->release(held_);
 }
 
 Error SubscriberCore::corrupt(std::uint32_t lane, const shm::LaneReader::Peek& p) noexcept {

@@ -33,6 +33,13 @@ Status WaitSetCore::remove(std::size_t index) {
     return {};
 }
 
+std::unique_ptr<SubscriberCore> WaitSetCore::detach(std::size_t index) {
+    end_poll();
+    if (index >= subs_.size()) return nullptr;
+    std::erase(live_, index);
+    return std::move(subs_[index]);
+}
+
 Result<WaitSetCore::Taken> WaitSetCore::try_next() noexcept {
     if (poller_ && poller_->armed()) [[unlikely]]
         end_poll();

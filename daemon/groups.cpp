@@ -76,8 +76,11 @@ Status Broker::Impl::on_join_group(Session& s, std::uint64_t corr, const proto::
     g.members.push_back({id, s.id});
     log->info("client {} '{}' (pid {}) joined group '{}' on '{}' as member {} ({} member(s))", s.id, s.name, s.pid, g.name, g.topic,
               id, g.members.size());
-    reply(s, corr, proto::GroupOk{id, j.partitions});  // before any assignment: the client learns its member id first
+    // Assignments first: a new group's cursors exist before the joiner hears back, so that whatever it
+    // publishes once joined reaches it. They arrive ahead of the reply, and the library keeps them for
+    // the member id the reply names.
     rebalance(g);
+    reply(s, corr, proto::GroupOk{id, j.partitions});
     return {};
 }
 

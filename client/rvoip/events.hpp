@@ -118,6 +118,10 @@ layout::Fingerprint raw_fingerprint(std::string_view schema = "raw-bytes", std::
 
 template <Event T>
 class Publisher;
+template <Event T>
+class KeyedPublisher;
+template <Event T>
+class GroupSubscriber;
 
 namespace detail {
 // A caller's timeout in nanoseconds without overflow: <= 0 (or NaN) is 0, beyond a century is -1
@@ -399,6 +403,12 @@ public:
     Result<Subscriber<T>> subscriber(const SubscriberOptions& opt = {}) {
         return front<Subscriber<T>>(detail::SubscriberCore::open(conn_, T::event_type, fingerprint_of<T>(), opt));
     }
+    // Consumer groups (rvoip/group.hpp): a publisher that writes each event to the partition of its key,
+    // and a member of `group` that gets its share of the partitions.
+    template <Event T, class KeyFn>
+    Result<KeyedPublisher<T>> keyed_publisher(KeyFn key, const PartitionOptions& opt = {});
+    template <Event T, class KeyFn>
+    Result<GroupSubscriber<T>> subscribe_group(std::string_view group, KeyFn key, const PartitionOptions& opt = {});
     Result<RawPublisher> raw_publisher(std::string_view topic, const PublisherOptions& opt = {},
                                        const layout::Fingerprint& fp = raw_fingerprint());
     Result<RawSubscriber> raw_subscriber(std::string_view topic, const SubscriberOptions& opt = {},
@@ -454,3 +464,4 @@ private:
 }  // namespace rvoip::events
 
 #include "rvoip/waitset.hpp"  // IWYU pragma: export
+#include "rvoip/group.hpp"    // IWYU pragma: export

@@ -59,6 +59,15 @@ struct SubscriberOptions {
     WaitOptions wait;
 };
 
+// A partitioned topic (consumer groups, rvoip/group.hpp): how many partitions (1-128; every keyed
+// publisher and group member of the topic must say the same), the partition topics' lane settings
+// when this call creates them, and how a member waits.
+struct PartitionOptions {
+    std::uint32_t partitions = 16;
+    TopicOptions topic;
+    WaitOptions wait;
+};
+
 // A publisher's own counters on one lane (its line of the publisher table; the CLI sums them).
 struct LaneCounters {
     std::uint64_t published = 0;

@@ -39,6 +39,8 @@ public:
 
 private:
     friend class WaitSet;
+    template <Event>
+    friend class GroupSubscriber;
     AnySample(detail::SubscriberCore* c, detail::Record r, std::size_t index) noexcept : RawSample(c, r), index_(index) {}
     std::size_t index_ = 0;
 };

@@ -24,6 +24,7 @@ namespace detail {
 
 class Connection;
 class Poller;
+struct Mapped;  // a topic's segments, mapped (client/connection.hpp)
 
 class PublisherCore {
 public:
@@ -148,6 +149,16 @@ public:
     // Like try_next, but waits up to `timeout` (negative: forever) for a record: spin, then park.
     Result<Record> next_for(std::chrono::nanoseconds timeout) noexcept;
 
+    // A consumer group's partition cursor the broker assigned to this process (GroupCore): the slot is
+    // the group's, so closing this core does not give it back to the broker.
+    static Result<std::unique_ptr<SubscriberCore>> attach_group(std::shared_ptr<Connection> conn, std::string topic,
+                                                                const proto::GroupAssign& a, std::vector<int> fds,
+                                                                const layout::Fingerprint& fp, const WaitOptions& wait);
+    // Moves every lane's cursor to what was read, on lanes with no sample held (a partition handed back).
+    void settle() noexcept;
+    // Where `lane` is read up to: the end of the record it returned last.
+    std::uint64_t read_position(std::uint32_t lane) const noexcept { return readers_[lane].position(); }
+
     // A sample of `lane` was released; when none is outstanding the lane's cursor may move on (in steps
     // of a sixteenth of the ring while records keep coming; fully once the lane runs empty).
     void release(std::uint32_t lane) noexcept {
@@ -172,6 +183,9 @@ public:
 private:
     friend class Parking;
     SubscriberCore() = default;
+    static Result<std::unique_ptr<SubscriberCore>> from(std::shared_ptr<Connection> conn, Mapped&& m, TopicInfo info, std::uint32_t slot,
+                                                        const std::array<std::uint64_t, layout::kLanes>& start, const WaitOptions& wait,
+                                                        bool hold);
     // The next record of the highest non-empty lane in [first, last), or Record{nullptr}. Written once
     // for try_next and try_lane, inlined into both: with constant bounds it is the loop it always was
     // (callgrind: building a Result per lane in a helper cost 22 more instructions per receive).
@@ -283,6 +297,9 @@ public:
 
     std::size_t last_error_index() const noexcept { return last_error_; }
     std::uint64_t wakeups() const noexcept { return wakeups_; }
+    // Takes the subscription at `index` out of the set and hands it over, samples held or not (a group
+    // partition given back: its samples keep pointing into it until released).
+    std::unique_ptr<SubscriberCore> detach(std::size_t index);
 
     // The pollable descriptor (made on first use; Errc::unsupported before Linux 6.7), and arming it:
     // true when armed (it turns readable when an event may be waiting), false when one may be waiting
