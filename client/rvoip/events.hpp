@@ -313,6 +313,7 @@ protected:
 
     friend class EventSystem;
     friend class WaitSet;
+    friend class EventBus;
     explicit BasicSubscriber(std::unique_ptr<detail::SubscriberCore> c) noexcept : core_(std::move(c)) {}
     Result<S> wrap(Result<detail::Record> r) noexcept {
         if (!r) return std::unexpected(std::move(r.error()));
@@ -454,3 +455,4 @@ private:
 }  // namespace rvoip::events
 
 #include "rvoip/waitset.hpp"  // IWYU pragma: export
+#include "rvoip/bus.hpp"      // IWYU pragma: export
