@@ -44,7 +44,8 @@ struct EventBusConfig {
     // preallocated buffer the size of the largest event of the bus's topics.
     std::size_t max_concurrent_dispatches = 256;
     // A handler that runs longer is counted (stats().handler_timeouts once it returns, overdue_now while
-    // it runs). Zero: no limit. It is also how long the destructor lets in-flight handlers finish.
+    // it runs). Zero: no limit. It is also how long the destructor's shutdown waits before it stops
+    // starting queued handlers (1 s when zero); it then waits for the running ones regardless.
     std::chrono::milliseconds default_timeout{1000};
     // Bytes per lane requested for the topics this bus creates (TopicOptions::capacity on all four
     // lanes; a power of two, at least 4096). Below 128 KiB the bus also asks for a max_event of half
