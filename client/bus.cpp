@@ -109,7 +109,7 @@ BusCore::~BusCore() {
         std::lock_guard lk(cmd_mutex_);
         shut = shut_;
     }
-    if (!shut) (void)shutdown(cfg_.default_timeout.count() > 0 ? cfg_.default_timeout : std::chrono::milliseconds(1000));
+    if (!shut && dispatcher_.joinable()) (void)shutdown(cfg_.default_timeout.count() > 0 ? cfg_.default_timeout : std::chrono::milliseconds(1000));
     exit_.store(true);
     wake();
     if (dispatcher_.joinable()) dispatcher_.join();  // after every handler in flight returned

@@ -128,8 +128,9 @@ bool BusCore::take_round() noexcept {
         accept(*r);
     }
     if (limited) bump(counters_.overload_waits);
-    hand_out();
+    // Before the handlers run: what they see in stats() already counts the wake-up that brought them.
     counters_.wakeups.store(set_.wakeups(), std::memory_order_relaxed);  // relaxed: single writer, read by stats()
+    hand_out();
     return took;
 }
 
