@@ -317,6 +317,7 @@ protected:
 
     friend class EventSystem;
     friend class WaitSet;
+    friend class EventBus;
     explicit BasicSubscriber(std::unique_ptr<detail::SubscriberCore> c) noexcept : core_(std::move(c)) {}
     Result<S> wrap(Result<detail::Record> r) noexcept {
         if (!r) return std::unexpected(std::move(r.error()));
@@ -465,3 +466,4 @@ private:
 
 #include "rvoip/waitset.hpp"  // IWYU pragma: export
 #include "rvoip/group.hpp"    // IWYU pragma: export
+#include "rvoip/bus.hpp"      // IWYU pragma: export
