@@ -170,33 +170,12 @@ int run_latency(const LatencyOptions& l) {
     const std::uint64_t warmup = l.warmup ? l.warmup : std::clamp<std::uint64_t>(count / 10, 100, 10'000);
     auto s = open_session(l.common);
     if (!s) return fail(s.error());
-
-    RoleOptions base;
-    base.socket = s->socket;
-    const auto suffix = unique_suffix();
-    base.topic = "bench.ping." + suffix;
-    base.topic2 = "bench.pong." + suffix;
-    base.size = l.common.size;
-    base.wait = spin ? "spin" : "block";
-    base.count = count;
-    base.warmup = warmup;
-    base.capacity = 1u << 20;  // one event in flight at a time: the lane size does not matter
-
-    std::vector<Child> children;  // declared after the session: destroyed (killed, reaped) before its broker stops
-    for (auto role : {"echoer", "pinger"}) {
-        RoleOptions r = base;
-        r.role = role;
-        r.id = 1;
-        auto c = spawn_role(*s, l.common, r, r.role == "pinger");
-        if (!c) return fail(c.error());
-        children.push_back(std::move(*c));
-    }
-    // The children give up after 30 s without an event; this only catches a child stuck elsewhere.
-    auto fields = run_children(children, {1}, std::chrono::minutes(10));
+    auto fields = ping_pong(*s, l.common, l.common.size, spin, count, warmup);
     if (!fields) return fail(fields.error());
-    if (auto st = finish(children, *s); !st) return fail(st.error());
-    const Fields& one_way = (*fields)[0];
-    const Fields& rtt = (*fields)[1];
+    std::vector<Child> none;
+    if (auto st = finish(none, *s); !st) return fail(st.error());
+    const Fields& one_way = fields->first;
+    const Fields& rtt = fields->second;
 
     if (l.common.json) {
         Json j;

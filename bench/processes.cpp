@@ -528,6 +528,36 @@ Expected<Child> spawn_role(const Session& s, const Common& c, const RoleOptions&
     return child;
 }
 
+Expected<std::pair<Fields, Fields>> ping_pong(const Session& s, const Common& c, std::uint32_t size, bool spin, std::uint64_t count,
+                                              std::uint64_t warmup, std::int64_t interval_ns) {
+    RoleOptions base;
+    base.socket = s.socket;
+    const auto suffix = unique_suffix();
+    base.topic = "bench.ping." + suffix;
+    base.topic2 = "bench.pong." + suffix;
+    base.size = size;
+    base.wait = spin ? "spin" : "block";
+    base.count = count;
+    base.warmup = warmup;
+    base.capacity = 1u << 20;  // one event in flight at a time: the lane size does not matter
+    base.interval_ns = interval_ns;
+    std::vector<Child> children;
+    for (auto role : {"echoer", "pinger"}) {
+        RoleOptions r = base;
+        r.role = role;
+        r.id = 1;
+        auto child = spawn_role(s, c, r, r.role == "pinger");
+        if (!child) return std::unexpected(child.error());
+        children.push_back(std::move(*child));
+    }
+    // The children give up after 30 s without an event; this only catches a child stuck elsewhere.
+    auto fields = run_children(children, {1}, std::chrono::minutes(10));
+    if (!fields) return std::unexpected(fields.error());
+    for (auto& child : children)
+        if (auto how = child.reap(std::chrono::seconds(5)); !how.empty()) return failure(child.label() + " " + how);
+    return std::pair<Fields, Fields>((*fields)[0], (*fields)[1]);
+}
+
 Done finish(std::vector<Child>& children, Session& s) {
     Done result;
     for (auto& c : children) {

@@ -179,6 +179,14 @@ Expected<Child> spawn_role(const Session& s, const Common& c, const RoleOptions&
 // is an error, since it may have spoiled the figures.
 Done finish(std::vector<Child>& children, Session& s);
 
+class Fields;
+// One-way latency by ping-pong between two processes (echoer, pinger) against the session's broker:
+// `spin` both sides busy-poll, else both park at once (block). The children are reaped; the broker keeps
+// running. `interval_ns` > 0 paces the pings (one per interval). Returns the echoer's one-way figures and
+// the pinger's round trips.
+Expected<std::pair<Fields, Fields>> ping_pong(const Session& s, const Common& c, std::uint32_t size, bool spin, std::uint64_t count,
+                                              std::uint64_t warmup, std::int64_t interval_ns = 0);
+
 // "result a=1 b=2" -> {a: 1, b: 2}
 class Fields {
 public:

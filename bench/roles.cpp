@@ -316,7 +316,16 @@ int run_pinger(const RoleOptions& o) {
     say("ready");
     if (auto go = wait_for_go(); !go) return report_error(go.error());
 
+    // Paced (interval_ns > 0): one ping per interval, so the echoer parks and its core idles between
+    // them, as a consumer of a paced stream does; otherwise back to back.
+    const std::int64_t start = now_ns();
     for (std::uint64_t i = 0; i < o.warmup + o.count; ++i) {
+        if (o.interval_ns > 0) {
+            const std::int64_t at = start + std::int64_t(i + 1) * o.interval_ns;
+            const timespec ts{static_cast<time_t>(at / 1'000'000'000), static_cast<long>(at % 1'000'000'000)};
+            while (::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+            }
+        }
         const std::int64_t t0 = now_ns();
         set_seq(ping, std::uint64_t(t0));
         if (auto st = pub->publish(std::span<const std::byte>(ping)); !st) return report_error("publish ping: " + st.error().what());
@@ -425,29 +434,39 @@ public:
     std::int64_t due(std::uint64_t k) const noexcept { return start_ + static_cast<std::int64_t>(k) * period_; }
 
     // Sleeps until tick k is due (returns at once when it is already past); returns its due time.
-    std::int64_t wait(std::uint64_t k) const noexcept {
+    std::int64_t wait(std::uint64_t k) noexcept {
         const std::int64_t at = due(k);
         const timespec ts{static_cast<time_t>(at / 1'000'000'000), static_cast<long>(at % 1'000'000'000)};
         while (::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
         }
+        woke_ = now_ns();
         return at;
     }
-    // The work of the tick due at `at` is done; returns its lag.
+    // The work of the tick due at `at` is done; returns its lag. A late tick is the scheduler's when the
+    // pacer woke late by more than the tick's work took (the wake-up came late: nothing of the bus ran
+    // yet), the bus's otherwise (its publishing, or the receiving done in the tick, took the time).
     std::int64_t done(std::int64_t at) noexcept {
-        const std::int64_t lag = now_ns() - at;
+        const std::int64_t end = now_ns();
+        const std::int64_t lag = end - at, wake = std::max<std::int64_t>(0, woke_ - at), work = end - woke_;
         max_lag_ = std::max(max_lag_, lag);
-        if (lag > late_after_) ++late_;
+        max_wake_ = std::max(max_wake_, wake);
+        max_work_ = std::max(max_work_, work);
+        if (lag > late_after_) ++(wake > work ? late_sched_ : late_bus_);
         ++ticks_;
         return lag;
     }
-    Line& report(Line& l) const { return l("ticks", std::int64_t(ticks_))("late_ticks", std::int64_t(late_))("max_lag_ns", max_lag_); }
+    Line& report(Line& l) const {
+        return l("ticks", std::int64_t(ticks_))("late_ticks", std::int64_t(late_sched_ + late_bus_))("late_ticks_sched", std::int64_t(late_sched_))(
+            "late_ticks_bus", std::int64_t(late_bus_))("max_lag_ns", max_lag_)("max_wake_late_ns", max_wake_)("max_work_ns", max_work_);
+    }
 
 private:
     std::int64_t period_;
     std::int64_t late_after_;
     std::int64_t start_ = 0;
-    std::int64_t max_lag_ = 0;
-    std::uint64_t late_ = 0;
+    std::int64_t woke_ = 0;
+    std::int64_t max_lag_ = 0, max_wake_ = 0, max_work_ = 0;
+    std::uint64_t late_sched_ = 0, late_bus_ = 0;
     std::uint64_t ticks_ = 0;
 };
 
@@ -833,6 +852,22 @@ void drain(const EventSystem& bus, RawSubscriber& sub, Drained& d, OnEvent&& on_
     }
 }
 
+// Takes what `sub` has ready, without waiting (a tick loop's consumer: what came since the last tick);
+// true once the end marker came.
+template <class OnEvent>
+bool drain_ready(const EventSystem& bus, RawSubscriber& sub, Drained& d, OnEvent&& on_event) {
+    for (;;) {
+        auto s = sub.try_receive();
+        if (!s) {
+            if (s.error().code == Errc::would_block) return false;
+            die("'" + sub.topic().name + "': " + receive_error(s.error()));
+        }
+        const auto h = d.take(bus, *s);
+        if (!h) return true;
+        on_event(*s, *h);
+    }
+}
+
 // Receives from every subscription of `set` until each has had its end marker (then it leaves the set
 // and on_end(index) runs); on_event(index, sample, head) handles each event; d[index] counts for
 // subscription `index`.
@@ -914,7 +949,8 @@ struct TransportCounts {
 
 // Calls 0..calls-1 are up when the run starts (steady state); each tick ends the oldest ones and starts
 // new ones, at the same rate, so the number of calls stays put.
-void transport_ticks(const RoleOptions& o, RawPublisher& sip, RawPublisher& control, Pacer& pacer, TransportCounts& n) {
+template <class EachTick>
+void transport_ticks(const RoleOptions& o, RawPublisher& sip, RawPublisher& control, Pacer& pacer, TransportCounts& n, EachTick&& each_tick) {
     const double per_tick = double(o.calls) / kMeanCallSeconds * (double(kTickNs) / 1e9);
     SipMessages messages;
     std::vector<std::span<const std::byte>> sip_batch;
@@ -927,6 +963,7 @@ void transport_ticks(const RoleOptions& o, RawPublisher& sip, RawPublisher& cont
     for (std::uint64_t k = 1;; ++k) {
         const std::int64_t due = pacer.wait(k);
         if (finished(o, pacer, due)) break;
+        each_tick();
         sip_batch.clear();
         controls.clear();
         for (auto i = due_in_tick(per_tick, k); i > 0; --i) add_call(next_ended++, kTeardown, kSipPerTeardown);
@@ -953,14 +990,26 @@ int run_transport(const RoleOptions& o) {
     const std::int64_t cpu0 = own_cpu_ns();
 
     Drained state;
-    std::jthread consumer([&] { drain(bus, state_sub, state, [](const RawSample&, const PayloadHead&) {}); });
+    auto ignore = [](const RawSample&, const PayloadHead&) {};
     Pacer pacer(kTickNs, kLateNs);
     TransportCounts n;
-    transport_ticks(o, sip, control, pacer, n);
+    bool state_ended = false;
+    if (o.per_subscription) {  // a consumer thread of its own, parked on call.state's doorbell
+        std::jthread consumer([&] { drain(bus, state_sub, state, ignore); });
+        transport_ticks(o, sip, control, pacer, n, [] {});
+        must(publish_end(sip, Priority::normal, n.timeouts));
+        must(publish_end(control, Priority::critical, n.timeouts));
+        consumer.join();  // call.state ends once session has seen the end of call.control
+        state_ended = true;
+    } else {  // one thread: each tick first takes the call states that came since the last one
+        transport_ticks(o, sip, control, pacer, n, [&] { state_ended |= drain_ready(bus, state_sub, state, ignore); });
+    }
     const std::int64_t end = now_ns();
-    must(publish_end(sip, Priority::normal, n.timeouts));
-    must(publish_end(control, Priority::critical, n.timeouts));
-    consumer.join();  // call.state ends once session has seen the end of call.control
+    if (!state_ended) {
+        must(publish_end(sip, Priority::normal, n.timeouts));
+        must(publish_end(control, Priority::critical, n.timeouts));
+        drain(bus, state_sub, state, ignore);  // until call.state's end, once session has seen call.control's
+    }
 
     Line line("result");
     line("start_ns", pacer.start())("end_ns", end)("sip_published", std::int64_t(n.sip))("control_published", std::int64_t(n.control));
@@ -1005,7 +1054,12 @@ int run_session(const RoleOptions& o) {
         must(publish_end(command_pub, Priority::normal, timeouts));
         for (auto* t : {&sip_thread, &quality_thread, &stats_thread}) t->join();
     } else {  // one thread, one WaitSet: Critical call.control first across the four topics, one wake per tick
-        WaitSet set(wait_options(o.wait));
+        // Low reports (media.quality, rtp.stats) do not wake it: they are taken when SIP or call control
+        // does, every tick, and within 5 ms otherwise.
+        WaitOptions wait = wait_options(o.wait);
+        wait.wake_lanes = 0b0111;
+        wait.deferred_delay = std::chrono::milliseconds(5);
+        WaitSet set(wait);
         std::array<Drained*, 4> drained{};
         using Entry = std::pair<RawSubscriber*, Drained*>;
         for (auto [sub, d] : {Entry{&control_sub, &control}, Entry{&sip_sub, &sip}, Entry{&quality_sub, &quality}, Entry{&stats_sub, &stats}})
@@ -1041,8 +1095,9 @@ struct MediaCounts {
 };
 
 // Per tick, the reports due for the calls active now (one of each per call every 5 s), round robin.
+template <class EachTick>
 void media_ticks(const RoleOptions& o, RawPublisher& quality, RawPublisher& stats, const std::atomic<std::int64_t>& active,
-                 Pacer& pacer, MediaCounts& n) {
+                 Pacer& pacer, MediaCounts& n, EachTick&& each_tick) {
     double owed = 0;  // reports due but not sent yet: fractions carry over
     std::uint64_t next_call = 0;
     std::vector<MediaQuality> qs;
@@ -1050,6 +1105,7 @@ void media_ticks(const RoleOptions& o, RawPublisher& quality, RawPublisher& stat
     for (std::uint64_t k = 1;; ++k) {
         const std::int64_t due = pacer.wait(k);
         if (finished(o, pacer, due)) break;
+        each_tick();
         owed += double(std::max<std::int64_t>(0, active.load(std::memory_order_relaxed))) * (double(kTickNs) / 1e9) / kReportSeconds;  // relaxed: a count
         const auto count = static_cast<std::size_t>(owed);
         owed -= double(count);
@@ -1082,18 +1138,27 @@ int run_media(const RoleOptions& o) {
 
     std::atomic<std::int64_t> active{std::int64_t(o.calls)};
     Drained commands;
-    std::jthread consumer([&] {
-        drain(bus, command_sub, commands, [&](const RawSample&, const PayloadHead& h) {
-            active.fetch_add(h.kind == kMediaStart ? 1 : -1, std::memory_order_relaxed);  // relaxed: a count
-        });
-    });
+    auto on_command = [&](const RawSample&, const PayloadHead& h) {
+        active.fetch_add(h.kind == kMediaStart ? 1 : -1, std::memory_order_relaxed);  // relaxed: a count
+    };
     Pacer pacer(kTickNs, kLateNs);
     MediaCounts n;
-    media_ticks(o, quality, stats, active, pacer, n);
-    const std::int64_t end = now_ns();
-    must(publish_end(quality, Priority::low, n.timeouts));
-    must(publish_end(stats, Priority::low, n.timeouts));
-    consumer.join();  // media.command ends once session has seen the end of call.control
+    std::int64_t end = 0;
+    if (o.per_subscription) {  // a consumer thread of its own, parked on media.command's doorbell
+        std::jthread consumer([&] { drain(bus, command_sub, commands, on_command); });
+        media_ticks(o, quality, stats, active, pacer, n, [] {});
+        end = now_ns();
+        must(publish_end(quality, Priority::low, n.timeouts));
+        must(publish_end(stats, Priority::low, n.timeouts));
+        consumer.join();  // media.command ends once session has seen the end of call.control
+    } else {  // one thread: each tick first takes the media commands that came since the last one
+        bool ended = false;
+        media_ticks(o, quality, stats, active, pacer, n, [&] { ended |= drain_ready(bus, command_sub, commands, on_command); });
+        end = now_ns();
+        must(publish_end(quality, Priority::low, n.timeouts));
+        must(publish_end(stats, Priority::low, n.timeouts));
+        if (!ended) drain(bus, command_sub, commands, on_command);
+    }
 
     Line line("result");
     line("start_ns", pacer.start())("end_ns", end)("quality_published", std::int64_t(n.quality))("rtpstats_published", std::int64_t(n.stats));

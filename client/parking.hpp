@@ -20,24 +20,38 @@ public:
     // which returns Result<X> with X testing true when it got a record) gives a record or an error.
     // Spins wait.spin rounds (forever with busy_poll) re-checking, then parks on every subscription's
     // doorbell at once. `wakeups` counts the returns from a park.
+    //
+    // With wait.adaptive_spin, `spin` (the caller's, kept between waits, starting at wait.spin) is how
+    // long this wait spins: halved when the spin ends in a park anyway, doubled (up to wait.spin) when
+    // it catches an event or a park is rung within what a full spin would have covered. A consumer fed
+    // in bursts spins; one woken now and then stops paying a spin per wake-up.
     template <class X, class Take>
-    static Result<X> wait(std::span<SubscriberCore* const> subs, const WaitOptions& wait, std::chrono::nanoseconds timeout,
-                          std::uint64_t& wakeups, Take&& take) noexcept {
+    static Result<X> wait(std::span<SubscriberCore* const> subs, const WaitOptions& wait, std::uint32_t& spin,
+                          std::chrono::nanoseconds timeout, std::uint64_t& wakeups, Take&& take) noexcept {
         auto r = take();
         if (!r || *r) return r;
         const bool forever = timeout.count() < 0;
         const std::int64_t deadline = forever ? 0 : shm::monotonic_ns() + timeout.count();
         auto expired = [&] { return !forever && shm::monotonic_ns() >= deadline; };
+        auto grow = [&] {
+            if (wait.adaptive_spin) spin = wait.spin;
+        };
 
         // Spin phase (or pure busy-poll).
-        for (std::uint32_t i = 0; wait.busy_poll || i < wait.spin; ++i) {
+        const std::uint32_t rounds = wait.adaptive_spin ? std::min(spin, wait.spin) : wait.spin;
+        for (std::uint32_t i = 0; wait.busy_poll || i < rounds; ++i) {
             if (std::ranges::any_of(subs, [](const SubscriberCore* s) { return s->any_ready(); })) {
                 r = take();
-                if (!r || *r) return r;
+                if (!r || *r) {
+                    if (r) grow();
+                    return r;
+                }
             }
             if ((i & 1023) == 1023 && expired()) return std::unexpected(Error(Errc::timeout));
             __builtin_ia32_pause();
         }
+        if (wait.adaptive_spin) spin /= 2;
+        const std::int64_t parked_at = wait.adaptive_spin ? shm::monotonic_ns() : 0;
         // Park. Dekker handshake on (tail, parked mask) with LaneWriter, per subscription: we announce
         // (our bit, by a seq_cst RMW), then read the lanes' tails; a publisher claims (tail CAS), then
         // reads the mask after its commit. Both sides are seq_cst read-modify-writes followed by seq_cst
@@ -46,14 +60,18 @@ public:
         // is not committed yet (a loan being built, a publisher between CAS and commit, a dead publisher
         // awaiting recovery) gets short, growing sleeps instead. With several subscriptions we announce
         // on all, then sleep only if no doorbell rang since: one futex_waitv covers them all.
+        // Lanes outside wait.wake_lanes are not announced: their publishers do not ring us, and their
+        // events wait for the next wake-up, at the latest wait.deferred_delay after we parked.
         const std::size_t n = std::min(subs.size(), shm::kMaxWaitv);
+        const std::uint8_t lanes = wait.wake_lanes & 0xf;
+        const bool deferring = lanes != 0xf;
         Bells b;
         std::int64_t nap_ns = kFirstNapNs;
         for (;;) {
-            const bool claimed = announce(subs.first(n), b);
+            const bool claimed = announce(subs.first(n), b, lanes);
             r = take();
             if (!r || *r) {
-                unpark(subs.first(n));
+                unpark(subs.first(n), lanes);
                 return r;
             }
             std::chrono::nanoseconds left(-1);
@@ -61,10 +79,11 @@ public:
                 left = std::chrono::nanoseconds(nap_ns);
                 nap_ns = std::min<std::int64_t>(nap_ns * 2, kLastNapNs);
             }
+            if (deferring) left = left.count() < 0 ? wait.deferred_delay : std::min<std::chrono::nanoseconds>(left, wait.deferred_delay);
             if (!forever) {
                 const auto until = std::chrono::nanoseconds(deadline - shm::monotonic_ns());
                 if (until.count() <= 0) {
-                    unpark(subs.first(n));
+                    unpark(subs.first(n), lanes);
                     return std::unexpected(Error(Errc::timeout));
                 }
                 left = left.count() < 0 ? until : std::min(left, until);
@@ -82,14 +101,20 @@ public:
                 if (rung) {
                     ++wakeups;
                     count_rings(subs.first(n), b);
+                    if (wait.adaptive_spin && shm::monotonic_ns() - parked_at < std::int64_t(wait.spin) * kSpinRoundNs) grow();
                 }
             }
-            unpark(subs.first(n));
+            unpark(subs.first(n), lanes);
             r = take();
             if (!r || *r) return r;
             if (expired()) return std::unexpected(Error(Errc::timeout));
         }
     }
+
+    // Adaptive spin: the least a spin that caught something grows to, and about what one round (a
+    // pause and a look at the lanes) takes on current x86, to tell a park a full spin would have saved.
+    static constexpr std::uint32_t kMinSpin = 16;
+    static constexpr std::int64_t kSpinRoundNs = 40;
 
     // The pieces of the park, for waits that sleep elsewhere (Poller: an io_uring descriptor).
     static constexpr std::int64_t kFirstNapNs = 20'000;
@@ -98,20 +123,23 @@ public:
         std::array<std::atomic<std::uint32_t>*, shm::kMaxWaitv> words{};
         std::array<std::uint32_t, shm::kMaxWaitv> seen{};  // after quiet(): the values to sleep on
     };
-    // Reads each subscription's doorbell, then announces it parked; true when a claim is in flight on
-    // any of their lanes (its record may come without a ring: nap, do not sleep for good).
-    static bool announce(std::span<SubscriberCore* const> subs, Bells& b) noexcept {
+    // Reads each subscription's doorbell, then announces it parked on `lanes` (a bit per lane); true when
+    // a claim is in flight on any of those lanes (its record may come without a ring: nap, do not sleep
+    // for good).
+    static bool announce(std::span<SubscriberCore* const> subs, Bells& b, std::uint8_t lanes = 0xf) noexcept {
         for (std::size_t k = 0; k < subs.size(); ++k) {
             SubscriberCore& s = *subs[k];
             b.words[k] = s.bell_;
             // acquire: pairs with ring()'s release. The flag bit is ours: a stale one (a wait that
             // timed out) is cleared from what we expect to see.
             b.seen[k] = s.bell_->load(std::memory_order_acquire) & ~shm::kSleeping;
-            s.map_.cursor_header->parked.fetch_or(bit(s));
+            for (std::size_t l = 0; l < layout::kLanes; ++l)
+                if (lanes & (1u << l)) s.map_.cursor_header->parked[l].fetch_or(bit(s));
         }
         bool claimed = false;
         for (auto* s : subs)
-            for (std::size_t l = 0; l < layout::kLanes; ++l) claimed |= s->map_.lanes[l].position() != s->readers_[l].position();
+            for (std::size_t l = 0; l < layout::kLanes; ++l)
+                claimed |= (lanes & (1u << l)) && s->map_.lanes[l].position() != s->readers_[l].position();
         return claimed;
     }
     // After announce() and a look at the lanes: true when no doorbell rang since (each is now marked
@@ -124,8 +152,10 @@ public:
         }
         return true;
     }
-    static void unpark(std::span<SubscriberCore* const> subs) noexcept {
-        for (auto* s : subs) s->map_.cursor_header->parked.fetch_and(~bit(*s));
+    static void unpark(std::span<SubscriberCore* const> subs, std::uint8_t lanes = 0xf) noexcept {
+        for (auto* s : subs)
+            for (std::size_t l = 0; l < layout::kLanes; ++l)
+                if (lanes & (1u << l)) s->map_.cursor_header->parked[l].fetch_and(~bit(*s));
     }
     // Counts a wake-up on each subscription whose doorbell rang during the sleep.
     static void count_rings(std::span<SubscriberCore* const> subs, const Bells& b) noexcept {

@@ -131,7 +131,7 @@ bool Broker::Impl::assign(Group& g, std::uint32_t p, const GroupMember& member) 
         auto& slot = t.map.slots[part.slot];
         for (std::size_t l = 0; l < layout::kLanes; ++l) start[l] = slot.position[l].load();
         slot.pid = std::uint32_t(ms->pid);  // for tools; the slot's counters carry on
-        t.map.cursor_header->parked.fetch_and(~(std::uint64_t(1) << part.slot));  // the previous owner's, if it died parked
+        for (auto& m : t.map.cursor_header->parked) m.fetch_and(~(std::uint64_t(1) << part.slot));  // the previous owner's, if it died parked
     }
     auto fds = topic_fds(t, proto::Role::subscriber);
     if (!fds) {

@@ -11,7 +11,8 @@ namespace rvoip::events::daemon {
 
 void Broker::Impl::ring_parked(Topic& t) {
     if (!intact(t)) return;
-    std::uint64_t parked = t.map.cursor_header->parked.load();
+    std::uint64_t parked = 0;
+    for (auto& m : t.map.cursor_header->parked) parked |= m.load();
     while (parked != 0) {
         const auto i = static_cast<std::uint32_t>(std::countr_zero(parked));
         parked &= parked - 1;

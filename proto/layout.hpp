@@ -69,11 +69,11 @@ enum class Overflow : std::uint8_t { block = 0, fail = 1 };
 namespace rvoip::events::layout {
 
 constexpr std::size_t kLine = 64;  // fixed, not hardware_destructive_interference_size: this is an ABI
-// 2: record key, per-lane claim intents, parked mask
+// 2: record key, per-lane claim intents, parked mask; 6: a parked mask per lane
 // 3: eviction: evict_after_ms, per-slot evictions and missed
 // 4: a doorbell segment per topic, bell i = subscriber slot i; the broker's segment is read-only to clients
 // 5: a sampled one-way latency histogram per subscriber slot
-constexpr std::uint32_t kAbiVersion = 5;
+constexpr std::uint32_t kAbiVersion = 6;
 constexpr std::size_t kLanes = 4;
 constexpr std::uint32_t kMaxPublishers = 64;    // per topic
 constexpr std::uint32_t kMaxSubscribers = 64;   // per topic: one bit each in CursorHeader::parked
@@ -242,11 +242,13 @@ struct alignas(kLine) CursorHeader {
     // line 1
     std::atomic<std::uint32_t> slot_limit;  // broker: 1 + highest slot index ever used; scans stop here
     std::uint32_t reserved;
-    // Bit i set while subscriber slot i is parked or about to park: its owner sets and clears it, the
-    // broker clears it when the slot is released (idempotent, unlike a counter a dead consumer would
-    // leave unbalanced). Publishers ring exactly the set bits.
-    std::atomic<std::uint64_t> parked;
-    std::uint8_t pad1[kLine - 16];
+    // Per lane, bit i set while subscriber slot i is parked (or about to park) waiting for that lane: its
+    // owner sets and clears it, the broker clears it on every lane when the slot is released (idempotent,
+    // unlike a counter a dead consumer would leave unbalanced). A publisher rings exactly the set bits of
+    // the lane it wrote: a consumer that does not wait for a lane (WaitOptions::wake_lanes) is not woken
+    // by it.
+    std::atomic<std::uint64_t> parked[kLanes];
+    std::uint8_t pad1[kLine - 8 - 8 * kLanes];
 };
 static_assert(kMaxSubscribers <= 64, "one bit per subscriber slot in CursorHeader::parked");
 static_assert(sizeof(CursorHeader) == 2 * kLine);

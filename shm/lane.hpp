@@ -216,7 +216,7 @@ public:
     // claim became visible, so no fence is needed here: one load when nobody sleeps.
     void notify() noexcept {
         if (!cursor_header_) return;
-        if (const std::uint64_t parked = cursor_header_->parked.load(); parked != 0) wake_parked(parked);  // seq_cst: after the claim CAS
+        if (const std::uint64_t parked = cursor_header_->parked[lane_].load(); parked != 0) wake_parked(parked);  // seq_cst: after the claim CAS
     }
 
     std::uint32_t lane() const noexcept { return lane_; }

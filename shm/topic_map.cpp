@@ -216,7 +216,7 @@ std::array<std::uint64_t, kLanes> join_subscriber(TopicMap& t, std::uint32_t slo
     auto& s = t.slots[slot];
     s.doorbell = doorbell;
     s.pid = pid;
-    t.cursor_header->parked.fetch_and(~(std::uint64_t(1) << slot));  // a previous owner's bit, if any
+    for (auto& m : t.cursor_header->parked) m.fetch_and(~(std::uint64_t(1) << slot));  // a previous owner's bit, if any
     for (auto& r : s.received) r.store(0, std::memory_order_relaxed);  // relaxed: the slot is not active yet
     s.lagged.store(0, std::memory_order_relaxed);
     s.wakeups.store(0, std::memory_order_relaxed);
@@ -244,7 +244,7 @@ void leave_subscriber(TopicMap& t, std::uint32_t slot) noexcept {
     auto& s = t.slots[slot];
     s.state.store(static_cast<std::uint32_t>(SlotState::free));
     // Idempotent: a subscriber that died inside its park window leaves no sleeper count behind.
-    t.cursor_header->parked.fetch_and(~(std::uint64_t(1) << slot));
+    for (auto& m : t.cursor_header->parked) m.fetch_and(~(std::uint64_t(1) << slot));
 }
 
 void claim_publisher(TopicMap& t, std::uint32_t slot, std::uint32_t pid) noexcept {

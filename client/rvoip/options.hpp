@@ -46,9 +46,20 @@ private:
 // How a blocking receive waits: spin `spin` times re-checking the lanes (a pause each: ~10 µs in all
 // with the default on current x86), then park on the doorbell (futex) until a publisher rings it.
 // busy_poll never parks (one core per such subscriber). A larger spin trades CPU for wake-up latency.
+// adaptive_spin (the default) spins up to `spin`: each wait halves the next spin when it had to park
+// anyway and doubles it when the spin (or a short park) caught an event, so a consumer woken now and
+// then stops burning a spin per wake-up while a busy one keeps spinning.
+//
+// wake_lanes (a bit per lane, 1 << Priority) are the lanes whose events wake a parked consumer; the
+// others' publishers do not ring it, and their events are taken at its next wake-up, at the latest
+// deferred_delay after it parked. A process that only needs Low reports now and then stops being woken
+// for each: WaitOptions{.wake_lanes = 0b0111}. (A WaitSet's pollable descriptor wakes on every lane.)
 struct WaitOptions {
     std::uint32_t spin = 500;
     bool busy_poll = false;
+    bool adaptive_spin = true;
+    std::uint8_t wake_lanes = 0xf;
+    std::chrono::nanoseconds deferred_delay = std::chrono::milliseconds(10);
 };
 
 struct PublisherOptions {

@@ -173,3 +173,30 @@ TEST_CASE("a WaitSet's descriptor turns readable when another thread publishes, 
     CHECK_FALSE(*again);
     CHECK(set.try_receive_any().has_value());
 }
+
+TEST_CASE("lanes outside wake_lanes do not ring a parked WaitSet: their events come at the deferred delay") {
+    auto bus = embedded();
+    WaitSet set(WaitOptions{.spin = 0, .wake_lanes = 0b0111, .deferred_delay = std::chrono::milliseconds(20)});
+    REQUIRE(set.add(*bus.subscriber<State>()).has_value());
+    auto pub = bus.publisher<State>();
+    REQUIRE(pub.has_value());
+    std::jthread low([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));  // most likely parked by then; either way it is never rung
+        REQUIRE(pub->publish(State{7}, Priority::low).has_value());
+    });
+    auto ev = set.receive_any_for(std::chrono::seconds(30));
+    REQUIRE(ev.has_value());
+    CHECK(ev->as<State>()->state == 7);
+    CHECK(ev->priority() == Priority::low);
+    CHECK(set.wakeups() == 0);  // taken after a deferred-delay timeout, not a ring
+    low.join();
+
+    // A lane it waits for rings it as usual.
+    std::jthread normal([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        REQUIRE(pub->publish(State{8}, Priority::normal).has_value());
+    });
+    auto ev2 = set.receive_any_for(std::chrono::seconds(30));
+    REQUIRE(ev2.has_value());
+    CHECK(ev2->as<State>()->state == 8);
+}

@@ -286,13 +286,15 @@ TEST_CASE("an unaligned tail in shared memory makes a claim fail as corrupt inst
     CHECK(t.map.publishers[0].intent[3].length.load() == 0);
 }
 
-TEST_CASE("parked subscribers are a bitmask the broker clears idempotently; publishers ring exactly the set bits") {
+TEST_CASE("parked subscribers are a bitmask per lane the broker clears idempotently; publishers ring exactly the set bits of their lane") {
     TopicFixture t(8192, 256);
     auto r0 = t.reader(0, 0);  // doorbell 0
     auto r1 = t.reader(0, 1);  // doorbell 1
     auto w = t.writer(0, 0);
-    auto& mask = t.map.cursor_header->parked;
+    auto& mask = t.map.cursor_header->parked[0];
     auto bell = [&](int i) { return t.doorbells.bells[i].word.load(); };
+    auto r2 = t.reader(3, 2);
+    t.map.cursor_header->parked[3].fetch_or(4);  // subscriber 2 waits for Low events only: lane 0 never rings it
     mask.fetch_or(1);  // subscriber 0 announced it parks, then died inside the park window
     mask.fetch_or(2);  // subscriber 1 is parked
     REQUIRE(publish_u32(w, 1) == Errc::ok);
@@ -308,7 +310,14 @@ TEST_CASE("parked subscribers are a bitmask the broker clears idempotently; publ
     REQUIRE(publish_u32(w, 3) == Errc::ok);
     CHECK(bell(1) == 4);  // nobody parked: no ring at all
     CHECK(drain(r1).size() == 3);
+    CHECK(bell(2) == 0);
+    auto low = t.writer(3, 1);
+    REQUIRE(publish_u32(low, 4) == Errc::ok);
+    CHECK(bell(2) == 2);  // rung by its lane
+    shm::leave_subscriber(t.map, 2);
+    CHECK(t.map.cursor_header->parked[3].load() == 0);  // cleared on every lane
     (void)r0;
+    (void)r2;
 }
 
 TEST_CASE("a loan committed short gives its unused bytes back when nobody claimed after it") {

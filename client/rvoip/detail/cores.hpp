@@ -245,6 +245,7 @@ private:
     layout::SubscriberSlot* slot_ = nullptr;
     std::atomic<std::uint32_t>* bell_ = nullptr;
     WaitOptions wait_;
+    std::uint32_t spin_ = 0;  // the next wait's spin (Parking::wait, adaptive_spin)
     shm::Clock clock_;
     // Latency sampling: the first record published at or after next_sample_ is sampled, and the next
     // one sample_every_ later (both raw clock units: kLatencySampleNs converted at open).
@@ -315,6 +316,7 @@ private:
     std::size_t last_error_ = 0;
     std::uint64_t wakeups_ = 0;
     WaitOptions wait_;
+    std::uint32_t spin_ = 0;  // the next wait's spin (Parking::wait, adaptive_spin)
     std::unique_ptr<Poller> poller_;
     std::vector<SubscriberCore*> polled_;  // what the armed wait parked
 };
