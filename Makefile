@@ -61,7 +61,7 @@ test: build
 	$(MAKE) --no-print-directory test-sanitizers
 	$(MAKE) --no-print-directory test-fuzz
 
-TSAN_TESTS := test_lane test_reader test_recovery test_api test_waitset_api test_bus_api test_trust test_reload
+TSAN_TESTS := test_lane test_reader test_recovery test_api test_waitset_api test_bus_api test_trust test_reload test_group
 test-sanitizers: deps
 	cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRVOIP_SANITIZE=thread >/dev/null
 	cmake --build $(BUILD)-tsan -j$(JOBS) --target $(TSAN_TESTS)

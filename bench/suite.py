@@ -495,6 +495,13 @@ def system_scenarios(by):
             cs.get("cpu_percent_of_one_core_total"), ", ".join("%s %.2f s" % kv for kv in sorted(cpu.items())), cs.get("seconds", 0),
             fmt_ns(lat.get("p50_ns")), fmt_ns(lat.get("p99_ns")), fmt_ns(lat.get("p999_ns")),
             "yes" if cs.get("kept_up") else "no", "" if cs.get("kept_up") else " (%s)" % cs.get("not_kept_up_because", "")))
+        if cs.get("paced_block_ping_pong_p99_ns"):
+            lines.append("")
+            lines.append("Critical p99 against a blocking ping-pong in the same run: %.2fx its p99 when paced like the ticks (%s), %.2fx back to back (%s). "
+                         "Ticks late by more than 10 ms: %s by the bus's work, %s by the scheduler (the pacer woke late)." % (
+                             cs.get("critical_p99_over_paced_block_ping_pong_p99", 0), fmt_ns(cs.get("paced_block_ping_pong_p99_ns")),
+                             cs.get("critical_p99_over_block_ping_pong_p99", 0), fmt_ns(cs.get("block_ping_pong_p99_ns")),
+                             cs.get("late_ticks_bus", 0), cs.get("late_ticks_scheduler", 0)))
         lines.append("")
     for key, label in (("rtp", "RTP alone"), ("rtp_with_signalling", "RTP on top of the call storm's signalling")):
         r = by.get(key)
