@@ -310,6 +310,7 @@ void Connection::lost(const std::string& why) {
     connected_ = false;
     state_.connected = false;
     state_.last_error = why;
+    drops_.fetch_add(1, std::memory_order_release);  // release: pairs with the acquire load in drops()
     abandoned_.clear();  // a broker that went away answers none of them
     if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
 }

@@ -98,6 +98,9 @@ public:
     void detach_group(std::uint32_t member);
 
     ConnectionState state() const;
+    // Times the connection dropped: what the broker held for this connection alone (group memberships)
+    // ended each time. Cheap enough for every receive.
+    std::uint64_t drops() const noexcept { return drops_.load(std::memory_order_acquire); }  // acquire: pairs with lost()
     const std::string& path() const noexcept { return path_; }
     const shm::DoorbellMap& doorbells() const noexcept { return doorbells_; }
     bool stopping() const noexcept { return stopping_; }
@@ -144,6 +147,7 @@ private:
     dev_t doorbell_dev_ = 0;
     ino_t doorbell_ino_ = 0;
     std::atomic<bool> stopping_{false};
+    std::atomic<std::uint64_t> drops_{0};
     ConnectionState state_;
 };
 

@@ -59,10 +59,15 @@ Result<std::unique_ptr<GroupCore>> GroupCore::join(std::shared_ptr<Connection> c
     g->redeliver_.assign(partitions, {});
     g->inbox_ = std::make_shared<GroupInbox>();
     g->conn_->attach_group(g->member_, g->inbox_);  // with what came before this line
+    g->drops_at_join_ = g->conn_->drops();
     return g;
 }
 
 GroupCore::~GroupCore() {
+    if (ended_ || conn_->drops() != drops_at_join_) {  // nothing of ours left at the broker
+        conn_->detach_group(member_);
+        return;
+    }
     for (std::uint32_t p = 0; p < partitions_; ++p)
         if (index_of_[p] != kNone) revoked_.push_back({p, set_->detach(index_of_[p])});
     for (auto& r : revoked_) r.core->settle();  // the samples were released: a Sample must not outlive its subscriber
@@ -145,7 +150,30 @@ GroupCore::Taken GroupCore::taken(const WaitSetCore::Taken& t) noexcept {
     return g;
 }
 
+// The broker ends a member's membership when its connection closes (and a restarted broker knows no
+// groups): the partitions are someone else's now, or nobody's. Reads stop at once.
+Error GroupCore::membership_ended() {
+    if (!ended_) {
+        ended_ = true;
+        for (std::uint32_t p = 0; p < partitions_; ++p)
+            if (index_of_[p] != kNone) {
+                revoked_.push_back({p, set_->detach(index_of_[p])});
+                index_of_[p] = kNone;
+            }
+    }
+    std::erase_if(revoked_, [](Revoked& r) { return r.core->samples_held() == 0; });  // no settle: the cursors are not ours
+    return Error(Errc::broker_unavailable, "group '" + group_ + "' on '" + topic_ +
+                                               "': the connection to the broker dropped, which ended this membership; join again");
+}
+
 Result<GroupCore::Taken> GroupCore::try_next() noexcept {
+    if (conn_->drops() != drops_at_join_) [[unlikely]] {
+        try {
+            return std::unexpected(membership_ended());
+        } catch (...) {
+            return std::unexpected(Error(Errc::broker_unavailable));
+        }
+    }
     if (inbox_->pending.load(std::memory_order_acquire) || !revoked_.empty()) [[unlikely]] {
         try {
             if (auto st = apply_mail(); !st) return std::unexpected(std::move(st.error()));

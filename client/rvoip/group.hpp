@@ -19,8 +19,8 @@
 //    others published before it died that are still unread: "may have been delivered");
 //  - no member left: the group's cursors go, and events published until a member joins are not kept.
 // Within a partition, events are delivered in order per lane, Critical first across all the member's
-// partitions. A group does not survive a broker restart (its members get Errc::broker_unavailable from
-// their control calls and rejoin).
+// partitions. A membership does not survive its connection: after a broker restart (or anything that
+// drops the connection) the member's receives return Errc::broker_unavailable, and it joins again.
 #pragma once
 
 #include "rvoip/events.hpp"

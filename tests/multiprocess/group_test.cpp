@@ -180,3 +180,33 @@ TEST_CASE("group misuse is refused with errors that name it") {
     CHECK(sub->misrouted() == 0);
     CHECK(sub->try_receive().error().code == Errc::would_block);
 }
+
+TEST_CASE("a broker restart ends a group membership with an error that says to join again") {
+    Broker b;
+    auto bus = EventSystemBuilder().socket_path(b.socket()).client_name("group-restart").build();
+    REQUIRE(bus.has_value());
+    auto key = [](const Ev& e) { return e.key; };
+    PartitionOptions two;
+    two.partitions = 2;
+    auto pub = bus->keyed_publisher<Ev>(key, two);
+    REQUIRE(pub.has_value());
+    auto sub = bus->subscribe_group<Ev>("workers", key, two);
+    REQUIRE(sub.has_value());
+    REQUIRE(pub->publish(Ev{1}).has_value());
+    auto first = sub->receive_for(std::chrono::seconds(30));
+    REQUIRE(first.has_value());
+    first->reset();
+
+    b.restart(SIGKILL);
+    Result<GroupSample<Ev>> r = std::unexpected(Error(Errc::would_block));
+    const auto bound = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // liveness only
+    while (std::chrono::steady_clock::now() < bound) {
+        r = sub->try_receive();
+        if (!r && r.error().code != Errc::would_block) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code == Errc::broker_unavailable);
+    CHECK(r.error().message.find("join again") != std::string::npos);
+    CHECK(sub->assigned().empty());
+}

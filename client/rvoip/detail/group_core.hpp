@@ -71,6 +71,9 @@ private:
     std::vector<Revoked> revoked_;  // out of the set, to be given back once their samples are released
     std::uint64_t handovers_ = 0;
     std::uint64_t redelivered_ = 0;
+    std::uint64_t drops_at_join_ = 0;  // Connection::drops() when joining: a later drop ended the membership
+    bool ended_ = false;
+    [[gnu::cold]] Error membership_ended();
 };
 
 // A keyed publisher's declaration of the topic's partition count, checked against the broker's record.
