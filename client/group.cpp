@@ -63,6 +63,7 @@ Result<std::unique_ptr<GroupCore>> GroupCore::join(std::shared_ptr<Connection> c
 }
 
 GroupCore::~GroupCore() {
+    notify(-1);  // the owner of the eventfd may close it once we are gone
     for (std::uint32_t p = 0; p < partitions_; ++p)
         if (index_of_[p] != kNone) revoked_.push_back({p, set_->detach(index_of_[p])});
     for (auto& r : revoked_) r.core->settle();  // the samples were released: a Sample must not outlive its subscriber
@@ -145,18 +146,40 @@ GroupCore::Taken GroupCore::taken(const WaitSetCore::Taken& t) noexcept {
     return g;
 }
 
-Result<GroupCore::Taken> GroupCore::try_next() noexcept {
+Status GroupCore::maintain() noexcept {
     if (inbox_->pending.load(std::memory_order_acquire) || !revoked_.empty()) [[unlikely]] {
         try {
-            if (auto st = apply_mail(); !st) return std::unexpected(std::move(st.error()));
+            return apply_mail();
         } catch (const std::exception& e) {  // no memory for a new partition's bookkeeping
             return fail(Errc::internal, std::string("group '") + group_ + "': " + e.what());
         }
     }
+    return {};
+}
+
+Result<GroupCore::Taken> GroupCore::try_next() noexcept {
+    if (auto st = maintain(); !st) return std::unexpected(std::move(st.error()));
     auto r = set_->try_next();
     if (!r) return std::unexpected(std::move(r.error()));
     if (!*r) return Taken{};
     return taken(*r);
+}
+
+Result<GroupCore::Taken> GroupCore::try_lane(std::uint32_t lane) noexcept {
+    auto r = set_->try_lane(lane);
+    if (!r) return std::unexpected(std::move(r.error()));
+    if (!*r) return Taken{};
+    return taken(*r);
+}
+
+void GroupCore::notify(int fd) {
+    std::lock_guard lock(inbox_->mu);
+    inbox_->notify_fd = fd;
+}
+
+Result<bool> GroupCore::prepare_poll() {
+    if (set_->size() == 0) return true;  // nothing to park on: only the inbox's mail can come
+    return set_->prepare_poll();
 }
 
 Result<GroupCore::Taken> GroupCore::next_for(std::chrono::nanoseconds timeout) noexcept {
