@@ -112,6 +112,7 @@ public:
 
 private:
     friend class EventSystem;
+    friend class EventBus;
     GroupSubscriber(std::unique_ptr<detail::GroupCore> c, std::function<std::uint64_t(const T&)> h) noexcept
         : core_(std::move(c)), hash_(std::move(h)) {}
     Result<GroupSample<T>> wrap(Result<detail::GroupCore::Taken> r) noexcept {
