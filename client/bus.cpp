@@ -46,6 +46,9 @@ SubscriberOptions EventBus::subscriber_options() const {
 Result<SubscriptionId> EventBus::add(std::unique_ptr<detail::SubscriberCore> core, detail::BusHandler handler) {
     return core_->add(std::move(core), std::move(handler));
 }
+Result<SubscriptionId> EventBus::add_group(std::unique_ptr<detail::GroupCore> group, detail::BusHandler handler) {
+    return core_->add_group(std::move(group), std::move(handler));
+}
 Status EventBus::unsubscribe(SubscriptionId id) { return core_->remove(id); }
 Result<ShutdownReport> EventBus::shutdown(std::chrono::milliseconds deadline) { return core_->shutdown(deadline); }
 EventBusStats EventBus::stats() const { return core_->stats(); }
@@ -72,7 +75,9 @@ Result<std::unique_ptr<BusCore>> BusCore::start(const EventBusConfig& cfg) {
     if (cfg.max_concurrent_dispatches < 1 || cfg.max_concurrent_dispatches > 65535)
         return bad("max_concurrent_dispatches must be 1 to 65535");
     if (cfg.batch_size < 1) return bad("batch_size must be at least 1");
-    if (cfg.shard_count < 1) return bad("shard_count must be at least 1");
+    if (cfg.shard_count < 1 || cfg.shard_count > proto::kMaxPartitions)
+        return bad("shard_count (partitions of a consumer group's topic) must be 1 to " + std::to_string(proto::kMaxPartitions) + ", not " +
+                   std::to_string(cfg.shard_count));
     if (cfg.default_timeout.count() < 0) return bad("default_timeout must not be negative");
     if (cfg.broadcast_capacity && (cfg.broadcast_capacity < layout::kMinCapacity || !std::has_single_bit(cfg.broadcast_capacity)))
         return bad("broadcast_capacity must be 0 (the broker's default) or a power of two of at least " +
@@ -84,6 +89,7 @@ Result<std::unique_ptr<BusCore>> BusCore::start(const EventBusConfig& cfg) {
     b->free_.reserve(n);
     for (std::size_t i = n; i-- > 0;) b->free_.push_back(static_cast<std::uint32_t>(i));
     b->batch_.reserve(cfg.batch_size);
+    b->unblocked_.reserve(n);
     for (auto& q : b->ready_) q = make_queue(n);
     b->wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     b->epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
@@ -119,6 +125,7 @@ BusCore::~BusCore() {
     for (auto& w : workers_)
         if (w->thread.joinable()) w->thread.join();
     subs_.clear();  // handlers and subscriptions, now that no thread uses them
+    groups_.clear();  // (left already when the dispatcher drained; before wake_fd_ closes: their inboxes write it)
     if (epoll_ >= 0) ::close(epoll_);
     if (wake_fd_ >= 0) ::close(wake_fd_);
 }
@@ -145,7 +152,7 @@ Status BusCore::post(Command c) {
     {
         std::lock_guard lk(cmd_mutex_);
         if (shut_ && c.kind != Command::Kind::stop) return fail(Errc::closed, "the EventBus is shut down");
-        if (c.kind == Command::Kind::add) c.id = SubscriptionId{next_id_++};
+        if (c.kind == Command::Kind::add || c.kind == Command::Kind::add_group) c.id = SubscriptionId{next_id_++};
         commands_.push_back(std::move(c));
         // release: pairs with the acquire in apply_commands (which then takes the mutex anyway).
         commands_pending_.store(true, std::memory_order_release);
@@ -161,6 +168,17 @@ Result<SubscriptionId> BusCore::add(std::unique_ptr<SubscriberCore> core, BusHan
     if (!c.max_payload)  // raw: as large as the topic's largest event
         for (const auto& l : core->info().lanes) c.max_payload = std::max<std::size_t>(c.max_payload, l.max_event);
     c.core = std::move(core);
+    c.handler = std::move(handler);
+    auto answer = c.added.get_future();
+    if (auto st = post(std::move(c)); !st) return std::unexpected(std::move(st.error()));
+    return answer.get();
+}
+
+Result<SubscriptionId> BusCore::add_group(std::unique_ptr<GroupCore> group, BusHandler handler) {
+    Command c;
+    c.kind = Command::Kind::add_group;
+    c.max_payload = handler.min_size;
+    c.group = std::move(group);
     c.handler = std::move(handler);
     auto answer = c.added.get_future();
     if (auto st = post(std::move(c)); !st) return std::unexpected(std::move(st.error()));
@@ -239,6 +257,8 @@ EventBusStats BusCore::stats() const {
     s.corrupt = counters_.corrupt.load(rx);
     s.malformed = counters_.malformed.load(rx);
     s.discarded = counters_.discarded.load(rx) + skipped;
+    s.misrouted = counters_.misrouted.load(rx);
+    s.group_errors = counters_.group_errors.load(rx);
     return s;
 }
 

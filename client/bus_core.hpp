@@ -10,9 +10,18 @@
 // dispatcher never blocks on workers. Work slots are preallocated (max_concurrent_dispatches of them):
 // the queues carry slot numbers, and a slot is written by the dispatcher before its push (release) and
 // read by a worker after its pop (acquire); it comes back through the worker's `done` queue.
+//
+// Consumer groups (subscribe_group): each membership is a GroupCore with a WaitSetCore of its own over
+// the partitions the broker assigned to it, beside set_ (the plain subscriptions). The dispatcher is the
+// group's receiving thread: it applies the broker's mail (maintain) on every turn of its loop, and
+// parks in epoll on set_'s descriptor, each group's descriptor (armed over its partitions of the
+// moment) and wake_fd_, which the group's inbox also writes when mail comes. A partition's events go to
+// one worker at a time: while its handler runs, the partition's next events wait, taken, in a list of
+// their slots (Subscription::Partition), so a key's events are handled in order with any worker count.
 #pragma once
 
 #include "rvoip/events.hpp"
+#include "rvoip/detail/group_core.hpp"
 
 #include <boost/lockfree/spsc_queue.hpp>
 
@@ -41,6 +50,7 @@ public:
 
     // Any thread (the dispatcher's excepted): these post a command and wait for the dispatcher's answer.
     Result<SubscriptionId> add(std::unique_ptr<SubscriberCore> core, BusHandler handler);
+    Result<SubscriptionId> add_group(std::unique_ptr<GroupCore> group, BusHandler handler);
     Status remove(SubscriptionId id);
     Result<ShutdownReport> shutdown(std::chrono::milliseconds deadline);
     Status accepting() const;
@@ -49,16 +59,26 @@ public:
     const EventBusConfig& config() const noexcept { return cfg_; }
 
 private:
+    static constexpr std::uint32_t kNoSlot = ~std::uint32_t(0);
     struct Subscription {
         SubscriptionId id;
-        std::size_t index = 0;  // in set_
+        std::size_t index = 0;  // in set_ (plain subscriptions)
         BusHandler handler;
         std::uint32_t in_flight = 0;  // handed out, not completed
         bool closing = false;         // unsubscribed: its events are discarded, it goes when in_flight is 0
         std::optional<std::promise<Status>> closed;  // the unsubscribe waiting for that
+        // A consumer group membership (not in set_): the member, and by partition whether a handler of
+        // it is out and the slots of its events taken meanwhile (a list through Work::next, in order).
+        struct Partition {
+            bool busy = false;
+            std::uint32_t head = kNoSlot, tail = kNoSlot;
+        };
+        std::unique_ptr<GroupCore> group;
+        std::vector<Partition> parts;
     };
     struct Work {
         Subscription* sub = nullptr;
+        std::uint32_t next = kNoSlot;  // a group partition's list of held-back slots
         SubscriberCore* core = nullptr;  // zero-copy: whose record is held until the handler returned
         std::uint32_t lane = 0;
         bool held = false;
@@ -80,8 +100,9 @@ private:
         std::thread thread;
     };
     struct Command {
-        enum class Kind { add, remove, stop } kind = Kind::stop;
+        enum class Kind { add, add_group, remove, stop } kind = Kind::stop;
         std::unique_ptr<SubscriberCore> core;
+        std::unique_ptr<GroupCore> group;
         BusHandler handler;
         std::size_t max_payload = 0;
         SubscriptionId id;
@@ -93,7 +114,7 @@ private:
     struct alignas(64) DispatcherCounters {
         std::array<std::atomic<std::uint64_t>, layout::kLanes> dispatched{};
         std::atomic<std::uint64_t> filtered_out{0}, overload_waits{0}, wakeups{0}, lagged{0}, corrupt{0}, malformed{0},
-            discarded{0}, filter_exceptions{0};
+            discarded{0}, filter_exceptions{0}, misrouted{0}, group_errors{0};
     };
 
     explicit BusCore(const EventBusConfig& cfg);
@@ -102,9 +123,15 @@ private:
     // The dispatcher thread (bus_dispatcher.cpp).
     void dispatch() noexcept;
     void apply_commands();
+    void add_group_now(Command& c);
+    void maintain_groups() noexcept;
     bool take_round() noexcept;
-    void accept(const WaitSetCore::Taken& t) noexcept;
-    void hand_out() noexcept;
+    // The most urgent record across set_ and the groups (`from`: the group it came from, or null).
+    Result<WaitSetCore::Taken> take_next(Subscription*& from, GroupCore::Taken& g) noexcept;
+    void accept(const WaitSetCore::Taken& t, Subscription* group, const GroupCore::Taken* g) noexcept;
+    void hand_out(std::vector<std::uint32_t>& slots) noexcept;
+    void unwatch(Subscription& group) noexcept;
+    std::uint64_t wakeups() const noexcept;
     void reap() noexcept;
     void complete(std::uint32_t slot) noexcept;
     void park() noexcept;
@@ -124,6 +151,11 @@ private:
     // ---- the dispatcher's own (only its thread touches them while it runs) ----
     WaitSetCore set_;
     std::vector<std::unique_ptr<Subscription>> subs_;  // by set_ index; null where none
+    std::vector<std::unique_ptr<Subscription>> groups_;  // consumer group memberships, in subscription order
+    std::size_t next_source_ = 0;  // round robin within a lane between set_ (0) and the groups (1..)
+    std::uint64_t retired_wakeups_ = 0;  // wake-ups of groups that are gone
+    std::vector<std::uint32_t> unblocked_;  // slots whose partition's previous handler returned (reap)
+    std::size_t held_ = 0;       // slots in flight holding a ring record
     std::unique_ptr<Work[]> slots_;
     std::vector<std::uint32_t> free_;   // free slots (a stack)
     std::vector<std::uint32_t> batch_;  // this round's slots

@@ -29,6 +29,7 @@ void BusCore::dispatch() noexcept {
     for (;;) {
         apply_commands();
         reap();
+        maintain_groups();
         if (stopping_ && in_flight_ == 0) {
             note_drained();
             if (exit_.load()) return;
@@ -78,16 +79,23 @@ void BusCore::apply_commands() {
             c.added.set_value(c.id);
             break;
         }
+        case Command::Kind::add_group:
+            add_group_now(c);
+            break;
         case Command::Kind::remove: {
-            auto it = std::ranges::find_if(subs_, [&](const auto& s) { return s && s->id == c.id && !s->closing; });
-            if (it == subs_.end()) {
+            auto is = [&](const auto& s) { return s && s->id == c.id && !s->closing; };
+            Subscription* found = nullptr;
+            if (auto it = std::ranges::find_if(subs_, is); it != subs_.end()) found = it->get();
+            else if (auto g = std::ranges::find_if(groups_, is); g != groups_.end()) found = g->get();
+            if (!found) {
                 c.removed.set_value(fail(Errc::invalid_argument, "EventBus::unsubscribe: no subscription " + std::to_string(c.id.value) +
                                                                      " (ended already, or not this bus's)"));
                 break;
             }
-            Subscription& sub = **it;
+            Subscription& sub = *found;
             sub.closing = true;
             ++closing_;
+            if (sub.group) unwatch(sub);  // not read any more: its partitions wait for the next member
             if (c.wait_handlers) sub.closed.emplace(std::move(c.removed));
             else c.removed.set_value({});
             if (sub.in_flight == 0) finish_unsubscribe(sub);
@@ -100,8 +108,90 @@ void BusCore::apply_commands() {
     }
 }
 
-// Takes up to batch_size events, Critical first across the set, and hands them out. True when it took
-// any (handed out, filtered or discarded): the caller tries again before parking.
+void BusCore::add_group_now(Command& c) {
+    if (stopping_) {  // c.group goes with the command: it leaves the group
+        c.added.set_value(fail(Errc::closed, "the EventBus is shut down"));
+        return;
+    }
+    auto sub = std::make_unique<Subscription>();
+    sub->id = c.id;
+    sub->handler = std::move(c.handler);
+    sub->parts.resize(c.group->partitions());
+    sub->group = std::move(c.group);
+    // Its mail wakes us from now on; what came before is `pending` already, which maintain_groups sees.
+    sub->group->notify(wake_fd_);
+    if (poll_) {
+        auto fd = sub->group->descriptor();
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u32 = 2;
+        if (!fd || ::epoll_ctl(epoll_, EPOLL_CTL_ADD, *fd, &ev) != 0) poll_ = false;  // wait the fallback way
+    }
+    if (!cfg_.enable_zero_copy && c.max_payload > copy_size_) {
+        copy_size_ = (c.max_payload + 63) & ~std::size_t(63);
+        for (auto slot : free_) fit_copy(slots_[slot]);
+    }
+    groups_.push_back(std::move(sub));
+    c.added.set_value(c.id);
+}
+
+void BusCore::unwatch(Subscription& group) noexcept {
+    if (!poll_) return;
+    if (auto fd = group.group->descriptor()) (void)::epoll_ctl(epoll_, EPOLL_CTL_DEL, *fd, nullptr);  // ENOENT the second time
+}
+
+// The dispatcher is each group's receiving thread: the broker's assignments and revocations are applied
+// here, and revoked partitions whose records were all released (their handlers returned) given back.
+void BusCore::maintain_groups() noexcept {
+    for (auto& g : groups_)
+        if (auto st = g->group->maintain(); !st) bump(counters_.group_errors);
+}
+
+std::uint64_t BusCore::wakeups() const noexcept {
+    std::uint64_t n = set_.wakeups() + retired_wakeups_;
+    for (const auto& g : groups_) n += g->group->wakeups();
+    return n;
+}
+
+// The order across sources: lane by lane, so a Critical event of any plain subscription or any group
+// partition comes before every High one, and so on (exact at the moment of taking). Within a lane the
+// sources take turns, one record at a time: set_ (the plain subscriptions, round robin among them) is
+// source 0, groups_[i] source i + 1, each turn starting after the source that gave the last record; a
+// group's set round-robins among its partitions likewise. Closing groups are not read: what is left in
+// their partitions belongs to the member that takes them over.
+Result<WaitSetCore::Taken> BusCore::take_next(Subscription*& from, GroupCore::Taken& g) noexcept {
+    const std::size_t sources = 1 + groups_.size();
+    for (std::uint32_t l = 0; l < layout::kLanes; ++l) {
+        for (std::size_t i = 0; i < sources; ++i) {
+            const std::size_t k = (next_source_ + i) % sources;
+            if (k == 0) {
+                from = nullptr;
+                auto r = set_.try_lane(l);
+                if (!r) return r;
+                if (*r) {
+                    next_source_ = 1;
+                    return r;
+                }
+                continue;
+            }
+            Subscription& s = *groups_[k - 1];
+            if (s.closing) continue;
+            from = &s;
+            auto r = s.group->try_lane(l);
+            if (!r) return std::unexpected(std::move(r.error()));
+            if (*r) {
+                next_source_ = k + 1;
+                g = *r;
+                return static_cast<const WaitSetCore::Taken&>(g);
+            }
+        }
+    }
+    from = nullptr;
+    return WaitSetCore::Taken{};
+}
+
+// Takes up to batch_size events, Critical first across the set and the groups, and hands them out. True
+// when it took any (handed out, held back, filtered or discarded): the caller tries again before parking.
 bool BusCore::take_round() noexcept {
     batch_.clear();
     bool took = false, limited = false;
@@ -110,10 +200,12 @@ bool BusCore::take_round() noexcept {
             limited = true;
             break;
         }
-        Result<WaitSetCore::Taken> r = first_ ? Result<WaitSetCore::Taken>(*std::exchange(first_, std::nullopt)) : set_.try_next();
+        Subscription* from = nullptr;
+        GroupCore::Taken g;
+        Result<WaitSetCore::Taken> r = first_ ? Result<WaitSetCore::Taken>(*std::exchange(first_, std::nullopt)) : take_next(from, g);
         if (!r) {
             if (r.error().code == Errc::lagged) {
-                const auto* s = set_.at(set_.last_error_index());
+                const SubscriberCore* s = from ? from->group->last_error_core() : set_.at(set_.last_error_index());
                 bump(counters_.lagged, s ? s->last_missed() : 0);
             } else if (r.error().code == Errc::corrupt) {
                 bump(counters_.corrupt);
@@ -125,17 +217,18 @@ bool BusCore::take_round() noexcept {
         }
         if (!*r) break;  // every lane of every subscription is empty
         took = true;
-        accept(*r);
+        accept(*r, from, from ? &g : nullptr);
     }
     if (limited) bump(counters_.overload_waits);
     // Before the handlers run: what they see in stats() already counts the wake-up that brought them.
-    counters_.wakeups.store(set_.wakeups(), std::memory_order_relaxed);  // relaxed: single writer, read by stats()
-    hand_out();
+    counters_.wakeups.store(wakeups(), std::memory_order_relaxed);  // relaxed: single writer, read by stats()
+    hand_out(batch_);
     return took;
 }
 
-void BusCore::accept(const WaitSetCore::Taken& t) noexcept {
-    Subscription* sub = t.index < subs_.size() ? subs_[t.index].get() : nullptr;
+// `group`: the group membership it came from (g: its partition), or null for set_'s.
+void BusCore::accept(const WaitSetCore::Taken& t, Subscription* group, const GroupCore::Taken* g) noexcept {
+    Subscription* sub = group ? group : t.index < subs_.size() ? subs_[t.index].get() : nullptr;
     auto release = [&] { t.core->release(t.lane); };
     if (!sub || sub->closing) {
         release();
@@ -150,6 +243,17 @@ void BusCore::accept(const WaitSetCore::Taken& t) noexcept {
     std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(t.header + 1), t.length);
     EventContext ctx{t.core->info().name,        static_cast<Priority>(t.lane), t.header->sequence, t.header->publisher,
                      t.core->clock().to_ns(t.header->timestamp_ns), sub->id};
+    if (group) {
+        ctx.partition = g->partition;
+        ctx.redelivered = g->redelivered;
+        if (sub->handler.key) {
+            try {
+                if (sub->handler.key(sub->handler.state, bytes) % sub->parts.size() != g->partition) bump(counters_.misrouted);
+            } catch (...) {
+                bump(counters_.filter_exceptions);
+            }
+        }
+    }
     if (sub->handler.filter) {
         bool pass = false;
         try {
@@ -170,9 +274,8 @@ void BusCore::accept(const WaitSetCore::Taken& t) noexcept {
     w.ctx = ctx;
     w.lane = t.lane;
     w.queue = cfg_.enable_priority ? t.lane : 0;
+    w.next = kNoSlot;
     if (cfg_.enable_zero_copy) {
-        w.core = t.core;  // released in complete()
-        w.held = true;
         w.data = bytes.data();
         w.length = t.length;
     } else {
@@ -180,32 +283,51 @@ void BusCore::accept(const WaitSetCore::Taken& t) noexcept {
             fit_copy(w);
         const std::uint32_t n = static_cast<std::uint32_t>(std::min<std::size_t>(t.length, w.copy_capacity));
         std::memcpy(w.copy, bytes.data(), n);
-        w.held = false;
         w.data = w.copy;
         w.length = n;
-        release();  // at once: the lane's publishers need not wait for the handler
+    }
+    // Zero-copy: held until the handler returned (complete()). Copy mode: released at once, so the
+    // lane's publishers need not wait for the handler; except a group's, held in both modes: released
+    // means done for the group (a member that dies has it redelivered, a handover starts after it).
+    if (cfg_.enable_zero_copy || group) {
+        w.core = t.core;
+        w.held = true;
+        ++held_;
+    } else {
+        w.held = false;
+        release();
     }
     ++in_flight_;
     ++sub->in_flight;
     bump(counters_.dispatched[t.lane & 3]);
+    if (group) {  // one handler of a partition at a time: the others wait for it, in the order taken
+        auto& p = sub->parts[g->partition];
+        if (p.busy) {
+            if (p.tail == kNoSlot) p.head = slot;
+            else slots_[p.tail].next = slot;
+            p.tail = slot;
+            return;
+        }
+        p.busy = true;
+    }
     batch_.push_back(slot);
 }
 
-void BusCore::hand_out() noexcept {
-    if (batch_.empty()) return;
+void BusCore::hand_out(std::vector<std::uint32_t>& slots) noexcept {
+    if (slots.empty()) return;
     if (!cfg_.enable_priority) {  // one lane: the round in publish order, whatever lane each came on
         // Insertion sort, stable and allocation-free; a round is at most batch_size and mostly in order.
-        for (std::size_t i = 1; i < batch_.size(); ++i)
-            for (std::size_t j = i; j > 0 && slots_[batch_[j]].ctx.timestamp_ns < slots_[batch_[j - 1]].ctx.timestamp_ns; --j)
-                std::swap(batch_[j], batch_[j - 1]);
+        for (std::size_t i = 1; i < slots.size(); ++i)
+            for (std::size_t j = i; j > 0 && slots_[slots[j]].ctx.timestamp_ns < slots_[slots[j - 1]].ctx.timestamp_ns; --j)
+                std::swap(slots[j], slots[j - 1]);
     }
-    for (auto slot : batch_) (void)ready_[slots_[slot].queue]->push(slot);  // never full: as many places as slots
+    for (auto slot : slots) (void)ready_[slots_[slot].queue]->push(slot);  // never full: as many places as slots
     // Dekker with the worker's idle wait (work): it counts itself idle, then reads the epoch, then looks
     // at the queues; we push, bump the epoch, then read the idle count (all seq_cst). Either it sees our
     // slots, or we see it idle and wake it.
     work_epoch_.fetch_add(1);
     if (const auto idle = idle_workers_.load()) {
-        if (batch_.size() > 1 && idle > 1) work_epoch_.notify_all();
+        if (slots.size() > 1 && idle > 1) work_epoch_.notify_all();
         else work_epoch_.notify_one();
     }
 }
@@ -214,6 +336,8 @@ void BusCore::reap() noexcept {
     std::uint32_t slot;
     for (auto& w : workers_)
         while (w->done.pop(slot)) complete(slot);  // acquire inside: pairs with the worker's push
+    hand_out(unblocked_);  // group partitions' next events, now that the previous one's handler returned
+    unblocked_.clear();
 }
 
 bool BusCore::completions_waiting() const noexcept {
@@ -222,10 +346,25 @@ bool BusCore::completions_waiting() const noexcept {
 
 void BusCore::complete(std::uint32_t slot) noexcept {
     Work& w = slots_[slot];
-    if (w.held) w.core->release(w.lane);  // here, on the thread that took it: SubscriberCore is not thread-safe
+    if (w.held) {
+        w.core->release(w.lane);  // here, on the thread that took it: SubscriberCore is not thread-safe
+        --held_;
+    }
     w.held = false;
     Subscription& sub = *w.sub;
     w.sub = nullptr;
+    if (sub.group) {  // the partition's next event, if one waits, goes out now
+        auto& p = sub.parts[w.ctx.partition];
+        if (p.head != kNoSlot) {
+            const std::uint32_t next = p.head;
+            p.head = slots_[next].next;
+            if (p.head == kNoSlot) p.tail = kNoSlot;
+            slots_[next].next = kNoSlot;
+            unblocked_.push_back(next);
+        } else {
+            p.busy = false;
+        }
+    }
     --in_flight_;
     if (--sub.in_flight == 0 && sub.closing) finish_unsubscribe(sub);
     if (!cfg_.enable_zero_copy && w.copy_capacity < copy_size_) fit_copy(w);
@@ -233,6 +372,16 @@ void BusCore::complete(std::uint32_t slot) noexcept {
 }
 
 void BusCore::finish_unsubscribe(Subscription& sub) noexcept {
+    if (sub.group) {
+        unwatch(sub);
+        retired_wakeups_ += sub.group->wakeups();
+        sub.group.reset();  // leaves the group: the broker passes its partitions, settled, to the others
+        if (sub.closed) sub.closed->set_value({});
+        --closing_;
+        std::erase_if(groups_, [&](const auto& g) { return g.get() == &sub; });
+        next_source_ = 0;
+        return;
+    }
     const std::size_t index = sub.index;
     auto st = set_.remove(index);  // nothing of it is held now
     if (sub.closed) sub.closed->set_value(std::move(st));
@@ -250,6 +399,13 @@ void BusCore::note_drained() {
             if (s->closed) s->closed->set_value({});
             s.reset();
         }
+    for (auto& g : groups_) {  // and leave the groups: the other members take the partitions over
+        unwatch(*g);
+        retired_wakeups_ += g->group->wakeups();
+        g->group.reset();
+        if (g->closed) g->closed->set_value({});
+    }
+    groups_.clear();
     {
         std::lock_guard lk(cmd_mutex_);
         drained_ = true;
@@ -269,12 +425,23 @@ void BusCore::fit_copy(Work& w) {
 // shutdown), and in zero-copy mode, where a return gives ring space back.
 void BusCore::park() noexcept {
     const bool at_limit = in_flight_ >= cfg_.max_concurrent_dispatches;
-    const bool want = in_flight_ > 0 && (cfg_.enable_zero_copy || at_limit || stopping_ || closing_ > 0);
-    const bool events = !at_limit && !stopping_ && set_.size() > 0;
-    if (events && poll_) {
+    // held_: a return gives a ring record back (zero-copy; groups' always), and lets a group
+    // partition's next event out.
+    const bool want = in_flight_ > 0 && (held_ > 0 || at_limit || stopping_ || closing_ > 0);
+    const bool groups = std::ranges::any_of(groups_, [](const auto& g) { return !g->closing; });
+    const bool events = !at_limit && !stopping_ && (set_.size() > 0 || groups);
+    if (events && poll_ && set_.size() > 0) {
         auto armed = set_.prepare_poll();
         if (!armed) poll_ = false;  // the descriptor failed: wait the fallback way from now on
         else if (!*armed) return;   // an event is waiting already
+    }
+    // Each group's descriptor, armed over the partitions it holds now (its mail comes on wake_fd_).
+    for (auto& g : groups_) {
+        if (!events || !poll_) break;
+        if (g->closing) continue;
+        auto armed = g->group->prepare_poll();
+        if (!armed) poll_ = false;
+        else if (!*armed) return;
     }
     if (want) {
         parked_.store(true);
@@ -287,15 +454,21 @@ void BusCore::park() noexcept {
         }
     }
     if (events && !poll_) {
-        // No descriptor (before Linux 6.7): wait on the set, a bounded time so that commands and
-        // completions are seen.
-        auto r = set_.next_for(want ? std::chrono::nanoseconds(kFallbackShortNap) : std::chrono::nanoseconds(kFallbackNap));
-        if (r && *r) first_ = *r;
-        else if (!r && r.error().code == Errc::lagged) bump(counters_.lagged, set_.at(set_.last_error_index())->last_missed());
-        else if (!r && r.error().code == Errc::corrupt) bump(counters_.corrupt);
-    } else if (events) {  // the set's descriptor armed, and wake_fd_
-        epoll_event evs[2];
-        while (::epoll_wait(epoll_, evs, 2, -1) < 0 && errno == EINTR) {
+        // No descriptor (before Linux 6.7): wait on the set, a bounded time so that commands, completions
+        // and groups' events (looked at once per nap) are seen.
+        const auto nap = want ? std::chrono::nanoseconds(kFallbackShortNap) : std::chrono::nanoseconds(kFallbackNap);
+        if (set_.size() > 0) {
+            auto r = set_.next_for(nap);
+            if (r && *r) first_ = *r;
+            else if (!r && r.error().code == Errc::lagged) bump(counters_.lagged, set_.at(set_.last_error_index())->last_missed());
+            else if (!r && r.error().code == Errc::corrupt) bump(counters_.corrupt);
+        } else {
+            pollfd p{wake_fd_, POLLIN, 0};
+            (void)::poll(&p, 1, int(std::max<std::int64_t>(1, std::chrono::duration_cast<std::chrono::milliseconds>(nap).count())));
+        }
+    } else if (events) {  // the descriptors armed (set_'s, the groups'), and wake_fd_
+        epoll_event evs[8];
+        while (::epoll_wait(epoll_, evs, 8, -1) < 0 && errno == EINTR) {
         }
     } else {  // not the set's descriptor: it may still be armed from before, and would not let us sleep
         pollfd p{wake_fd_, POLLIN, 0};
@@ -305,7 +478,7 @@ void BusCore::park() noexcept {
     parked_.store(false);
     std::uint64_t v;
     (void)!::read(wake_fd_, &v, sizeof v);  // non-blocking: resets the eventfd
-    counters_.wakeups.store(set_.wakeups(), std::memory_order_relaxed);  // relaxed: single writer, read by stats()
+    counters_.wakeups.store(wakeups(), std::memory_order_relaxed);  // relaxed: single writer, read by stats()
 }
 
 // ------------------------------------------------------------------------------------------------------

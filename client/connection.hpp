@@ -17,6 +17,8 @@
 #include "shm/doorbell.hpp"
 #include "shm/segment.hpp"
 
+#include <unistd.h>
+
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -46,11 +48,18 @@ struct GroupInbox {
     std::vector<std::pair<proto::Body, std::vector<int>>> mail;  // guarded by mu
     // Set under mu with mail; read without it on every receive (acquire: pairs with the release store in post).
     std::atomic<bool> pending{false};
+    // Optional, guarded by mu: an eventfd that post() also writes (an EventBus's dispatcher waits on it
+    // in epoll). Whoever sets it clears it, under mu, before closing it: post never writes a closed fd.
+    int notify_fd = -1;
     void post(proto::Body body, std::vector<int> fds) {
         {
             std::lock_guard lock(mu);
             mail.emplace_back(std::move(body), std::move(fds));
             pending.store(true, std::memory_order_release);
+            if (notify_fd >= 0) {
+                const std::uint64_t one = 1;
+                (void)!::write(notify_fd, &one, sizeof one);  // an eventfd: never blocks (a counter), never short
+            }
         }
         arrived.notify_all();
     }

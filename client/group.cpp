@@ -64,6 +64,7 @@ Result<std::unique_ptr<GroupCore>> GroupCore::join(std::shared_ptr<Connection> c
 }
 
 GroupCore::~GroupCore() {
+    notify(-1);  // the owner of the eventfd may close it once we are gone
     if (ended_ || conn_->drops() != drops_at_join_) {  // nothing of ours left at the broker
         conn_->detach_group(member_);
         return;
@@ -166,7 +167,7 @@ Error GroupCore::membership_ended() {
                                                "': the connection to the broker dropped, which ended this membership; join again");
 }
 
-Result<GroupCore::Taken> GroupCore::try_next() noexcept {
+Status GroupCore::maintain() noexcept {
     if (conn_->drops() != drops_at_join_) [[unlikely]] {
         try {
             return std::unexpected(membership_ended());
@@ -176,15 +177,37 @@ Result<GroupCore::Taken> GroupCore::try_next() noexcept {
     }
     if (inbox_->pending.load(std::memory_order_acquire) || !revoked_.empty()) [[unlikely]] {
         try {
-            if (auto st = apply_mail(); !st) return std::unexpected(std::move(st.error()));
+            return apply_mail();
         } catch (const std::exception& e) {  // no memory for a new partition's bookkeeping
             return fail(Errc::internal, std::string("group '") + group_ + "': " + e.what());
         }
     }
+    return {};
+}
+
+Result<GroupCore::Taken> GroupCore::try_next() noexcept {
+    if (auto st = maintain(); !st) return std::unexpected(std::move(st.error()));
     auto r = set_->try_next();
     if (!r) return std::unexpected(std::move(r.error()));
     if (!*r) return Taken{};
     return taken(*r);
+}
+
+Result<GroupCore::Taken> GroupCore::try_lane(std::uint32_t lane) noexcept {
+    auto r = set_->try_lane(lane);
+    if (!r) return std::unexpected(std::move(r.error()));
+    if (!*r) return Taken{};
+    return taken(*r);
+}
+
+void GroupCore::notify(int fd) {
+    std::lock_guard lock(inbox_->mu);
+    inbox_->notify_fd = fd;
+}
+
+Result<bool> GroupCore::prepare_poll() {
+    if (set_->size() == 0) return true;  // nothing to park on: only the inbox's mail can come
+    return set_->prepare_poll();
 }
 
 Result<GroupCore::Taken> GroupCore::next_for(std::chrono::nanoseconds timeout) noexcept {

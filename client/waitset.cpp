@@ -41,27 +41,32 @@ std::unique_ptr<SubscriberCore> WaitSetCore::detach(std::size_t index) {
 }
 
 Result<WaitSetCore::Taken> WaitSetCore::try_next() noexcept {
+    for (std::uint32_t l = 0; l < layout::kLanes; ++l) {
+        auto r = try_lane(l);
+        if (!r || *r) return r;
+    }
+    return Taken{};
+}
+
+Result<WaitSetCore::Taken> WaitSetCore::try_lane(std::uint32_t l) noexcept {
     if (poller_ && poller_->armed()) [[unlikely]]
         end_poll();
     const std::size_t n = live_.size();
-    if (n == 0) return Taken{};
-    for (std::uint32_t l = 0; l < layout::kLanes; ++l) {
-        for (std::size_t i = 0; i < n; ++i) {
-            const std::size_t k = (next_first_ + i) % n;
-            SubscriberCore* s = subs_[live_[k]].get();
-            auto r = s->try_lane(l);
-            if (!r) {
-                last_error_ = live_[k];
-                return std::unexpected(std::move(r.error()));
-            }
-            if (*r) {
-                next_first_ = k + 1;  // the others first next time on this lane
-                Taken t;
-                static_cast<Record&>(t) = *r;
-                t.index = live_[k];
-                t.core = s;
-                return t;
-            }
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t k = (next_first_ + i) % n;
+        SubscriberCore* s = subs_[live_[k]].get();
+        auto r = s->try_lane(l);
+        if (!r) {
+            last_error_ = live_[k];
+            return std::unexpected(std::move(r.error()));
+        }
+        if (*r) {
+            next_first_ = k + 1;  // the others first next time on this lane
+            Taken t;
+            static_cast<Record&>(t) = *r;
+            t.index = live_[k];
+            t.core = s;
+            return t;
         }
     }
     return Taken{};

@@ -18,6 +18,14 @@
 // rings, where each lane's overflow policy applies to publishers: that is the back-pressure, counted
 // in stats().overload_waits, never a silent drop.
 //
+// Consumer groups: subscribe_group<T>(group, key_fn, handler) makes the bus a member of a consumer
+// group on T's topic (rvoip/group.hpp), over shard_count partitions: each event goes to one member of
+// the group, all events of a key to the same one. Its events are dispatched like a plain subscription's,
+// Critical first across the bus's plain subscriptions and groups alike, with EventContext::partition and
+// ::redelivered set; a partition's events run one at a time, in order (a key's events never overlap,
+// whatever worker_threads is). A group's record is released only once its handler returned, in copy
+// mode too: a handover or a crash never loses or reorders an event.
+//
 // Thread model: the bus's methods may be called from any thread, including from inside a handler
 // (except shutdown). Handlers run on the worker threads, several at once (for different events of one
 // subscription too): they must be thread-safe. A handler's event reference is valid until it returns.
@@ -64,9 +72,10 @@ struct EventBusConfig {
     bool enable_zero_copy = true;
     // Events the dispatcher takes per round (after one wake-up) before handing them out.
     std::size_t batch_size = 64;
-    // Partitions of keyed topics: a consumer group (subscribe_group, by Call-ID) splits its topic into
-    // this many shards that the broker assigns to the group's members. Kept here for consumer groups;
-    // plain subscriptions do not use it.
+    // Partitions of keyed topics (1 to 128): a consumer group (subscribe_group, by Call-ID) splits its
+    // topic into this many partitions, "<topic>.p0" ... "<topic>.p<N-1>", that the broker deals out to
+    // the group's members. Every member and keyed publisher of a topic must use the same count (the
+    // broker refuses another). Plain subscriptions do not use it.
     std::size_t shard_count = 32;
     // Threads that run handlers. At least 1; one of them is kept for Critical handlers when there are two
     // or more (see above).
@@ -86,6 +95,12 @@ struct EventContext {
     std::uint16_t publisher = 0;           // publisher slot on the topic
     std::int64_t timestamp_ns = 0;         // publish time, CLOCK_MONOTONIC ns (EventSystem::now_ns's timebase)
     SubscriptionId subscription;
+    // Consumer groups (subscribe_group): the partition it came on (KeyedPublisher::partition_of; `topic`
+    // is that partition's, "<topic>.p<i>"), and whether it was published before the partition's previous
+    // owner died: that member may have handled it already. Plain subscriptions: no_partition, false.
+    static constexpr std::uint32_t no_partition = ~std::uint32_t(0);
+    std::uint32_t partition = no_partition;
+    bool redelivered = false;
 };
 
 // Counters since the bus was created. Read from any thread; each is exact, the set is not one snapshot.
@@ -104,6 +119,8 @@ struct EventBusStats {
     std::uint64_t corrupt = 0;             // corrupt records reported by the rings (skipped)
     std::uint64_t malformed = 0;           // records shorter than their topic's type (not handed out)
     std::uint64_t discarded = 0;           // taken but not handled: after unsubscribe, or queued at a shutdown deadline
+    std::uint64_t misrouted = 0;           // group events whose key hashes to another partition (handled all the same)
+    std::uint64_t group_errors = 0;        // broker assignments a group member could not apply (that partition is not read)
     std::int64_t longest_handler_ns = 0;   // the longest handler call so far
 };
 
@@ -124,20 +141,22 @@ struct BusHandler {
     using Call = void (*)(void*, std::span<const std::byte>, const EventContext&);
     using Filter = bool (*)(void*, std::span<const std::byte>, const EventContext&);
     using Destroy = void (*)(void*) noexcept;
+    using Key = std::uint64_t (*)(void*, std::span<const std::byte>);
     void* state = nullptr;
     Call call = nullptr;
     Filter filter = nullptr;     // null: every event passes
     Destroy destroy = nullptr;
+    Key key = nullptr;           // consumer groups: key_hash of the event's key
     std::uint32_t min_size = 0;  // typed topics: sizeof(T); a shorter record is not handed out
 
     BusHandler() = default;
     BusHandler(BusHandler&& o) noexcept
-        : state(std::exchange(o.state, nullptr)), call(o.call), filter(o.filter), destroy(o.destroy), min_size(o.min_size) {}
+        : state(std::exchange(o.state, nullptr)), call(o.call), filter(o.filter), destroy(o.destroy), key(o.key), min_size(o.min_size) {}
     BusHandler& operator=(BusHandler&& o) noexcept {
         if (this != &o) {
             reset();
             state = std::exchange(o.state, nullptr);
-            call = o.call, filter = o.filter, destroy = o.destroy, min_size = o.min_size;
+            call = o.call, filter = o.filter, destroy = o.destroy, key = o.key, min_size = o.min_size;
         }
         return *this;
     }
@@ -154,6 +173,12 @@ struct Callables {
     [[no_unique_address]] F filter;
     H handler;
 };
+template <class F, class H, class K>
+struct KeyedCallables {
+    [[no_unique_address]] F filter;
+    H handler;
+    [[no_unique_address]] K key;
+};
 
 // Calls f with (v, ctx) or (v), whichever it takes.
 template <class F, class V>
@@ -167,13 +192,13 @@ const T& typed_view(std::span<const std::byte> b) noexcept {
     return *std::launder(reinterpret_cast<const T*>(b.data()));  // aligned: a ring record or a 64-byte-aligned copy
 }
 
-// V is the event type, or std::span<const std::byte> for raw topics.
-template <class V, class F, class H>
-BusHandler make_handler(F filter, H handler) {
-    using State = Callables<F, H>;
+// V is the event type, or std::span<const std::byte> for raw topics. State has .filter and .handler.
+template <class V, class State>
+BusHandler make_handler_for(State* state) {
     BusHandler h;
-    h.state = new State{std::move(filter), std::move(handler)};
+    h.state = state;
     h.destroy = [](void* s) noexcept { delete static_cast<State*>(s); };
+    using F = decltype(state->filter);
     if constexpr (std::is_same_v<V, std::span<const std::byte>>) {
         h.call = [](void* s, std::span<const std::byte> b, const EventContext& ctx) { invoke_with(static_cast<State*>(s)->handler, b, ctx); };
         if constexpr (!std::is_same_v<F, NoFilter>)
@@ -190,6 +215,22 @@ BusHandler make_handler(F filter, H handler) {
                 return invoke_with(static_cast<State*>(s)->filter, typed_view<V>(b), ctx);
             };
     }
+    return h;
+}
+template <class V, class F, class H>
+BusHandler make_handler(F filter, H handler) {
+    return make_handler_for<V>(new Callables<F, H>{std::move(filter), std::move(handler)});
+}
+// A group member's: the same, and its key function for checking the partition each event came on.
+template <class V, class F, class H, class K>
+BusHandler make_group_handler(F filter, H handler, K key) {
+    using State = KeyedCallables<F, H, K>;
+    BusHandler h = make_handler_for<V>(new State{std::move(filter), std::move(handler), std::move(key)});
+    h.key = [](void* s, std::span<const std::byte> b) -> std::uint64_t {
+        const auto& k = static_cast<State*>(s)->key(typed_view<V>(b));
+        if constexpr (std::integral<std::decay_t<decltype(k)>>) return key_hash(k);
+        else return key_hash(std::string_view(k));
+    };
     return h;
 }
 }  // namespace detail
@@ -242,8 +283,33 @@ public:
         return add(std::move(s->core_), detail::make_handler<std::span<const std::byte>>(std::move(filter), std::move(handler)));
     }
 
-    // Consumer groups (subscribe_group<T>(group, key_fn): each event to one member of the group, the
-    // same key always to the same member, over shard_count partitions) are to be added here.
+    // Joins consumer group `group` on T's topic (rvoip/group.hpp) with shard_count partitions, creating
+    // the partition topics "<topic>.p<i>" with broadcast_capacity if need be: `handler` runs for each
+    // event of the partitions the broker assigns to this bus, which change as members join, leave or
+    // die. `key` (a KeyFunction: the Call-ID) is the keyed publishers'; an event whose key hashes to
+    // another partition is counted in stats().misrouted and handled all the same. A partition's events
+    // are handled one at a time, in order; EventContext::partition and ::redelivered tell where each
+    // came from. unsubscribe (and shutdown) leave the group once the handlers in flight returned, and
+    // the other members take the partitions over from there. The same limits and errors as subscribe,
+    // plus those of EventSystem::subscribe_group (a group name, a partition count the topic does not have).
+    template <Event T, class KeyFn, BusHandlerOf<T> H>
+        requires KeyFunction<KeyFn, T>
+    Result<SubscriptionId> subscribe_group(std::string_view group, KeyFn key, H handler) {
+        return subscribe_group<T>(group, std::move(key), detail::NoFilter{}, std::move(handler));
+    }
+    template <Event T, class KeyFn, class F, BusHandlerOf<T> H>
+        requires(KeyFunction<KeyFn, T> && (std::is_same_v<F, detail::NoFilter> || BusFilterOf<F, T>))
+    Result<SubscriptionId> subscribe_group(std::string_view group, KeyFn key, F filter, H handler) {
+        if (auto st = accepting(); !st) return std::unexpected(std::move(st.error()));
+        PartitionOptions po;
+        po.partitions = static_cast<std::uint32_t>(config().shard_count);
+        po.topic = subscriber_options().topic;
+        // The member's own key check is the bus's (make_group_handler): the subscriber's is not used.
+        auto g = system_.subscribe_group<T>(group, [](const T&) { return std::uint64_t(0); }, po);
+        if (!g) return std::unexpected(g.error().context("EventBus::subscribe_group '" + std::string(group) + "' on '" +
+                                                         std::string(T::event_type) + "'"));
+        return add_group(std::move(g->core_), detail::make_group_handler<T>(std::move(filter), std::move(handler), std::move(key)));
+    }
 
     // Ends a subscription: no handler of it starts afterwards; waits until its handlers in flight have
     // returned (called from inside a handler, it does not wait). Errc::invalid_argument for an id this
@@ -265,6 +331,7 @@ private:
     Status accepting() const;
     SubscriberOptions subscriber_options() const;
     Result<SubscriptionId> add(std::unique_ptr<detail::SubscriberCore> core, detail::BusHandler handler);
+    Result<SubscriptionId> add_group(std::unique_ptr<detail::GroupCore> group, detail::BusHandler handler);
 
     EventSystem system_;
     std::unique_ptr<detail::BusCore> core_;

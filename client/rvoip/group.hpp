@@ -8,6 +8,8 @@
 //   // each session worker process:
 //   auto sub = *bus.subscribe_group<CallControl>("session-workers", [](const CallControl& c) { return c.call_id.view(); });
 //   while (auto ev = sub.receive()) handle(*ev, ev->redelivered());
+//   // or, with handlers on an EventBus (rvoip/bus.hpp), over its shard_count partitions:
+//   bus->subscribe_group<CallControl>("session-workers", call_id_of, [](const CallControl& c, const EventContext& ctx) { ... });
 //
 // A partitioned topic of N partitions is N topics, "<topic>.p0" .. "<topic>.p<N-1>" (access rules name
 // them so); a keyed publisher writes each event to partition hash(key) % N. The broker deals the
@@ -112,6 +114,7 @@ public:
 
 private:
     friend class EventSystem;
+    friend class EventBus;
     GroupSubscriber(std::unique_ptr<detail::GroupCore> c, std::function<std::uint64_t(const T&)> h) noexcept
         : core_(std::move(c)), hash_(std::move(h)) {}
     Result<GroupSample<T>> wrap(Result<detail::GroupCore::Taken> r) noexcept {

@@ -8,6 +8,8 @@
 
 #include <atomic>
 #include <latch>
+#include <map>
+#include <set>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -42,6 +44,13 @@ struct NotTick {  // Tick's topic, another schema
     static constexpr std::string_view event_type = "bus.tick";
     std::uint32_t other;
 };
+
+struct Keyed {  // a consumer group's event: `key` plays the Call-ID
+    static constexpr std::string_view event_type = "bus.keyed";
+    std::uint32_t key;
+    std::uint32_t seq;
+};
+constexpr auto key_of = [](const Keyed& k) { return k.key; };
 
 EventSystem embedded() { return test::embedded("bus-test"); }
 
@@ -432,4 +441,197 @@ TEST_CASE("bad input is refused with a clear error: a wrong schema, a 129th subs
         CHECK(b.error().code == Errc::invalid_argument);
         CHECK(b.error().message.starts_with("EventBusConfig"));
     }
+}
+
+// ------------------------------------------------------------------------------------------------------
+// Consumer groups.
+
+namespace {
+
+// What a bus's group handler saw: (key, seq) -> partition, and per key the seqs in the order handled.
+struct GroupLog {
+    std::mutex m;
+    std::map<std::uint64_t, std::uint32_t> got;
+    std::map<std::uint32_t, std::vector<std::uint32_t>> order;
+    std::size_t twice = 0, redelivered = 0, bad_partition = 0;
+    std::atomic<std::size_t> n{0};
+    std::uint32_t partitions = 0;  // to check each event's partition (set before any event comes)
+
+    auto handler() {
+        return [this](const Keyed& k, const EventContext& ctx) {
+            std::lock_guard lk(m);
+            if (!got.emplace(std::uint64_t(k.key) << 32 | k.seq, ctx.partition).second) ++twice;
+            order[k.key].push_back(k.seq);
+            redelivered += ctx.redelivered;
+            // KeyedPublisher::partition_of's rule (the test checks they agree)
+            if (ctx.partition != key_hash(k.key) % partitions || ctx.topic != "bus.keyed.p" + std::to_string(ctx.partition))
+                ++bad_partition;
+            ++n;
+        };
+    }
+    bool in_order() {
+        std::lock_guard lk(m);
+        for (auto& [key, seqs] : order)
+            if (!std::ranges::is_sorted(seqs)) return false;
+        return true;
+    }
+};
+
+KeyedPublisher<Keyed> keyed_publisher(EventSystem& sys, std::uint32_t partitions) {
+    PartitionOptions po;
+    po.partitions = partitions;
+    auto pub = sys.keyed_publisher<Keyed>(key_of, po);
+    REQUIRE_MESSAGE(pub.has_value(), pub.error().what());
+    return std::move(*pub);
+}
+
+void publish_keyed(KeyedPublisher<Keyed>& pub, std::uint32_t keys, std::uint32_t first_seq, std::uint32_t seqs) {
+    for (std::uint32_t seq = first_seq; seq < first_seq + seqs; ++seq)
+        for (std::uint32_t k = 0; k < keys; ++k) REQUIRE(pub.publish(Keyed{k, seq}).has_value());
+}
+
+}  // namespace
+
+TEST_CASE("a bus's consumer group gets every event of a keyed publisher once, in order per key, with its partition") {
+    for (bool zero_copy : {true, false}) {
+        CAPTURE(zero_copy);
+        auto sys = embedded();
+        GroupLog log;  // before the bus: it outlives the handlers
+        log.partitions = 8;
+        auto bus = make_bus(sys, {.broadcast_capacity = 1 << 16, .enable_zero_copy = zero_copy, .shard_count = 8, .worker_threads = 4});
+        auto id = bus->subscribe_group<Keyed>("workers", key_of, log.handler());
+        REQUIRE_MESSAGE(id.has_value(), id.error().what());
+        auto pub = keyed_publisher(sys, 8);
+        for (std::uint32_t k = 0; k < 100; ++k) CHECK(pub.partition_of(Keyed{k, 0}) == key_hash(k) % 8);
+        CHECK(pub.partition(0).topic().lanes[2].capacity == 1 << 16);  // the bus created the partitions with broadcast_capacity
+        constexpr std::uint32_t kKeys = 64, kSeqs = 40;
+        publish_keyed(pub, kKeys, 0, kSeqs);
+        REQUIRE(eventually([&] { return log.n == kKeys * kSeqs; }));
+        std::this_thread::sleep_for(20ms);
+        std::lock_guard lk(log.m);
+        CHECK(log.got.size() == kKeys * kSeqs);
+        CHECK(log.twice == 0);
+        CHECK(log.redelivered == 0);
+        CHECK(log.bad_partition == 0);
+        for (auto& [key, seqs] : log.order) CHECK_MESSAGE(std::ranges::is_sorted(seqs), "key " << key);
+        std::set<std::uint32_t> partitions;
+        for (auto& [ks, p] : log.got) partitions.insert(p);
+        CHECK(partitions.size() == 8);  // alone in the group: every partition is this bus's
+        const auto s = bus->stats();
+        CHECK(s.misrouted == 0);
+        CHECK(s.group_errors == 0);
+        CHECK(s.completed == kKeys * kSeqs);
+    }
+}
+
+TEST_CASE("a second bus joining the group takes partitions over, nothing twice or lost; unsubscribe leaves the group") {
+    auto sys = embedded();
+    const EventBusConfig cfg{.broadcast_capacity = 1 << 16, .shard_count = 8, .worker_threads = 3};
+    GroupLog log1, log2;
+    log1.partitions = log2.partitions = 8;
+    auto bus1 = make_bus(sys, cfg);
+    auto bus2 = make_bus(sys, cfg);
+    // A plain subscription beside the group: both are dispatched.
+    std::atomic<int> ticks{0};
+    REQUIRE(bus1->subscribe<Tick>([&](const Tick&) { ++ticks; }).has_value());
+    REQUIRE(bus1->subscribe_group<Keyed>("workers", key_of, log1.handler()).has_value());
+    auto pub = keyed_publisher(sys, 8);
+    auto tp = sys.publisher<Tick>();
+    REQUIRE(tp.has_value());
+    constexpr std::uint32_t kKeys = 32;
+    std::uint32_t seq = 0;
+    publish_keyed(pub, kKeys, seq, 10);
+    seq += 10;
+    REQUIRE(tp->publish(Tick{1}).has_value());
+    REQUIRE(eventually([&] { return log1.n == kKeys * seq && ticks == 1; }));
+
+    auto id2 = bus2->subscribe_group<Keyed>("workers", key_of, log2.handler());
+    REQUIRE_MESSAGE(id2.has_value(), id2.error().what());
+    // Publishing on while the partitions move: bus2 gets some of them (half, by the broker's dealing).
+    const auto until = std::chrono::steady_clock::now() + 60s;
+    while (log2.n == 0) {
+        REQUIRE_MESSAGE(std::chrono::steady_clock::now() < until, "the second bus never got a partition");
+        publish_keyed(pub, kKeys, seq++, 1);
+        REQUIRE(eventually([&] { return log1.n + log2.n == kKeys * seq; }));
+    }
+    publish_keyed(pub, kKeys, seq, 10);
+    seq += 10;
+    REQUIRE(eventually([&] { return log1.n + log2.n == kKeys * seq; }));
+    {
+        std::scoped_lock lk(log1.m, log2.m);
+        CHECK(log1.twice + log2.twice == 0);
+        std::set<std::uint32_t> p2;
+        for (auto& [ks, p] : log2.got) {
+            CHECK_MESSAGE(!log1.got.contains(ks), "event (" << (ks >> 32) << ", " << (ks & 0xffffffff) << ") handled by both buses");
+            p2.insert(p);
+        }
+        CHECK(p2.size() == 4);  // two members: four partitions each
+        // Each key at one bus at a time: once bus2 had a key's events, bus1 had none after them.
+        for (auto& [key, seqs] : log2.order) {
+            auto it = log1.order.find(key);
+            if (it != log1.order.end() && !seqs.empty()) CHECK(it->second.back() < seqs.front());
+        }
+        CHECK(log1.redelivered + log2.redelivered == 0);
+        CHECK(log1.bad_partition + log2.bad_partition == 0);
+    }
+    CHECK(log1.in_order());
+    CHECK(log2.in_order());
+
+    REQUIRE(bus2->unsubscribe(*id2).has_value());  // leaves: bus1 gets all eight partitions back
+    const std::size_t bus2_had = log2.n;
+    const std::size_t bus1_had = log1.n;
+    publish_keyed(pub, kKeys, seq, 10);
+    seq += 10;
+    REQUIRE(eventually([&] { return log1.n + log2.n == kKeys * seq; }));
+    std::this_thread::sleep_for(20ms);
+    CHECK(log2.n == bus2_had);
+    CHECK(log1.n == bus1_had + kKeys * 10);
+    {
+        std::lock_guard lk(log1.m);
+        CHECK(log1.twice == 0);
+    }
+    CHECK(log1.in_order());
+    CHECK(bus2->unsubscribe(*id2).error().code == Errc::invalid_argument);
+    CHECK(bus1->stats().group_errors == 0);
+}
+
+TEST_CASE("shutdown leaves the group: another bus then gets every partition") {
+    auto sys = embedded();
+    const EventBusConfig cfg{.shard_count = 4, .worker_threads = 2};
+    GroupLog log1, log2;
+    log1.partitions = log2.partitions = 4;
+    auto bus1 = make_bus(sys, cfg);
+    auto bus2 = make_bus(sys, cfg);
+    REQUIRE(bus1->subscribe_group<Keyed>("workers", key_of, log1.handler()).has_value());
+    REQUIRE(bus2->subscribe_group<Keyed>("workers", key_of, log2.handler()).has_value());
+    auto pub = keyed_publisher(sys, 4);
+    std::uint32_t seq = 0;
+    const auto until = std::chrono::steady_clock::now() + 60s;
+    while (log1.n == 0 || log2.n == 0) {  // until both hold partitions
+        REQUIRE_MESSAGE(std::chrono::steady_clock::now() < until, "the two buses never shared the partitions");
+        publish_keyed(pub, 16, seq++, 1);
+        REQUIRE(eventually([&] { return log1.n + log2.n == 16 * seq; }));
+    }
+    auto report = bus2->shutdown(5s);
+    REQUIRE(report.has_value());
+    CHECK(report->clean());
+    const std::size_t bus1_had = log1.n;
+    publish_keyed(pub, 16, seq, 5);
+    REQUIRE(eventually([&] { return log1.n == bus1_had + 16 * 5; }));
+    std::lock_guard lk(log1.m);
+    CHECK(log1.twice == 0);
+}
+
+TEST_CASE("shard_count out of 1-128 is refused with an error naming it") {
+    auto sys = embedded();
+    for (std::size_t n : {std::size_t(0), std::size_t(129)}) {
+        CAPTURE(n);
+        auto b = EventBus::create(sys, {.shard_count = n});
+        REQUIRE_FALSE(b.has_value());
+        CHECK(b.error().code == Errc::invalid_argument);
+        CHECK(b.error().message.find("shard_count") != std::string::npos);
+        CHECK(b.error().message.find(std::to_string(n)) != std::string::npos);
+    }
+    auto b = EventBus::create(sys, {.shard_count = 128});
+    REQUIRE(b.has_value());
 }

@@ -293,6 +293,8 @@ public:
     // Never blocks: the next record across the set, or Taken{nullptr}. An error (lagged, corrupt) is
     // that of subscription last_error_index().
     Result<Taken> try_next() noexcept;
+    // The same on one lane only (a caller merging several sets lane by lane: EventBus with groups).
+    Result<Taken> try_lane(std::uint32_t lane) noexcept;
     // Waits up to `timeout` (negative: forever): spin, then park on every subscription's doorbell at once.
     Result<Taken> next_for(std::chrono::nanoseconds timeout) noexcept;
 

@@ -37,6 +37,26 @@ public:
     Result<Taken> try_next() noexcept;
     Result<Taken> next_for(std::chrono::nanoseconds timeout) noexcept;
 
+    // For a thread that waits on its own (EventBus's dispatcher, which merges this member's partitions
+    // with other sets lane by lane). Everything here is the receiving thread's, like try_next:
+    //  - maintain(): applies the broker's mail (assignments, revocations) and gives back revoked
+    //    partitions whose samples were all released; try_next does it by itself, try_lane does not;
+    //  - try_lane(): the next record of one lane across the partitions held now;
+    //  - notify(fd): an eventfd the inbox writes on every mail from now on (-1: none), so a thread
+    //    parked in epoll hears of assignment changes; set it to -1 before closing the fd;
+    //  - descriptor()/prepare_poll(): the partitions' WaitSet descriptor and arming it over the
+    //    partitions held now (call prepare_poll again after maintain(): a change of partitions disarms
+    //    it). With no partition held, prepare_poll arms nothing and answers true: only mail can come.
+    Status maintain() noexcept;
+    Result<Taken> try_lane(std::uint32_t lane) noexcept;
+    void notify(int fd);
+    Result<int> descriptor() { return set_->descriptor(); }
+    Result<bool> prepare_poll();
+    std::size_t held() const noexcept { return set_->size(); }  // partitions read now
+    std::uint64_t wakeups() const noexcept { return set_->wakeups(); }
+    // After a lagged or corrupt error of try_lane: that partition's subscription.
+    const SubscriberCore* last_error_core() const noexcept { return set_->at(set_->last_error_index()); }
+
     std::uint32_t member() const noexcept { return member_; }
     std::uint32_t partitions() const noexcept { return partitions_; }
     std::vector<std::uint32_t> assigned() const;  // the partitions read now, ascending
