@@ -29,7 +29,9 @@ namespace rvoip::events::proto {
 // 2: lane settings carry evict_after_ms; topic stats carry evictions
 // 3: topic replies carry the topic's doorbell segment
 constexpr std::uint16_t kProtocolVersion = 4;  // 4: consumer groups (join_group .. group_release)
-constexpr std::uint16_t kMinProtocolVersion = 3;
+// 4 as well: a version-3 client maps segments of the old layout (ABI 5, one parked mask per topic), so
+// it is refused at its first frame rather than trusted with rings it would misread.
+constexpr std::uint16_t kMinProtocolVersion = 4;
 constexpr std::size_t kFrameHeaderSize = 16;
 constexpr std::size_t kMaxFrame = 64 * 1024;
 constexpr std::size_t kMaxErrorMessage = 1024;

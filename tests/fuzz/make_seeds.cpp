@@ -66,6 +66,12 @@ std::vector<proto::Message> one_of_each() {
         {17, proto::ReclaimOk{1}},
         {18, proto::Inspect{proto::InspectWhat::topic, "calls", 0}},
         {19, proto::InspectReply{12, 4, "\"a\":1}"}},
+        {20, proto::JoinGroup{"calls", "workers", 2}},
+        {21, proto::GroupOk{1, 2}},
+        {22, proto::LeaveGroup{1}},
+        {0, proto::GroupAssign{1, 1, 2, 0, {0, 64, 0, 0}, {128, 0, 0, 0}}},
+        {0, proto::GroupRevoke{1, 1}},
+        {23, proto::GroupRelease{1, 1}},
     };
 }
 
@@ -103,6 +109,13 @@ void broker_seeds() {
                  {4, proto::Inspect{proto::InspectWhat::status, "", 0}}, {5, proto::Inspect{proto::InspectWhat::topics, "", 0}},
                  {6, proto::Inspect{proto::InspectWhat::topic, "calls", 0}}, {7, proto::Inspect{proto::InspectWhat::clients, "", 0}},
                  {8, proto::Inspect{proto::InspectWhat::topics, "", 100}}});
+    proto::OpenTopic p0 = o, p1 = o;
+    p0.topic = "calls.p0";
+    p1.topic = "calls.p1";
+    broker_seed("group", 3,
+                {{1, p0}, {2, p1}, {3, proto::JoinGroup{"calls", "", 2}}, {4, proto::JoinGroup{"calls", "workers", 2}},
+                 {5, proto::JoinGroup{"calls", "workers", 2}}, {6, proto::GroupRelease{1, 1}}, {7, proto::RemoveSubscriber{1, 0}},
+                 {8, proto::LeaveGroup{2}}, {9, proto::JoinGroup{"calls", "workers", 3}}, {10, proto::LeaveGroup{1}}});
     broker_seed("no-hello", 0, {{1, proto::Stats{}}, {2, proto::AddPublisher{1}}, {3, proto::Ok{}}});
     broker_seed("replies-as-requests", 1, {{1, proto::TopicOk{}}, {2, proto::ErrorReply{Errc::internal, "x"}}, {3, proto::ShutdownNotice{}}});
 }
