@@ -34,14 +34,14 @@ void encode_body(Writer& w, const GroupAssign& m) {
     for (auto x : m.start) w.put(x);
     for (auto x : m.redeliver_until) w.put(x);
 }
-void encode_body(Writer& w, const GroupRevoke& m) {
+// group_revoke and group_release: the same two fields.
+template <class M>
+void encode_member_partition(Writer& w, const M& m) {
     w.put(m.member);
     w.put(m.partition);
 }
-void encode_body(Writer& w, const GroupRelease& m) {
-    w.put(m.member);
-    w.put(m.partition);
-}
+void encode_body(Writer& w, const GroupRevoke& m) { encode_member_partition(w, m); }
+void encode_body(Writer& w, const GroupRelease& m) { encode_member_partition(w, m); }
 
 Result<Body> decode_group_body(MsgType t, Reader& r) {
     switch (t) {
