@@ -88,12 +88,7 @@ void bursts(std::vector<std::string> extra) {
 
     auto sys = EventSystemBuilder().socket_path(b.socket()).client_name("bus-test").build();
     REQUIRE(sys.has_value());
-    std::vector<RawPublisher> pubs;
-    for (int i = 0; i < kTopics; ++i) {
-        auto p = sys->raw_publisher("bus." + std::to_string(i));
-        REQUIRE(p.has_value());
-        pubs.push_back(std::move(*p));
-    }
+    auto pubs = raw_publishers(*sys, "bus", kTopics);
     for (int burst = 1; burst <= kBursts; ++burst) {
         wait_until_parked(consumer.pid());
         stop(consumer);

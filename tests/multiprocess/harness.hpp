@@ -3,6 +3,7 @@
 // by its pid when its owner goes out of scope.
 #pragma once
 
+#include "rvoip/events.hpp"
 #include "tests/multiprocess/service_manager.hpp"
 
 #include <doctest/doctest.h>
@@ -255,6 +256,17 @@ private:
     ServiceManager manager_;
     std::optional<Process> proc_;
 };
+
+// Raw publishers on "<base>.0" .. "<base>.<n-1>" (the multi-topic burst tests).
+inline std::vector<RawPublisher> raw_publishers(EventSystem& bus, const std::string& base, int n) {
+    std::vector<RawPublisher> pubs;
+    for (int i = 0; i < n; ++i) {
+        auto p = bus.raw_publisher(base + "." + std::to_string(i));
+        REQUIRE(p.has_value());
+        pubs.push_back(std::move(*p));
+    }
+    return pubs;
+}
 
 // argv for rvoip-test-peer against `b`.
 inline std::vector<std::string> peer(const Broker& b, std::vector<std::string> args) {

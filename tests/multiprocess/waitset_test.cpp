@@ -68,12 +68,7 @@ TEST_CASE("a WaitSet over six topics takes Critical first across them and wakes 
 
     auto bus = EventSystemBuilder().socket_path(b.socket()).client_name("ws-test").build();
     REQUIRE(bus.has_value());
-    std::vector<RawPublisher> pubs;
-    for (int i = 0; i < kTopics; ++i) {
-        auto p = bus->raw_publisher("ws." + std::to_string(i));
-        REQUIRE(p.has_value());
-        pubs.push_back(std::move(*p));
-    }
+    auto pubs = raw_publishers(*bus, "ws", kTopics);
     for (int burst = 1; burst <= kBursts; ++burst) {
         wait_until_parked(consumer.pid());
         consumer.kill(SIGSTOP);
