@@ -178,6 +178,8 @@ void Broker::Impl::drop_member(Group& g, std::uint32_t member, bool died) {
     }
     log->info("group '{}' on '{}': member {} {} ({} member(s) left)", g.name, g.topic, member, died ? "died" : "left", g.members.size());
     if (g.members.empty()) {
+        for (auto& part : g.parts)  // a cursor between two owners when the last member went: it goes too
+            if (part.slot != kNoSlot && part.owner == 0) release_subscriber_slot(*topics[part.topic_id - 1], part.slot);
         std::erase_if(groups, [&](auto& x) { return x.get() == &g; });
         return;
     }
