@@ -244,6 +244,7 @@ void Connection::attach_group(std::uint32_t member, std::shared_ptr<GroupInbox> 
 void Connection::detach_group(std::uint32_t member) {
     Lock lock(mu_);
     groups_.erase(member);
+    left_.insert(member);
     if (auto it = early_.find(member); it != early_.end()) {
         for (auto& m : it->second) proto::close_fds(m.second);
         early_.erase(it);
@@ -260,7 +261,7 @@ void Connection::unsolicited(int fd, std::uint64_t correlation, proto::Body& bod
             body);
         if (auto it = groups_.find(member); it != groups_.end()) {
             it->second->post(std::move(body), std::exchange(fds, {}));
-        } else if (early_.size() < 64 && early_[member].size() < proto::kMaxPartitions * 2) {  // its join reply is being read
+        } else if (!left_.contains(member) && early_.size() < 64 && early_[member].size() < proto::kMaxPartitions * 2) {  // its join reply is being read
             early_[member].emplace_back(std::move(body), std::exchange(fds, {}));
         }
         proto::close_fds(fds);

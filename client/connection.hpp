@@ -22,6 +22,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 namespace rvoip::events::detail {
@@ -149,6 +150,7 @@ private:
     std::map<std::uint64_t, Slot> slots_;
     std::map<std::uint32_t, std::shared_ptr<GroupInbox>> groups_;  // by member id
     std::map<std::uint32_t, std::vector<std::pair<proto::Body, std::vector<int>>>> early_;  // member not attached yet
+    std::set<std::uint32_t> left_;  // members that left: what the broker sent them before it knew is dropped
     std::vector<Slot> to_release_;  // released while the broker was away
     std::uint64_t next_handle_ = 0;
     shm::Segment doorbell_segment_;
