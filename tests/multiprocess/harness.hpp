@@ -284,4 +284,23 @@ inline std::string field(const std::string& line, const std::string& key) {
     return {};
 }
 
+// One burst of the multi-topic tests: Low on every topic but the last, then Critical on the last, all
+// committed before the (stopped) consumer resumes.
+inline void publish_burst(std::vector<RawPublisher>& pubs) {
+    for (std::size_t i = 0; i + 1 < pubs.size(); ++i) REQUIRE(pubs[i].publish("low", Priority::low).has_value());
+    REQUIRE(pubs.back().publish("critical", Priority::critical).has_value());
+}
+
+// The consumer's report after burst `burst` of publish_burst over `topics` topics: `count_key` says how
+// many events it took in all, one return from parking per burst although every topic's doorbell rang,
+// the Critical event (lane 0) of the last topic first and the Low one (lane 3) of every other topic.
+inline void check_burst(const std::string& line, const std::string& count_key, int topics, int burst) {
+    INFO("burst " << burst << ": " << line);
+    CHECK(std::stoi(field(line, count_key)) == topics * burst);
+    CHECK(std::stoi(field(line, "wakeups")) == burst);
+    const std::string order = field(line, "order");
+    CHECK(order.rfind("0:" + std::to_string(topics - 1) + ",", 0) == 0);
+    for (int i = 0; i + 1 < topics; ++i) CHECK(order.find("3:" + std::to_string(i)) != std::string::npos);
+}
+
 }  // namespace rvoip::events::test

@@ -72,20 +72,11 @@ TEST_CASE("a WaitSet over six topics takes Critical first across them and wakes 
     for (int burst = 1; burst <= kBursts; ++burst) {
         wait_until_parked(consumer.pid());
         consumer.kill(SIGSTOP);
-        // Low on topics 0..4, then Critical on topic 5 last: committed before the consumer resumes,
-        // so its first receive must return the Critical one.
-        for (int i = 0; i + 1 < kTopics; ++i) REQUIRE(pubs[std::size_t(i)].publish("low", Priority::low).has_value());
-        REQUIRE(pubs[kTopics - 1].publish("critical", Priority::critical).has_value());
+        publish_burst(pubs);  // Low on topics 0..4, then Critical on topic 5: the first receive must return it
         consumer.kill(SIGCONT);
         auto line = consumer.read_line(std::chrono::seconds(120));
         REQUIRE(line.has_value());
-        INFO("burst " << burst << ": " << *line);
-        CHECK(std::stoi(field(*line, "received")) == kTopics * burst);
-        // One return from parking per burst, although six topics' doorbells rang.
-        CHECK(std::stoi(field(*line, "wakeups")) == burst);
-        const std::string order = field(*line, "order");
-        CHECK(order.rfind("0:5,", 0) == 0);  // Critical (lane 0) of topic 5 first
-        for (int i = 0; i + 1 < kTopics; ++i) CHECK(order.find("3:" + std::to_string(i)) != std::string::npos);
+        check_burst(*line, "received", kTopics, burst);
     }
     CHECK(consumer.exit_code() == 0);
 }
