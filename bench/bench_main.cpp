@@ -208,7 +208,7 @@ int main(int argc, char** argv) {
     ThroughputOptions tp;
     tp.common.mode = "auto";
     auto* throughput = app.add_subcommand("throughput", "publisher process(es) -> subscriber process(es), events/s as received");
-    add_common(throughput, tp.common, {"auto", "spin", "spin-park", "block"},
+    add_common(throughput, tp.common, {"auto", "spin", "spin-park", "block", "batch"},
                "how subscribers wait: busy-poll (spin), spin then park (spin-park), park at once (block); auto: spin when "
                "every process has a core, else spin-park");
     throughput->add_option("--batch", tp.batch, "events per publish call (publish_batch when > 1)")->check(CLI::Range(1u, 65536u))->capture_default_str();

@@ -103,10 +103,13 @@ inline TopicOptions topic_options(const RoleOptions& o) {
 }
 
 // spin: never park (one core per such process); block: park on the futex at once, to measure the wake-up;
-// spin-park: the library's default, spin a little and then park (what a deployment would use).
+// spin-park: the library's default, spin a little and then park (what a deployment would use); batch:
+// spin-park, but a consumer in a stream naps 100 µs between looks instead of being rung per event
+// (WaitOptions::batch_delay: what a throughput-minded consumer would use).
 inline WaitOptions wait_options(const std::string& mode) {
     if (mode == "spin") return WaitOptions{.spin = 4000, .busy_poll = true};
     if (mode == "block") return WaitOptions{.spin = 0, .busy_poll = false};
+    if (mode == "batch") return WaitOptions{.batch_delay = std::chrono::microseconds(100)};
     return WaitOptions{};
 }
 

@@ -440,7 +440,7 @@ int run_opener(const RoleOptions& o) {
 }  // namespace
 
 std::string_view valid_wait_modes() { return "spin, block, spin-park"; }
-bool is_wait_mode(std::string_view mode) { return mode == "spin" || mode == "block" || mode == "spin-park"; }
+bool is_wait_mode(std::string_view mode) { return mode == "spin" || mode == "block" || mode == "spin-park" || mode == "batch"; }
 
 int run_role(const RoleOptions& o) {
     g_child_label = o.role + " " + std::to_string(o.id);

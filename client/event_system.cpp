@@ -267,7 +267,7 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::from(std::shared_ptr<Con
     if (hold) s->held_ = s->conn_->hold({proto::Role::subscriber, s->info_.name, s->map_.record_key, s->info_.id, slot, slot});
     s->bell_ = &o.bell_map.bells[slot].word;  // bell i of the topic's doorbells is slot i's
     s->wait_ = wait;
-    s->spin_ = wait.spin;
+    s->waiting_.spin = wait.spin;
     s->clock_ = s->conn_->doorbells().clock;
     s->sample_every_ = s->clock_.raw_units(shm::kLatencySampleNs);
     s->fingerprint_ = s->map_.header->fingerprint;
@@ -378,7 +378,7 @@ bool SubscriberCore::any_ready() const noexcept {
 Result<Record> SubscriberCore::next_for(std::chrono::nanoseconds timeout) noexcept {
     SubscriberCore* self = this;
     std::uint64_t wakeups = 0;
-    return Parking::wait<Record>(std::span<SubscriberCore* const>(&self, 1), wait_, spin_, timeout, wakeups, [this] { return try_next(); });
+    return Parking::wait<Record>(std::span<SubscriberCore* const>(&self, 1), wait_, waiting_, timeout, wakeups, [this] { return try_next(); });
 }
 
 }  // namespace detail

@@ -19,30 +19,45 @@ public:
     // Waits up to `timeout` (negative: forever) until `take` (the caller's non-blocking try over `subs`,
     // which returns Result<X> with X testing true when it got a record) gives a record or an error.
     // Spins wait.spin rounds (forever with busy_poll) re-checking, then parks on every subscription's
-    // doorbell at once. `wakeups` counts the returns from a park.
+    // doorbell at once. `wakeups` counts the returns from a park. `state` is the caller's, kept
+    // between waits.
     //
-    // With wait.adaptive_spin, `spin` (the caller's, kept between waits, starting at wait.spin) is how
-    // long this wait spins: halved when the spin ends in a park anyway, doubled (up to wait.spin) when
-    // it catches an event or a park is rung within what a full spin would have covered. A consumer fed
-    // in bursts spins; one woken now and then stops paying a spin per wake-up.
+    // With wait.adaptive_spin, state.spin is how long this wait spins: halved when the spin ends in a
+    // park anyway, doubled (up to wait.spin) when it catches an event or a park is rung within what a
+    // full spin would have covered. A consumer fed in bursts spins; one woken now and then stops paying
+    // a spin per wake-up.
+    //
+    // With wait.batch_delay, a consumer whose last wait ended with a record (it is in a stream) first
+    // naps that long without announcing its non-Critical lanes, so their publishers do not ring it,
+    // and looks again; it parks only when a nap found nothing. A steady stream then costs one
+    // wake-up per nap, not one per event (or per few events).
     template <class X, class Take>
-    static Result<X> wait(std::span<SubscriberCore* const> subs, const WaitOptions& wait, std::uint32_t& spin,
+    static Result<X> wait(std::span<SubscriberCore* const> subs, const WaitOptions& wait, WaitState& state,
                           std::chrono::nanoseconds timeout, std::uint64_t& wakeups, Take&& take) noexcept {
         auto r = take();
         if (!r || *r) return r;
         const bool forever = timeout.count() < 0;
         const std::int64_t deadline = forever ? 0 : shm::monotonic_ns() + timeout.count();
         auto expired = [&] { return !forever && shm::monotonic_ns() >= deadline; };
+        auto until_deadline = [&](std::chrono::nanoseconds left) {  // `left` (negative: none) capped by the deadline
+            if (forever) return left;
+            const auto until = std::chrono::nanoseconds(std::max<std::int64_t>(0, deadline - shm::monotonic_ns()));
+            return left.count() < 0 ? until : std::min(left, until);
+        };
         auto grow = [&] {
-            if (wait.adaptive_spin) spin = wait.spin;
+            if (wait.adaptive_spin) state.spin = wait.spin;
+        };
+        auto got = [&](Result<X>& res) {  // a wait below ended with res: a record, an error, or nothing yet
+            if (res && *res) state.streaming = true;
+            return !res || *res;
         };
 
         // Spin phase (or pure busy-poll).
-        const std::uint32_t rounds = wait.adaptive_spin ? std::min(spin, wait.spin) : wait.spin;
+        const std::uint32_t rounds = wait.adaptive_spin ? std::min(state.spin, wait.spin) : wait.spin;
         for (std::uint32_t i = 0; wait.busy_poll || i < rounds; ++i) {
             if (std::ranges::any_of(subs, [](const SubscriberCore* s) { return s->any_ready(); })) {
                 r = take();
-                if (!r || *r) {
+                if (got(r)) {
                     if (r) grow();
                     return r;
                 }
@@ -50,7 +65,33 @@ public:
             if ((i & 1023) == 1023 && expired()) return std::unexpected(Error(Errc::timeout));
             __builtin_ia32_pause();
         }
-        if (wait.adaptive_spin) spin /= 2;
+        if (wait.adaptive_spin) state.spin /= 2;
+        const std::size_t n = std::min(subs.size(), shm::kMaxWaitv);
+        const std::uint8_t lanes = wait.wake_lanes & 0xf;
+        Bells b;
+
+        // Nap (batch_delay, in a stream): only the Critical lane is announced, so a Critical event still
+        // rings at once; the others are looked at when the nap ends.
+        if (state.streaming && wait.batch_delay.count() > 0) {
+            state.streaming = false;
+            const std::uint8_t urgent = lanes & (1u << std::size_t(Priority::critical));
+            announce(subs.first(n), b, urgent);
+            r = take();
+            if (!got(r)) {
+                if (const auto left = until_deadline(wait.batch_delay); left.count() > 0 && quiet(b, n) && sleep_on(b, n, left)) {
+                    ++wakeups;  // a Critical ring
+                    count_rings(subs.first(n), b);
+                }
+                unpark(subs.first(n), urgent);
+                r = take();
+                if (got(r)) return r;
+                if (expired()) return std::unexpected(Error(Errc::timeout));
+            } else {
+                unpark(subs.first(n), urgent);
+                return r;
+            }
+        }
+
         const std::int64_t parked_at = wait.adaptive_spin ? shm::monotonic_ns() : 0;
         // Park. Dekker handshake on (tail, parked mask) with LaneWriter, per subscription: we announce
         // (our bit, by a seq_cst RMW), then read the lanes' tails; a publisher claims (tail CAS), then
@@ -62,15 +103,12 @@ public:
         // on all, then sleep only if no doorbell rang since: one futex_waitv covers them all.
         // Lanes outside wait.wake_lanes are not announced: their publishers do not ring us, and their
         // events wait for the next wake-up, at the latest wait.deferred_delay after we parked.
-        const std::size_t n = std::min(subs.size(), shm::kMaxWaitv);
-        const std::uint8_t lanes = wait.wake_lanes & 0xf;
         const bool deferring = lanes != 0xf;
-        Bells b;
         std::int64_t nap_ns = kFirstNapNs;
         for (;;) {
             const bool claimed = announce(subs.first(n), b, lanes);
             r = take();
-            if (!r || *r) {
+            if (got(r)) {
                 unpark(subs.first(n), lanes);
                 return r;
             }
@@ -80,33 +118,19 @@ public:
                 nap_ns = std::min<std::int64_t>(nap_ns * 2, kLastNapNs);
             }
             if (deferring) left = left.count() < 0 ? wait.deferred_delay : std::min<std::chrono::nanoseconds>(left, wait.deferred_delay);
-            if (!forever) {
-                const auto until = std::chrono::nanoseconds(deadline - shm::monotonic_ns());
-                if (until.count() <= 0) {
-                    unpark(subs.first(n), lanes);
-                    return std::unexpected(Error(Errc::timeout));
-                }
-                left = left.count() < 0 ? until : std::min(left, until);
+            if (!forever && shm::monotonic_ns() >= deadline) {
+                unpark(subs.first(n), lanes);
+                return std::unexpected(Error(Errc::timeout));
             }
-            if (quiet(b, n)) {
-                bool rung = false;  // a return that is not a timeout
-                if (n == 1) {
-                    rung = shm::futex_wait(b.words[0], b.seen[0], left);
-                } else if (const int rc = shm::futex_wait_all({b.words.data(), n}, {b.seen.data(), n}, left); rc != ENOSYS) {
-                    rung = rc != ETIMEDOUT;
-                } else {  // a kernel before 5.16: nap on the first doorbell and look at all again
-                    const auto nap = std::chrono::nanoseconds(1'000'000);
-                    rung = shm::futex_wait(b.words[0], b.seen[0], left.count() < 0 ? nap : std::min(left, nap));
-                }
-                if (rung) {
-                    ++wakeups;
-                    count_rings(subs.first(n), b);
-                    if (wait.adaptive_spin && shm::monotonic_ns() - parked_at < std::int64_t(wait.spin) * kSpinRoundNs) grow();
-                }
+            left = until_deadline(left);
+            if (quiet(b, n) && sleep_on(b, n, left)) {
+                ++wakeups;
+                count_rings(subs.first(n), b);
+                if (wait.adaptive_spin && shm::monotonic_ns() - parked_at < std::int64_t(wait.spin) * kSpinRoundNs) grow();
             }
             unpark(subs.first(n), lanes);
             r = take();
-            if (!r || *r) return r;
+            if (got(r)) return r;
             if (expired()) return std::unexpected(Error(Errc::timeout));
         }
     }
@@ -151,6 +175,15 @@ public:
             b.seen[k] |= shm::kSleeping;
         }
         return true;
+    }
+    // After quiet(): sleeps on the doorbells until one rings, at most `left` (negative: forever). True
+    // when a doorbell rang (not a timeout; spurious returns count as rung, the caller looks anyway).
+    static bool sleep_on(const Bells& b, std::size_t n, std::chrono::nanoseconds left) noexcept {
+        if (n == 1) return shm::futex_wait(b.words[0], b.seen[0], left);
+        if (const int rc = shm::futex_wait_all({b.words.data(), n}, {b.seen.data(), n}, left); rc != ENOSYS) return rc != ETIMEDOUT;
+        // A kernel before 5.16: nap on the first doorbell; the caller looks at all again.
+        const auto nap = std::chrono::nanoseconds(1'000'000);
+        return shm::futex_wait(b.words[0], b.seen[0], left.count() < 0 ? nap : std::min(left, nap));
     }
     static void unpark(std::span<SubscriberCore* const> subs, std::uint8_t lanes = 0xf) noexcept {
         for (auto* s : subs)

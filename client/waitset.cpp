@@ -7,7 +7,7 @@
 
 namespace rvoip::events::detail {
 
-WaitSetCore::WaitSetCore(const WaitOptions& w) noexcept : wait_(w), spin_(w.spin) {}
+WaitSetCore::WaitSetCore(const WaitOptions& w) noexcept : wait_(w), waiting_{.spin = w.spin} {}
 WaitSetCore::~WaitSetCore() { end_poll(); }
 
 Result<std::size_t> WaitSetCore::add(std::unique_ptr<SubscriberCore> s) {
@@ -78,7 +78,7 @@ Result<WaitSetCore::Taken> WaitSetCore::next_for(std::chrono::nanoseconds timeou
     if (n == 0) return fail(Errc::invalid_argument, "the WaitSet has no subscriptions to wait on");
     for (std::size_t k = 0; k < n; ++k) cores[k] = subs_[live_[k]].get();
     end_poll();
-    return Parking::wait<Taken>(std::span<SubscriberCore* const>(cores.data(), n), wait_, spin_, timeout, wakeups_,
+    return Parking::wait<Taken>(std::span<SubscriberCore* const>(cores.data(), n), wait_, waiting_, timeout, wakeups_,
                                 [this] { return try_next(); });
 }
 

@@ -54,12 +54,20 @@ private:
 // others' publishers do not ring it, and their events are taken at its next wake-up, at the latest
 // deferred_delay after it parked. A process that only needs Low reports now and then stops being woken
 // for each: WaitOptions{.wake_lanes = 0b0111}. (A WaitSet's pollable descriptor wakes on every lane.)
+//
+// batch_delay (off by default) is for consumers that want throughput more than each event's latency:
+// once a wait has been ended by an event, the next wait that finds the lanes empty naps this long
+// instead of parking, with only the Critical lane able to ring it, and looks again; it parks only when
+// a nap found nothing. A steady stream then costs one wake-up per batch_delay, however many events it
+// carries, instead of one per event; a non-Critical event waits up to batch_delay longer. 100 µs lets a
+// lane of 1 MiB absorb 80 M events/s of 64 bytes between looks.
 struct WaitOptions {
     std::uint32_t spin = 500;
     bool busy_poll = false;
     bool adaptive_spin = true;
     std::uint8_t wake_lanes = 0xf;
     std::chrono::nanoseconds deferred_delay = std::chrono::milliseconds(10);
+    std::chrono::nanoseconds batch_delay{0};
 };
 
 struct PublisherOptions {

@@ -200,3 +200,61 @@ TEST_CASE("lanes outside wake_lanes do not ring a parked WaitSet: their events c
     REQUIRE(ev2.has_value());
     CHECK(ev2->as<State>()->state == 8);
 }
+
+TEST_CASE("with batch_delay, a WaitSet in a stream naps instead of being rung; Critical still rings it, and an empty nap parks") {
+    auto bus = embedded();
+    auto pub = bus.publisher<State>();
+    REQUIRE(pub.has_value());
+    auto start_stream = [&](WaitSet& set, std::uint32_t value) {  // a wait ended by a record: the set is in a stream
+        std::jthread first([&] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            REQUIRE(pub->publish(State{value}, Priority::normal).has_value());
+        });
+        auto ev = set.receive_any_for(std::chrono::seconds(30));
+        REQUIRE(ev.has_value());
+        CHECK(ev->as<State>()->state == value);
+    };
+
+    SUBCASE("events of a lane it waits for do not ring it during a nap; an empty nap ends in a park that they ring") {
+        WaitSet set(WaitOptions{.spin = 0, .batch_delay = std::chrono::seconds(1)});
+        REQUIRE(set.add(*bus.subscriber<State>()).has_value());
+        start_stream(set, 1);
+        const auto rung = set.wakeups();
+        std::jthread burst([&] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));  // most likely napping by then
+            for (std::uint32_t v = 10; v < 15; ++v) REQUIRE(pub->publish(State{v}, Priority::normal).has_value());
+        });
+        for (std::uint32_t v = 10; v < 15; ++v) {
+            auto ev = set.receive_any_for(std::chrono::seconds(30));
+            REQUIRE(ev.has_value());
+            CHECK(ev->as<State>()->state == v);
+        }
+        burst.join();
+        CHECK(set.wakeups() == rung);  // taken when the nap ended, not by a ring
+        // Nothing more: the next nap finds nothing and the set parks, announced on every lane, so the
+        // event that comes after the nap rings it.
+        std::jthread late([&] {
+            std::this_thread::sleep_for(std::chrono::seconds(3));
+            REQUIRE(pub->publish(State{20}, Priority::normal).has_value());
+        });
+        auto ev = set.receive_any_for(std::chrono::seconds(30));
+        REQUIRE(ev.has_value());
+        CHECK(ev->as<State>()->state == 20);
+        CHECK(set.wakeups() == rung + 1);
+    }
+    SUBCASE("a Critical event rings it in the middle of a nap") {
+        WaitSet set(WaitOptions{.spin = 0, .batch_delay = std::chrono::seconds(120)});
+        REQUIRE(set.add(*bus.subscriber<State>()).has_value());
+        start_stream(set, 1);
+        const auto rung = set.wakeups();
+        std::jthread critical([&] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            REQUIRE(pub->publish(State{2}, Priority::critical).has_value());
+        });
+        auto ev = set.receive_any_for(std::chrono::seconds(30));  // far shorter than the nap: only a ring ends it in time
+        REQUIRE(ev.has_value());
+        CHECK(ev->as<State>()->state == 2);
+        CHECK(ev->priority() == Priority::critical);
+        CHECK(set.wakeups() == rung + 1);
+    }
+}

@@ -132,6 +132,12 @@ struct Record {
     explicit operator bool() const noexcept { return header != nullptr; }
 };
 
+// What a consumer's waits learn and the next wait uses (Parking::wait, client/parking.hpp).
+struct WaitState {
+    std::uint32_t spin = 0;  // the next wait's spin (WaitOptions::adaptive_spin)
+    bool streaming = false;  // the last wait was ended by a record: nap before parking (WaitOptions::batch_delay)
+};
+
 class SubscriberCore {
 public:
     static Result<std::unique_ptr<SubscriberCore>> open(std::shared_ptr<Connection> conn, std::string_view topic,
@@ -245,7 +251,7 @@ private:
     layout::SubscriberSlot* slot_ = nullptr;
     std::atomic<std::uint32_t>* bell_ = nullptr;
     WaitOptions wait_;
-    std::uint32_t spin_ = 0;  // the next wait's spin (Parking::wait, adaptive_spin)
+    WaitState waiting_;  // what the last waits learnt (Parking::wait)
     shm::Clock clock_;
     // Latency sampling: the first record published at or after next_sample_ is sampled, and the next
     // one sample_every_ later (both raw clock units: kLatencySampleNs converted at open).
@@ -318,7 +324,7 @@ private:
     std::size_t last_error_ = 0;
     std::uint64_t wakeups_ = 0;
     WaitOptions wait_;
-    std::uint32_t spin_ = 0;  // the next wait's spin (Parking::wait, adaptive_spin)
+    WaitState waiting_;  // what the last waits learnt (Parking::wait)
     std::unique_ptr<Poller> poller_;
     std::vector<SubscriberCore*> polled_;  // what the armed wait parked
 };
