@@ -202,7 +202,8 @@ byte mask;                 /* parked mask of the modelled lane (CursorHeader::pa
                               since ABI 6: lanes do not share it, so one lane's is the whole protocol): bit
                               j set while subscriber j is parked waiting for this lane. A consumer that does
                               not wait for a lane (WaitOptions::wake_lanes) never sets its bit and bounds
-                              its sleep by deferred_delay instead: a timed nap, outside this model. */
+                              its sleep by deferred_delay (or batch_delay) instead: a timed nap, outside
+                              this model. */
 bool joinreq[2];           /* subscriber asked the broker to join */
 bool joined[2];            /* join returned to the subscriber */
 
