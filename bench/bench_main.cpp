@@ -39,6 +39,7 @@ struct ThroughputOptions {
     int subscribers = 1;
     std::uint64_t capacity = 0;  // 0: 8 MiB, or more when a batch needs it
     bool touch = false;
+    bool exclusive = false;
 };
 
 struct LatencyOptions {
@@ -75,6 +76,7 @@ Expected<std::uint64_t> lane_capacity(const ThroughputOptions& t) {
 }
 
 int run_throughput(const ThroughputOptions& t) {
+    if (t.exclusive && t.publishers != 1) return fail("--exclusive needs --publishers 1: a lane held alone has one publisher");
     const auto capacity = lane_capacity(t);
     if (!capacity) return fail(capacity.error());
     auto s = open_session(t.common);
@@ -90,6 +92,7 @@ int run_throughput(const ThroughputOptions& t) {
     base.capacity = *capacity;
     base.publishers = t.publishers;
     base.touch = t.touch;
+    base.exclusive = t.exclusive;
 
     std::vector<Child> children;  // declared after the session: destroyed (killed, reaped) before its broker stops
     children.reserve(std::size_t(t.subscribers + t.publishers));
@@ -146,16 +149,16 @@ int run_throughput(const ThroughputOptions& t) {
         j.reals("subscriber_events_per_sec", sub_rates);  // the earlier name of per_subscriber_events_per_sec
         j.real("publisher_events_per_sec", pub_rate);
         j.num("full_retries", std::int64_t(timeouts)).boolean("lossless", true).num("lane_capacity", std::int64_t(*capacity));
-        j.boolean("touch_payload", t.touch);
+        j.boolean("touch_payload", t.touch).boolean("exclusive", t.exclusive);
         j.str("broker", s->broker ? "private" : "external");
         add_load_notes(j, spinning);
         std::printf("%s\n", j.text().c_str());
     } else {
         char fan_out[64] = "";
         if (t.subscribers > 1) std::snprintf(fan_out, sizeof fan_out, " each, %.2f M deliveries/s in all", aggregate / 1e6);
-        std::printf("throughput: %u-byte events, batch %u, %d publisher(s) -> %d subscriber(s), %s: %.2f M events/s (%.1f MB/s)"
+        std::printf("throughput: %u-byte events, batch %u, %d %spublisher(s) -> %d subscriber(s), %s: %.2f M events/s (%.1f MB/s)"
                     "%s; %" PRIu64 " events in %.2f s, %" PRIu64 " full retries, none lost%s\n",
-                    t.common.size, t.batch, t.publishers, t.subscribers, base.wait.c_str(), rate / 1e6, rate * t.common.size / 1e6,
+                    t.common.size, t.batch, t.publishers, t.exclusive ? "exclusive " : "", t.subscribers, base.wait.c_str(), rate / 1e6, rate * t.common.size / 1e6,
                     fan_out, events, t.seconds, timeouts, spinning > usable_cores() ? " (more spinning processes than cores: distorted)" : "");
     }
     return 0;
@@ -217,6 +220,7 @@ int main(int argc, char** argv) {
     throughput->add_option("--subscribers", tp.subscribers, "subscriber processes")->check(CLI::Range(1, 64))->capture_default_str();
     throughput->add_option("--capacity", tp.capacity, "lane bytes, a power of two (default: 8 MiB or four batches)");
     throughput->add_flag("--touch-payload", tp.touch, "subscribers read every payload byte (default: only the bench's 16-byte header)");
+    throughput->add_flag("--exclusive", tp.exclusive, "the publisher holds its lane alone: claims by plain store, no CAS (one publisher only)");
 
     LatencyOptions lt;
     auto* latency = app.add_subcommand("latency", "ping-pong between two processes, one-way latency percentiles");
@@ -248,6 +252,7 @@ int main(int argc, char** argv) {
     child->add_option("--threads", role.threads);
     child->add_option("--calls", role.calls);
     child->add_flag("--touch", role.touch);
+    child->add_flag("--exclusive", role.exclusive);
     child->add_flag("--per-subscription", role.per_subscription);
 
     CLI11_PARSE(app, argc, argv);

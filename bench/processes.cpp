@@ -522,6 +522,7 @@ Expected<Child> spawn_role(const Session& s, const Common& c, const RoleOptions&
     if (!r.topic.empty()) argv.insert(argv.end(), {"--topic", r.topic});
     if (!r.topic2.empty()) argv.insert(argv.end(), {"--topic2", r.topic2});
     if (r.touch) argv.push_back("--touch");
+    if (r.exclusive) argv.push_back("--exclusive");
     if (r.per_subscription) argv.push_back("--per-subscription");
     auto child = Child::spawn({.argv = std::move(argv), .label = r.role + " " + std::to_string(r.id)});
     if (child && c.verbose) std::fprintf(stderr, "rvoip-bench: %s is pid %d\n", child->label().c_str(), int(child->pid()));

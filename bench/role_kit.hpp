@@ -120,7 +120,8 @@ inline Expected<EventSystem> connect(const RoleOptions& o) {
 }
 
 inline Expected<RawPublisher> open_publisher(EventSystem& bus, const RoleOptions& o, const std::string& topic) {
-    auto pub = bus.raw_publisher(topic, PublisherOptions{topic_options(o)});
+    const auto alone = std::uint8_t(o.exclusive ? 1u << static_cast<unsigned>(Priority::normal) : 0u);
+    auto pub = bus.raw_publisher(topic, PublisherOptions{topic_options(o), alone});
     if (!pub) return failure("cannot publish on '" + topic + "': " + pub.error().what());
     if (pub->max_event() < o.size)
         return failure("topic '" + topic + "' takes events of at most " + std::to_string(pub->max_event()) + " bytes");

@@ -47,6 +47,7 @@ struct RoleOptions {
     std::uint64_t warmup = 0;  // latency samples thrown away first (flood: per phase)
     std::string wait = "spin";  // see valid_wait_modes()
     bool touch = false;         // subscribers read every payload byte, not only the bench's 16-byte header
+    bool exclusive = false;     // the publisher holds its lane alone (PublisherOptions::exclusive_lanes)
     std::uint64_t capacity = 8u << 20;
     int id = 0;
     int publishers = 1;            // how many end markers a subscriber waits for

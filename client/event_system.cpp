@@ -75,7 +75,7 @@ struct Opened : Mapped {
 // open_topic, then add_publisher or add_subscriber; maps the descriptors and checks that the segments
 // agree with what the broker said.
 Result<Opened> open_topic(Connection& conn, std::string_view topic, const layout::Fingerprint& fp, const TopicOptions& opt,
-                          proto::Role role, std::uint32_t doorbell = layout::kNoDoorbell) {
+                          proto::Role role, std::uint32_t doorbell = layout::kNoDoorbell, std::uint8_t exclusive = 0) {
     if (auto ok = proto::validate_topic_name(topic); !ok) return std::unexpected(ok.error());
     proto::OpenTopic req;
     req.topic = std::string(topic);
@@ -88,7 +88,7 @@ Result<Opened> open_topic(Connection& conn, std::string_view topic, const layout
     Opened o;
     o.info = TopicInfo{std::string(topic), tok->topic_id, tok->lanes};
     const bool pub = role == proto::Role::publisher;
-    auto r = pub ? conn.call(proto::AddPublisher{tok->topic_id}) : conn.call(proto::AddSubscriber{tok->topic_id, doorbell, proto::StartAt::tail});
+    auto r = pub ? conn.call(proto::AddPublisher{tok->topic_id, exclusive}) : conn.call(proto::AddSubscriber{tok->topic_id, doorbell, proto::StartAt::tail});
     if (!r) return std::unexpected(r.error().context("topic '" + o.info.name + "'"));
     // Until the slot is ours for good, any failure below hands it back to the broker.
     struct GiveBack {
@@ -119,7 +119,9 @@ Result<Opened> open_topic(Connection& conn, std::string_view topic, const layout
 
 Result<std::unique_ptr<PublisherCore>> PublisherCore::open(std::shared_ptr<Connection> conn, std::string_view topic,
                                                            const layout::Fingerprint& fp, const PublisherOptions& opt) {
-    auto o = open_topic(*conn, topic, fp, opt.topic, proto::Role::publisher);
+    if (opt.exclusive_lanes > 0xf)
+        return fail(Errc::invalid_argument, "exclusive_lanes " + std::to_string(opt.exclusive_lanes) + " has bits beyond the four lanes");
+    auto o = open_topic(*conn, topic, fp, opt.topic, proto::Role::publisher, layout::kNoDoorbell, opt.exclusive_lanes);
     if (!o) return std::unexpected(o.error());
     auto* ok = std::get_if<proto::PublisherOk>(&o->reply);
     if (!ok || ok->slot >= o->map.max_publishers) return fail(Errc::malformed, "broker answered add_publisher with an unexpected reply");
@@ -132,10 +134,11 @@ Result<std::unique_ptr<PublisherCore>> PublisherCore::open(std::shared_ptr<Conne
     p->info_ = std::move(o->info);
     p->slot_ = ok->slot;
     p->granted_lanes_ = ok->lanes & 0xf;
+    p->taken_lanes_ = ok->taken & 0xf;
     p->closed_lanes_ = std::uint8_t(~p->granted_lanes_ & 0xf);
     p->held_ = p->conn_->hold({proto::Role::publisher, p->info_.name, p->map_.record_key, p->info_.id, ok->slot, layout::kNoDoorbell});
     for (std::size_t l = 0; l < layout::kLanes; ++l)
-        p->writers_[l] = shm::LaneWriter(p->map_, o->bell_map, l, static_cast<std::uint16_t>(ok->slot));
+        p->writers_[l] = shm::LaneWriter(p->map_, o->bell_map, l, static_cast<std::uint16_t>(ok->slot), (opt.exclusive_lanes >> l) & 1);
     p->clock_ = p->conn_->doorbells().clock;
     return p;
 }
@@ -157,6 +160,8 @@ Error PublisherCore::too_large(std::uint32_t bytes, std::uint32_t records, std::
 
 Error PublisherCore::refused(std::uint32_t lane) const {
     const std::string where = "topic '" + info_.name + "' " + std::string(to_string(Priority(lane))) + " lane";
+    if (taken_lanes_ & (1u << lane))
+        return Error(Errc::lane_taken, where + ": another publisher held it alone when this one was opened (reopen once it is gone)");
     if (!(granted_lanes_ & (1u << lane)))
         return Error(Errc::permission_denied, where + ": this process may not publish on it (the broker's access rules)");
     return Error(Errc::loan_outstanding, where + ": a loan is open on this lane; commit or drop it before publishing here");

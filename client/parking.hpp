@@ -6,6 +6,7 @@
 
 #include "rvoip/detail/cores.hpp"
 #include "shm/doorbell.hpp"
+#include "shm/membarrier.hpp"
 
 #include <algorithm>
 #include <array>
@@ -149,8 +150,10 @@ public:
     };
     // Reads each subscription's doorbell, then announces it parked on `lanes` (a bit per lane); true when
     // a claim is in flight on any of those lanes (its record may come without a ring: nap, do not sleep
-    // for good).
+    // for good). On an exclusive lane the publisher pays no barrier of its own: the membarrier here is
+    // the other half of the handshake (shm/membarrier.hpp), and where the kernel refuses one we nap.
     static bool announce(std::span<SubscriberCore* const> subs, Bells& b, std::uint8_t lanes = 0xf) noexcept {
+        bool exclusive = false;
         for (std::size_t k = 0; k < subs.size(); ++k) {
             SubscriberCore& s = *subs[k];
             b.words[k] = s.bell_;
@@ -158,9 +161,12 @@ public:
             // timed out) is cleared from what we expect to see.
             b.seen[k] = s.bell_->load(std::memory_order_acquire) & ~shm::kSleeping;
             for (std::size_t l = 0; l < layout::kLanes; ++l)
-                if (lanes & (1u << l)) s.map_.cursor_header->parked[l].fetch_or(bit(s));
+                if (lanes & (1u << l)) {
+                    s.map_.cursor_header->parked[l].fetch_or(bit(s));
+                    exclusive |= s.map_.lanes[l].exclusive.load() != 0;  // seq_cst: after our bit (the broker marks it before the publisher starts)
+                }
         }
-        bool claimed = false;
+        bool claimed = exclusive && !shm::membarrier_global();
         for (auto* s : subs)
             for (std::size_t l = 0; l < layout::kLanes; ++l)
                 claimed |= (lanes & (1u << l)) && s->map_.lanes[l].position() != s->readers_[l].position();

@@ -143,12 +143,18 @@ int topic(EventSystem& bus, const std::string& name, bool as_json) {
         return s;
     };
     auto plain = [](std::uint64_t n) { return count(n); };
-    Table pubs({">SLOT", ">PID", "CLIENT", "STATE", "PUBLISHED C/H/N/L", "FULL C/H/N/L", "TIMEOUTS C/H/N/L"});
+    Table pubs({">SLOT", ">PID", "CLIENT", "STATE", "PUBLISHED C/H/N/L", "FULL C/H/N/L", "TIMEOUTS C/H/N/L", "ALONE ON"});
+    auto alone = [](const json& p) {
+        std::string s;
+        if (p.contains("exclusive_lanes"))
+            for (const auto& l : p["exclusive_lanes"]) s += (s.empty() ? "" : ",") + l.get<std::string>();
+        return s.empty() ? std::string("-") : s;
+    };
     for (const auto& p : t["publisher_slots"])
         pubs.add({std::to_string(p["slot"].get<std::uint64_t>()), p.contains("pid") ? std::to_string(p["pid"].get<std::uint64_t>()) : "?",
                   p["client_name"].get<std::string>() + (p["connected"].get<bool>() ? "" : " (no connection)"),
                   p.value("state", std::string("?")), p.contains("published") ? per_lane(p["published"], plain) : "?",
-                  p.contains("full") ? per_lane(p["full"], plain) : "?", p.contains("timeouts") ? per_lane(p["timeouts"], plain) : "?"});
+                  p.contains("full") ? per_lane(p["full"], plain) : "?", p.contains("timeouts") ? per_lane(p["timeouts"], plain) : "?", alone(p)});
     std::cout << "publishers: " << pubs.rows() << "\n" << (pubs.rows() ? pubs.render() : "") << "\n";
     Table subs({">SLOT", ">PID", "CLIENT", "STATE", "LAG C/H/N/L", "~LAG EVENTS", "RECEIVED C/H/N/L", ">LAGGED", ">EVICTED", ">CORRUPT",
                 "LATENCY P50/P99/P99.9"});

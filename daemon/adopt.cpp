@@ -176,9 +176,23 @@ void Broker::Impl::adopt_topic(const std::string& topic, std::unordered_map<pid_
         const pid_t pid = pid_t(e.pid);
         Session& s = adopted_session(pid, by_pid);
         t->publisher_owner[i] = s.id;
+        t->publisher_lanes[i] = 0xf;  // what it was granted is not in the segment: it may have any lane
         s.publishers.push_back({t->id, i});
         if (st == layout::SlotState::dead || process_gone(s.pidfd, pid)) ++dead;
         else ++live_pubs;
+    }
+    // Exclusive lanes: kept for a slot still held (its publisher reclaims it and goes on claiming with
+    // plain stores), cleared otherwise. Publishers can write this word: a forged one makes its slot the
+    // lane's holder, which only withholds the lane from publishers that come later.
+    for (std::size_t l = 0; l < layout::kLanes; ++l) {
+        const std::uint32_t x = t->map.lanes[l].exclusive.load();
+        if (x != 0 && x <= t->map.max_publishers && t->publisher_owner[x - 1] != kNoOwner) {
+            t->exclusive[l] = x;
+            for (std::uint32_t i = 0; i < t->map.max_publishers; ++i)
+                if (i != x - 1) t->publisher_lanes[i] &= std::uint8_t(~(1u << l));
+        } else if (x != 0) {
+            t->map.lanes[l].exclusive.store(0);
+        }
     }
     for (std::uint32_t i = 0; i < t->map.max_subscribers; ++i) {
         auto& sl = t->map.slots[i];

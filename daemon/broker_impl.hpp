@@ -90,6 +90,10 @@ struct Topic {
     shm::DoorbellMap bells;
     std::array<std::uint32_t, layout::kMaxPublishers> publisher_owner{};   // client id, 0 = free
     std::array<std::uint32_t, layout::kMaxSubscribers> subscriber_owner{};
+    // Lanes each held publisher slot was granted, and per lane 1 + the slot that holds it alone (0:
+    // none; mirrored in the lane's LaneControl::exclusive for consumers and a restarted broker).
+    std::array<std::uint8_t, layout::kMaxPublishers> publisher_lanes{};
+    std::array<std::uint32_t, layout::kLanes> exclusive{};
     // The doorbell each subscriber slot was given: the broker's own record, never read back from the
     // cursor segment, which subscribers can write.
     std::array<std::uint32_t, layout::kMaxSubscribers> subscriber_doorbell{};
@@ -292,6 +296,7 @@ struct Broker::Impl {
     Result<Topic*> topic_to_join(const Session& s, std::uint32_t id, Right right, std::string_view operation);
     static Result<std::array<int, 3>> topic_fds(const Topic& t, proto::Role role);
     Status on_add_publisher(Session& s, std::uint64_t corr, const proto::AddPublisher& a);
+    Result<std::uint8_t> exclusive_conflict(const Topic& t, std::uint8_t wanted, std::uint8_t granted) const;
     Status on_add_subscriber(Session& s, std::uint64_t corr, const proto::AddSubscriber& a);
     void test_delay() const;
     // A reconnecting client takes back a slot it held: same topic ring (record key), slot held for its

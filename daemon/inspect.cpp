@@ -66,6 +66,8 @@ void Broker::Impl::lane_report(Topic& t, json& lanes, bool settings) {
                   {"published_events", pub[l]},
                   {"fill_bytes", std::min(worst, cfg_l.capacity)},
                   {"fill_percent", cfg_l.capacity ? 100.0 * double(std::min(worst, cfg_l.capacity)) / double(cfg_l.capacity) : 0.0}};
+        // The publisher slot holding the lane alone (PublisherOptions::exclusive_lanes), or null.
+        lane["exclusive_slot"] = t.exclusive[l] ? json(t.exclusive[l] - 1) : json(nullptr);
         if (settings) {
             lane["max_event_bytes"] = cfg_l.max_event;
             lane["overflow"] = overflow_name(cfg_l.overflow);
@@ -120,6 +122,10 @@ json Broker::Impl::topic_detail(Topic& t) {
         if (t.publisher_owner[i] == kNoOwner) continue;
         json e{{"slot", i}};
         who(t.publisher_owner[i], e);
+        json alone = json::array();  // lanes it holds alone
+        for (std::size_t l = 0; l < layout::kLanes; ++l)
+            if (t.exclusive[l] == i + 1) alone.push_back(to_string(Priority(l)));
+        e["exclusive_lanes"] = std::move(alone);
         if (whole) {
             const auto& p = t.map.publishers[i];
             e["pid"] = p.pid;

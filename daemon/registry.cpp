@@ -115,6 +115,12 @@ Status Broker::Impl::on_add_publisher(Session& s, std::uint64_t corr, const prot
     if (!t) return std::unexpected(t.error());
     Topic& topic = **t;
     if (auto ok = admit_publisher(s); !ok) return ok;
+    // The Critical lane needs its own right. The library keeps to it; the ring itself cannot (one
+    // mapping holds every lane): docs/security.md says what that leaves.
+    std::uint8_t lanes = (cfg.access.rights(s.peer, topic.name) & kCritical) ? 0xf : 0xe;
+    auto taken = exclusive_conflict(topic, a.exclusive, lanes);
+    if (!taken) return std::unexpected(taken.error());
+    lanes &= std::uint8_t(~*taken);
     auto it = std::find(topic.publisher_owner.begin(), topic.publisher_owner.end(), kNoOwner);
     if (it == topic.publisher_owner.end())
         return fail(Errc::limit_reached, "topic '" + topic.name + "' already has 64 publishers");
@@ -123,14 +129,49 @@ Status Broker::Impl::on_add_publisher(Session& s, std::uint64_t corr, const prot
     if (!fds) return std::unexpected(fds.error());
     *it = s.id;
     shm::claim_publisher(topic.map, slot, std::uint32_t(s.pid));
+    topic.publisher_lanes[slot] = lanes;
+    // Marked before the reply: the publisher's first plain-store claim comes after every parking
+    // consumer can see that the lane needs its membarrier.
+    for (std::size_t l = 0; l < layout::kLanes; ++l)
+        if (a.exclusive & (1u << l)) {
+            topic.exclusive[l] = slot + 1;
+            topic.map.lanes[l].exclusive.store(slot + 1);
+        }
     test_delay();
     s.publishers.push_back({topic.id, slot});
-    log->debug("client {} publishes on '{}' (slot {})", s.id, topic.name, slot);
-    // The Critical lane needs its own right. The library keeps to it; the ring itself cannot (one
-    // mapping holds every lane): docs/security.md says what that leaves.
-    const std::uint8_t lanes = (cfg.access.rights(s.peer, topic.name) & kCritical) ? 0xf : 0xe;
-    reply(s, corr, proto::PublisherOk{topic.id, slot, lanes}, std::vector<int>(fds->begin(), fds->end()));
+    log->debug("client {} publishes on '{}' (slot {}, lanes {:#x}, alone on {:#x})", s.id, topic.name, slot, lanes, a.exclusive);
+    reply(s, corr, proto::PublisherOk{topic.id, slot, lanes, *taken}, std::vector<int>(fds->begin(), fds->end()));
     return {};
+}
+
+// Exclusive lanes (proto::AddPublisher::exclusive): the lanes among `granted` another publisher holds
+// alone (withheld from a new publisher), or why `wanted` cannot be held alone: not granted, held
+// already, or another publisher of the topic may publish there.
+Result<std::uint8_t> Broker::Impl::exclusive_conflict(const Topic& t, std::uint8_t wanted, std::uint8_t granted) const {
+    auto lane_name = [&](std::size_t l) { return "topic '" + t.name + "' " + std::string(to_string(Priority(l))) + " lane"; };
+    std::uint8_t held = 0;
+    for (std::size_t l = 0; l < layout::kLanes; ++l) {
+        if (t.exclusive[l] == 0) continue;
+        held |= std::uint8_t(1u << l);
+        if (wanted & (1u << l)) {
+            const std::uint32_t holder = t.exclusive[l] - 1;
+            return fail(Errc::lane_taken, lane_name(l) + ": publisher slot " + std::to_string(holder) + " (pid " +
+                                              std::to_string(t.map.publishers[holder].pid) + ") holds it alone");
+        }
+    }
+    for (std::size_t l = 0; l < layout::kLanes; ++l) {
+        if (!(wanted & (1u << l))) continue;
+        if (!(granted & (1u << l)))
+            return fail(Errc::permission_denied, lane_name(l) + ": this client may not publish on it, so cannot hold it alone");
+        std::uint32_t others = 0, first = 0;
+        for (std::uint32_t i = 0; i < t.map.max_publishers; ++i)
+            if (t.publisher_owner[i] != kNoOwner && (t.publisher_lanes[i] & (1u << l)) && others++ == 0) first = i;
+        if (others)
+            return fail(Errc::lane_taken, lane_name(l) + ": " + std::to_string(others) + " other publisher(s) may publish on it (slot " +
+                                              std::to_string(first) + ", pid " + std::to_string(t.map.publishers[first].pid) +
+                                              "): an exclusive publisher needs it alone");
+    }
+    return std::uint8_t(granted & held);
 }
 
 Status Broker::Impl::on_add_subscriber(Session& s, std::uint64_t corr, const proto::AddSubscriber& a) {
@@ -263,6 +304,12 @@ void Broker::Impl::release_publisher_slot(Topic& t, std::uint32_t slot) {
             t.published_retired[l] += t.map.publishers[slot].published[l].load(std::memory_order_relaxed);
         shm::release_publisher(t.map, slot);
     }
+    for (std::size_t l = 0; l < layout::kLanes; ++l)
+        if (t.exclusive[l] == slot + 1) {
+            t.exclusive[l] = 0;
+            if (intact(t)) t.map.lanes[l].exclusive.store(0);
+        }
+    t.publisher_lanes[slot] = 0;
     t.publisher_owner[slot] = kNoOwner;
 }
 

@@ -36,6 +36,7 @@ enum class Errc : std::uint16_t {
     internal = 30,
     closed = 31,              // the object was closed or moved from
     unsupported = 32,         // the running kernel lacks what the call needs
+    lane_taken = 33,          // a lane another publisher holds alone, or one that cannot be had alone now
 };
 
 constexpr std::string_view to_string(Errc e) noexcept {
@@ -61,6 +62,7 @@ constexpr std::string_view to_string(Errc e) noexcept {
     case Errc::internal: return "internal";
     case Errc::closed: return "closed";
     case Errc::unsupported: return "unsupported";
+    case Errc::lane_taken: return "lane_taken";
     }
     return "unknown";
 }

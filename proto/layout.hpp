@@ -73,7 +73,9 @@ constexpr std::size_t kLine = 64;  // fixed, not hardware_destructive_interferen
 // 3: eviction: evict_after_ms, per-slot evictions and missed
 // 4: a doorbell segment per topic, bell i = subscriber slot i; the broker's segment is read-only to clients
 // 5: a sampled one-way latency histogram per subscriber slot
-constexpr std::uint32_t kAbiVersion = 6;
+// 7: exclusive lanes (LaneControl::exclusive): their publisher claims with a plain store, and a consumer
+//    parking on such a lane issues a membarrier for it
+constexpr std::uint32_t kAbiVersion = 7;
 constexpr std::size_t kLanes = 4;
 constexpr std::uint32_t kMaxPublishers = 64;    // per topic
 constexpr std::uint32_t kMaxSubscribers = 64;   // per topic: one bit each in CursorHeader::parked
@@ -176,7 +178,12 @@ constexpr std::uint64_t kJoinBit = std::uint64_t(1) << 63;
 
 struct alignas(kLine) LaneControl {
     std::atomic<std::uint64_t> tail;  // next byte position to claim (| kJoinBit); never wraps
-    std::uint8_t pad[kLine - 8];      // the tail is the hottest shared word: alone on its line
+    // 1 + the publisher slot that holds this lane alone (it claims with a plain store of the tail and
+    // reads the parked mask without a fence of its own, so a consumer that parks on the lane issues
+    // a membarrier: shm/membarrier.hpp); 0 when none. Written by the broker, on the tail's line so a
+    // parking consumer reads it with the tail.
+    std::atomic<std::uint32_t> exclusive;
+    std::uint8_t pad[kLine - 12];
 
     // The tail position without the join bit; seq_cst by default like every reader of the tail.
     std::uint64_t position(std::memory_order o = std::memory_order_seq_cst) const noexcept { return tail.load(o) & ~kJoinBit; }

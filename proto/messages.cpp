@@ -58,11 +58,15 @@ void encode_body(Writer& w, const TopicOk& m) {
     w.put<std::uint8_t>(m.created ? 1 : 0);
     w.put_lanes(m.lanes);
 }
-void encode_body(Writer& w, const AddPublisher& m) { w.put(m.topic_id); }
+void encode_body(Writer& w, const AddPublisher& m) {
+    w.put(m.topic_id);
+    w.put(m.exclusive);
+}
 void encode_body(Writer& w, const PublisherOk& m) {
     w.put(m.topic_id);
     w.put(m.slot);
     w.put(m.lanes);
+    w.put(m.taken);
 }
 void encode_body(Writer& w, const AddSubscriber& m) {
     w.put(m.topic_id);
@@ -182,16 +186,20 @@ Result<Body> decode_body(MsgType t, Reader& r) {
     }
     case MsgType::add_publisher: {
         auto id = r.get<std::uint32_t>("topic_id");
-        if (!id) return std::unexpected(id.error());
-        return AddPublisher{*id};
+        auto x = r.get<std::uint8_t>("exclusive");
+        if (auto st = all_ok(id, x); !st) return std::unexpected(st.error());
+        if (*x > 0xf) return fail(Errc::malformed, "add_publisher: exclusive lanes " + std::to_string(*x) + " has bits beyond the four lanes");
+        return AddPublisher{*id, *x};
     }
     case MsgType::publisher_ok: {
         auto id = r.get<std::uint32_t>("topic_id");
         auto s = r.get<std::uint32_t>("slot");
         auto l = r.get<std::uint8_t>("lanes");
-        if (auto st = all_ok(id, s, l); !st) return std::unexpected(st.error());
+        auto x = r.get<std::uint8_t>("taken");
+        if (auto st = all_ok(id, s, l, x); !st) return std::unexpected(st.error());
         if (*l > 0xf) return fail(Errc::malformed, "publisher_ok: lanes " + std::to_string(*l) + " has bits beyond the four lanes");
-        return PublisherOk{*id, *s, *l};
+        if (*x > 0xf || (*x & *l)) return fail(Errc::malformed, "publisher_ok: taken lanes " + std::to_string(*x) + " are beyond the four lanes or granted");
+        return PublisherOk{*id, *s, *l, *x};
     }
     case MsgType::add_subscriber: {
         auto id = r.get<std::uint32_t>("topic_id");

@@ -28,10 +28,12 @@ namespace rvoip::events::proto {
 
 // 2: lane settings carry evict_after_ms; topic stats carry evictions
 // 3: topic replies carry the topic's doorbell segment
-constexpr std::uint16_t kProtocolVersion = 4;  // 4: consumer groups (join_group .. group_release)
-// 4 as well: a version-3 client maps segments of the old layout (ABI 5, one parked mask per topic), so
-// it is refused at its first frame rather than trusted with rings it would misread.
-constexpr std::uint16_t kMinProtocolVersion = 4;
+// 4: consumer groups (join_group .. group_release)
+constexpr std::uint16_t kProtocolVersion = 5;  // 5: exclusive publishers (add_publisher's exclusive lanes)
+// 5 as well: an older client maps segments of the old layout (ABI 6: no exclusive lanes, whose
+// publishers need a parking consumer's membarrier), so it is refused at its first frame rather than
+// trusted with rings it would misread.
+constexpr std::uint16_t kMinProtocolVersion = 5;
 constexpr std::size_t kFrameHeaderSize = 16;
 constexpr std::size_t kMaxFrame = 64 * 1024;
 constexpr std::size_t kMaxErrorMessage = 1024;
@@ -99,11 +101,16 @@ struct TopicOk {
 };
 struct AddPublisher {
     std::uint32_t topic_id = 0;
+    // Bit per lane this publisher asks to hold alone (an exclusive publisher claims with a plain store,
+    // no CAS): granted only when no other publisher of the topic may publish there, and then refused
+    // to every other publisher until this one goes.
+    std::uint8_t exclusive = 0;
 };
 struct PublisherOk {
     std::uint32_t topic_id = 0;
     std::uint32_t slot = 0;
     std::uint8_t lanes = 0xf;  // bit per lane this client may publish on (Critical needs its own right)
+    std::uint8_t taken = 0;    // bit per lane withheld because another publisher holds it alone
     // fds: [0] topic data (read-write), [1] topic cursors (read-only), [2] topic doorbells (read-write)
 };
 struct AddSubscriber {

@@ -5,7 +5,8 @@
 // (Boost.Lockfree's queues are fixed-size-slot and single-consumer-per-element).
 //
 //   claim:   intent = (t, bytes); tail.CAS(t, t + bytes) after checking t + bytes against a cached gate
-//            (min cursor + capacity); intent.won = t
+//            (min cursor + capacity); intent.won = t. On an exclusive lane (one publisher, the broker
+//            sees to it) the CAS is a plain release store of the tail.
 //   commit:  payload and header fields, then header.position = p ^ key with release; intent cleared
 //   read:    header.position == p ^ key (acquire) means committed; payload read in place; cursor = p' (release)
 //
@@ -24,6 +25,7 @@
 #include "proto/errc.hpp"
 #include "proto/layout.hpp"
 #include "shm/doorbell.hpp"
+#include "shm/membarrier.hpp"
 #include "shm/topic_map.hpp"
 
 #include <algorithm>
@@ -92,7 +94,8 @@ public:
     };
 
     LaneWriter() = default;
-    LaneWriter(const TopicMap& t, const DoorbellMap& bells, std::size_t lane, std::uint16_t publisher_slot) noexcept
+    // `exclusive`: this publisher holds the lane alone (the broker granted it; LaneControl::exclusive).
+    LaneWriter(const TopicMap& t, const DoorbellMap& bells, std::size_t lane, std::uint16_t publisher_slot, bool exclusive = false) noexcept
         : tail_(&t.lanes[lane].tail),
           lane_ctl_(&t.lanes[lane]),
           ring_(t.rings[lane]),
@@ -109,7 +112,9 @@ public:
           bells_(bells),
           key_(t.record_key),
           lane_(static_cast<std::uint32_t>(lane)),
-          publisher_(publisher_slot) {
+          publisher_(publisher_slot),
+          exclusive_(exclusive),
+          fenced_(exclusive && !membarrier_registered()) {
         limit_ = gate() + capacity_;
         sequence_ = self_->published[lane_].load(std::memory_order_relaxed);  // relaxed: our own counter
     }
@@ -142,6 +147,15 @@ public:
 #ifdef RVOIP_TEST_HOOKS
             if (test_hooks::before_claim_cas) test_hooks::before_claim_cas(test_hooks::before_claim_cas_ctx, lane_);
 #endif
+            if (exclusive_) {
+                // Nobody else claims here. A join's fetch_or may land between our load and this store
+                // and lose its bit: the joiner then starts at or before this claim and reads it, and
+                // the bit only guards a shrink of the claim it was set on (commit_in_place).
+                // release: the intent is visible to whoever sees the new tail (recover_lane's load).
+                tail_->store(end, std::memory_order_release);
+                intent_->won.store(t, std::memory_order_release);  // release: pairs with read_intent
+                return Claim{t, end};
+            }
             // seq_cst: the intent stores above become visible no later than the new tail, and a failed CAS
             // acquires the winner's intent (recover_publisher relies on both).
             if (tail_->compare_exchange_weak(word, end, std::memory_order_seq_cst, std::memory_order_seq_cst)) {
@@ -214,9 +228,22 @@ public:
     // Dekker handshake, publisher side (the other half is Parking::wait, client/parking.hpp): after the
     // commit, look for parked consumers. The seq_cst claim CAS already ordered this load after our
     // claim became visible, so no fence is needed here: one load when nobody sleeps.
+    //
+    // An exclusive lane has no CAS. Its barrier is the parking consumer's membarrier (shm/membarrier.hpp):
+    // here only the compiler must keep the load after the commit's stores, and the load is a plain one.
+    // Without a registered membarrier (a kernel or seccomp filter refusing it) a full fence takes its
+    // place: one per publish call, so one per batch.
     void notify() noexcept {
         if (!cursor_header_) return;
-        if (const std::uint64_t parked = cursor_header_->parked[lane_].load(); parked != 0) wake_parked(parked);  // seq_cst: after the claim CAS
+        std::uint64_t parked;
+        if (exclusive_) {
+            if (fenced_) std::atomic_thread_fence(std::memory_order_seq_cst);
+            else std::atomic_signal_fence(std::memory_order_seq_cst);
+            parked = cursor_header_->parked[lane_].load(std::memory_order_relaxed);  // relaxed: ordered by the consumer's membarrier (or the fence above)
+        } else {
+            parked = cursor_header_->parked[lane_].load();  // seq_cst: after the claim CAS
+        }
+        if (parked != 0) wake_parked(parked);
     }
 
     std::uint32_t lane() const noexcept { return lane_; }
@@ -269,6 +296,10 @@ private:
     }
     void wake_parked(std::uint64_t parked) noexcept;
     std::uint64_t gate() const noexcept {
+        // An exclusive publisher's last tail store may still sit in its store buffer: without a fence, a
+        // subscriber joining now could start below that tail while we miss its slot (gate_position's
+        // reasoning needs the tail published first). Only on a gate refresh, not per claim.
+        if (exclusive_) std::atomic_thread_fence(std::memory_order_seq_cst);
         return gate_position(*lane_ctl_, cursor_header_, slots_, max_slots_, publishers_, max_publishers_, publisher_, lane_);
     }
     static void bump(std::atomic<std::uint32_t>& c) noexcept {
@@ -294,6 +325,8 @@ private:
     std::uint64_t sequence_ = 0;
     std::uint32_t lane_ = 0;
     std::uint16_t publisher_ = 0;
+    bool exclusive_ = false;  // claims by plain store (the broker granted the lane to us alone)
+    bool fenced_ = false;     // exclusive, and no membarrier to lean on: notify fences itself
 };
 
 // Rings the doorbell of every parked subscriber slot in `parked` (the mask read after the commit). Bell i

@@ -70,8 +70,15 @@ struct WaitOptions {
     std::chrono::nanoseconds batch_delay{0};
 };
 
+// exclusive_lanes (a bit per lane, 1 << Priority): lanes this publisher holds alone. Its claims there
+// are a plain store of the lane's tail, with no CAS and no retry, and it pays no barrier per event (a
+// consumer that parks on the lane issues one for it, shm/membarrier.hpp). The broker grants it only
+// when no other publisher of the topic may publish on those lanes (else Errc::lane_taken, naming one),
+// and withholds them from every publisher that comes while this one holds them (publishing there fails
+// with Errc::lane_taken; reopen once the holder is gone).
 struct PublisherOptions {
     TopicOptions topic;
+    std::uint8_t exclusive_lanes = 0;
 };
 struct SubscriberOptions {
     TopicOptions topic;

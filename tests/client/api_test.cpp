@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <thread>
 
 using namespace rvoip::events;
@@ -233,12 +234,15 @@ TEST_CASE("a late subscriber starts at the tail and sees only new events") {
 
 // A lost wake-up shows up as a receive that waits until its timeout. Ping-pong with subscribers that
 // park at once, many times over, so every publish races a consumer going to sleep.
-TEST_CASE("parked subscribers never miss a wake-up across 20,000 ping-pongs") {
+namespace {
+// Ping-pong between two threads, both parking at once when they wait: a lost wake-up stalls a round
+// for the receive timeout and fails it.
+void ping_pong_parked(const PublisherOptions& pub_options) {
     auto bus = embedded();
     SubscriberOptions park;
     park.wait.spin = 0;
-    auto ping_pub = bus.publisher<Ping>();
-    auto pong_pub = bus.publisher<Pong>();
+    auto ping_pub = bus.publisher<Ping>(pub_options);
+    auto pong_pub = bus.publisher<Pong>(pub_options);
     auto ping_sub = bus.subscriber<Ping>(park);
     auto pong_sub = bus.subscriber<Pong>(park);
     REQUIRE(ping_pub.has_value());
@@ -268,4 +272,72 @@ TEST_CASE("parked subscribers never miss a wake-up across 20,000 ping-pongs") {
     echo.join();
     CHECK(done == kRounds);
     CHECK(missed.load() == 0);
+}
+}  // namespace
+
+TEST_CASE("parked subscribers never miss a wake-up across 20,000 ping-pongs") {
+    ping_pong_parked(PublisherOptions{});
+}
+
+TEST_CASE("parked subscribers never miss a wake-up from exclusive publishers (no barrier of theirs) across 20,000 ping-pongs") {
+    ping_pong_parked(PublisherOptions{.exclusive_lanes = 1u << static_cast<unsigned>(Priority::normal)});
+}
+
+TEST_CASE("an exclusive publisher holds its lane alone: others are refused it, and it is free again once the holder goes") {
+    auto bus = embedded();
+    constexpr auto kNormal = std::uint8_t(1u << static_cast<unsigned>(Priority::normal));
+    constexpr auto kHigh = std::uint8_t(1u << static_cast<unsigned>(Priority::high));
+    auto sub = bus.raw_subscriber("alone.topic");
+    REQUIRE(sub.has_value());
+    {
+        auto alone = bus.raw_publisher("alone.topic", PublisherOptions{.exclusive_lanes = kNormal});
+        REQUIRE(alone.has_value());
+        auto again = bus.raw_publisher("alone.topic", PublisherOptions{.exclusive_lanes = kNormal});
+        REQUIRE_FALSE(again.has_value());
+        CHECK(again.error().code == Errc::lane_taken);
+        CHECK(again.error().what().find("normal lane: publisher slot 0") != std::string::npos);
+        CHECK(again.error().what().find("holds it alone") != std::string::npos);
+
+        // A publisher without exclusivity is opened, but not on the held lane.
+        auto other = bus.raw_publisher("alone.topic");
+        REQUIRE(other.has_value());
+        auto refused = other->publish("not here", Priority::normal);
+        REQUIRE_FALSE(refused.has_value());
+        CHECK(refused.error().code == Errc::lane_taken);
+        CHECK(refused.error().what().find("normal lane") != std::string::npos);
+        REQUIRE(other->publish("elsewhere", Priority::high).has_value());
+        // A lane another publisher may publish on cannot be had alone.
+        auto high = bus.raw_publisher("alone.topic", PublisherOptions{.exclusive_lanes = kHigh});
+        REQUIRE_FALSE(high.has_value());
+        CHECK(high.error().code == Errc::lane_taken);
+        CHECK(high.error().what().find("other publisher(s) may publish on it") != std::string::npos);
+
+        // The holder's events (plain-store claims, batches and a loan among them) arrive whole and in order.
+        for (std::uint32_t i = 0; i < 3000; ++i) {
+            const std::string e = "alone " + std::to_string(i);
+            REQUIRE(alone->publish(std::span(reinterpret_cast<const std::byte*>(e.data()), e.size()), Priority::normal).has_value());
+        }
+        auto l = alone->loan(16, Priority::normal);
+        REQUIRE(l.has_value());
+        std::memcpy(l->bytes().data(), "alone loan", 10);
+        REQUIRE(std::move(*l).commit(10).has_value());
+        auto first = sub->receive_for(std::chrono::seconds(30));  // Critical first: the High one comes before Normal
+        REQUIRE(first.has_value());
+        CHECK(first->priority() == Priority::high);
+        for (std::uint32_t i = 0; i < 3000; ++i) {
+            auto s = sub->receive_for(std::chrono::seconds(30));
+            REQUIRE(s.has_value());
+            const std::string want = "alone " + std::to_string(i);
+            REQUIRE(std::string_view(reinterpret_cast<const char*>(s->bytes().data()), s->bytes().size()) == want);
+        }
+        auto loaned = sub->receive_for(std::chrono::seconds(30));
+        REQUIRE(loaned.has_value());
+        CHECK(std::string_view(reinterpret_cast<const char*>(loaned->bytes().data()), loaned->bytes().size()) == "alone loan");
+    }
+    // Both gone: the lane can be held alone again.
+    auto next = bus.raw_publisher("alone.topic", PublisherOptions{.exclusive_lanes = kNormal});
+    REQUIRE(next.has_value());
+    auto bad = bus.raw_publisher("alone.topic", PublisherOptions{.exclusive_lanes = 0x10});
+    REQUIRE_FALSE(bad.has_value());
+    CHECK(bad.error().code == Errc::invalid_argument);
 }

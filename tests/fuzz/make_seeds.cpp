@@ -52,7 +52,8 @@ std::vector<proto::Message> one_of_each() {
         {3, o},
         {4, ok},
         {5, proto::AddPublisher{1}},
-        {6, proto::PublisherOk{1, 0}},
+        {6, proto::PublisherOk{1, 0, 0xb, 0x4}},
+        {5, proto::AddPublisher{1, 0x4}},
         {7, proto::AddSubscriber{1, layout::kNoDoorbell, proto::StartAt::tail}},
         {8, proto::SubscriberOk{1, 0, 0, {0, 64, 0, 0}}},
         {9, proto::RemovePublisher{1, 0}},
@@ -116,6 +117,10 @@ void broker_seeds() {
                 {{1, p0}, {2, p1}, {3, proto::JoinGroup{"calls", "", 2}}, {4, proto::JoinGroup{"calls", "workers", 2}},
                  {5, proto::JoinGroup{"calls", "workers", 2}}, {6, proto::GroupRelease{1, 1}}, {7, proto::RemoveSubscriber{1, 0}},
                  {8, proto::LeaveGroup{2}}, {9, proto::JoinGroup{"calls", "workers", 3}}, {10, proto::LeaveGroup{1}}});
+    broker_seed("exclusive", 3,
+                {{1, o}, {2, proto::AddPublisher{1, 0x4}}, {3, proto::AddPublisher{1, 0x4}}, {4, proto::AddPublisher{1}},
+                 {5, proto::AddPublisher{1, 0x2}}, {6, proto::Inspect{proto::InspectWhat::topic, "calls", 0}},
+                 {7, proto::RemovePublisher{1, 0}}, {8, proto::AddPublisher{1, 0x1}}});
     broker_seed("no-hello", 0, {{1, proto::Stats{}}, {2, proto::AddPublisher{1}}, {3, proto::Ok{}}});
     broker_seed("replies-as-requests", 1, {{1, proto::TopicOk{}}, {2, proto::ErrorReply{Errc::internal, "x"}}, {3, proto::ShutdownNotice{}}});
 }

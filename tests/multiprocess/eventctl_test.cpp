@@ -166,6 +166,23 @@ TEST_CASE("topic reports a subscriber's one-way latency from the publish timesta
     CHECK(td.out.find("ms/") != std::string::npos);  // "3xms/3xms/3xms" or so, whatever the machine's delays
 }
 
+TEST_CASE("topic names the publisher that holds a lane alone") {
+    Broker b;
+    auto bus = connect(b);
+    auto alone = bus.raw_publisher("ctl.alone", PublisherOptions{.exclusive_lanes = 1u << static_cast<unsigned>(Priority::low)});
+    REQUIRE(alone.has_value());
+    auto other = bus.raw_publisher("ctl.alone");
+    REQUIRE(other.has_value());
+    const auto t = ctl_json(b, {"topic", "ctl.alone"})["topic"];
+    CHECK(t["lanes"][3]["exclusive_slot"] == 0);
+    CHECK(t["lanes"][2]["exclusive_slot"].is_null());
+    CHECK(t["publisher_slots"][0]["exclusive_lanes"] == json::array({"low"}));
+    CHECK(t["publisher_slots"][1]["exclusive_lanes"].empty());
+    auto td = ctl(b, {"topic", "ctl.alone"});
+    CHECK(td.out.find("ALONE ON") != std::string::npos);
+    CHECK(td.out.find(" low") != std::string::npos);
+}
+
 TEST_CASE("topics measures rates between two reports") {
     Broker b;
     Process sub(peer(b, {"--topic", "ctl.rate", "--size", "64", "subscribe", "--count", "400000", "--timeout", "120"}));

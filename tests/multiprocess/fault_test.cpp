@@ -72,3 +72,34 @@ TEST_CASE("a publisher killed between its commit and its wake-up call: the broke
     CHECK(field(*r, "received") == "1");
     CHECK(field(*r, "errors") == "0");
 }
+
+TEST_CASE("an exclusive publisher killed between claim and commit: its lane is recovered and can be held alone again") {
+    Broker b;
+    Process s(peer(b, {"--topic", "sip.alone", "--size", "100", "--seed", "9", "subscribe", "--count", "1000", "--timeout", "120"}));
+    s.expect_ready();
+    Process dying(peer(b, {"--topic", "sip.alone", "--size", "100", "--exclusive", "loan-and-hang", "--priority", "normal"}));
+    dying.expect_ready();
+    {  // while it holds the lane, another publisher cannot have it alone; the refusal names the holder
+        Process refused(peer(b, {"--topic", "sip.alone", "--size", "100", "--exclusive", "publish", "--count", "1"}));
+        auto line = refused.read_line();
+        REQUIRE(line.has_value());
+        INFO(*line);
+        CHECK(line->starts_with("REFUSED lane_taken: "));
+        CHECK(line->find("holds it alone") != std::string::npos);
+        CHECK(line->find("pid " + std::to_string(dying.pid())) != std::string::npos);
+        CHECK(refused.exit_code() != 0);
+    }
+    dying.kill(SIGKILL);
+    CHECK(dying.exit_code() == 128 + SIGKILL);
+    // The broker pads the dead holder's claim and frees the lane: a new exclusive publisher gets it (it
+    // retries while the recovery runs) and everything it publishes arrives behind the padded hole.
+    Process p(peer(b, {"--topic", "sip.alone", "--size", "100", "--seed", "9", "--exclusive", "--open-retry-s", "60", "publish", "--count",
+                       "1000", "--priority", "normal"}));
+    p.expect_ready();
+    auto r = s.read_line(std::chrono::minutes(2));
+    REQUIRE(r.has_value());
+    INFO(*r);
+    CHECK(field(*r, "received") == "1000");
+    CHECK(field(*r, "errors") == "0");
+    CHECK(p.exit_code() == 0);
+}

@@ -261,13 +261,16 @@ int main(int argc, char** argv) {
     std::uint32_t size = 64, max_size = 1024, batch = 1, publishers = 1;
     std::uint64_t capacity = 0;
     double timeout_s = 120;
-    bool wait_go = false, typed_b = false, forever = false;
+    bool wait_go = false, typed_b = false, forever = false, exclusive = false;
+    double open_retry_s = 0;
     app.add_option("--socket", socket)->required();
     app.add_option("--topic", topic);
     app.add_option("--capacity", capacity, "lane capacity for every lane if this process creates the topic");
     app.add_option("--seed", seed);
     app.add_option("--size", size, "payload size; 0 varies from 1 to --max-size");
     app.add_option("--max-size", max_size);
+    app.add_flag("--exclusive", exclusive, "publishers hold the --priority lane alone");
+    app.add_option("--open-retry-s", open_retry_s, "publishers: retry opening while the lane is another's alone, this long");
     app.require_subcommand(1);
 
     auto* pub = app.add_subcommand("publish", "publish --count deterministic payloads");
@@ -339,6 +342,24 @@ int main(int argc, char** argv) {
         }
     }
 
+    if (exclusive) popt.exclusive_lanes = std::uint8_t(1u << static_cast<unsigned>(parse_priority(priority)));
+    // Opens the publisher; a lane held alone by another is retried for --open-retry-s. A refusal is told on
+    // stdout ("REFUSED <code>: <message>") for tests to read.
+    auto open_publisher = [&]() -> Result<RawPublisher> {
+        const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(open_retry_s);
+        for (;;) {
+            auto p = bus->raw_publisher(topic, popt);
+            if (p || p.error().code != Errc::lane_taken || std::chrono::steady_clock::now() >= until) {
+                if (!p) {
+                    std::printf("REFUSED %s: %s\n", std::string(to_string(p.error().code)).c_str(), p.error().what().c_str());
+                    std::fflush(stdout);
+                }
+                return p;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+    };
+
     if (sub_lag->parsed() || pub_pause->parsed()) {
         const Priority pr = parse_priority(priority);
         for (auto* t : {&popt.topic, &sopt.topic}) {
@@ -376,7 +397,7 @@ int main(int argc, char** argv) {
     }
 
     if (commit_die->parsed()) {
-        auto p = bus->raw_publisher(topic, popt);
+        auto p = open_publisher();
         if (!p) return die(p.error());
         ready();
         shm::test_hooks::after_commit = [](void*) {
@@ -391,7 +412,7 @@ int main(int argc, char** argv) {
     }
 
     if (loan_die->parsed()) {
-        auto p = bus->raw_publisher(topic, popt);
+        auto p = open_publisher();
         if (!p) return die(p.error());
         auto l = p->loan(size, parse_priority(priority));
         if (!l) return die(l.error());
@@ -401,7 +422,7 @@ int main(int argc, char** argv) {
     }
 
     if (pub->parsed()) {
-        auto p = bus->raw_publisher(topic, popt);
+        auto p = open_publisher();
         if (!p) return die(p.error());
         ready();
         std::vector<std::byte> buf;

@@ -140,6 +140,21 @@ TEST_CASE("malformed frames are refused with a message naming what was wrong") {
         REQUIRE_FALSE(r.has_value());
         CHECK(r.error().message.find("created") != std::string::npos);
     }
+    SUBCASE("exclusive lanes beyond the four, or taken lanes that were also granted") {
+        auto f = encode(Message{1, AddPublisher{3, 0x10}});
+        auto r = decode(f);
+        REQUIRE_FALSE(r.has_value());
+        CHECK(r.error().message.find("exclusive lanes 16") != std::string::npos);
+        auto g = decode(encode(Message{1, PublisherOk{3, 4, 0xb, 0x4}}));
+        REQUIRE(g.has_value());
+        CHECK(std::get<PublisherOk>(g->body).taken == 0x4);
+        auto h = decode(encode(Message{1, PublisherOk{3, 4, 0xf, 0x4}}));
+        REQUIRE_FALSE(h.has_value());
+        CHECK(h.error().message.find("taken lanes 4") != std::string::npos);
+        auto a = decode(encode(Message{1, AddPublisher{3, 0x4}}));
+        REQUIRE(a.has_value());
+        CHECK(std::get<AddPublisher>(a->body).exclusive == 0x4);
+    }
     SUBCASE("unknown error code in an error reply") {
         auto f = encode(Message{1, ErrorReply{Errc::internal, "x"}});
         f[16] = std::byte(250);

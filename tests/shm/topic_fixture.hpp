@@ -55,9 +55,10 @@ struct TopicFixture {
         doorbells = *d;
     }
 
-    shm::LaneWriter writer(std::size_t lane, std::uint16_t slot) {
+    shm::LaneWriter writer(std::size_t lane, std::uint16_t slot, bool exclusive = false) {
         shm::claim_publisher(map, slot, 1);
-        return shm::LaneWriter(map, doorbells, lane, slot);
+        if (exclusive) map.lanes[lane].exclusive.store(slot + 1u);  // as the broker marks a lane held alone
+        return shm::LaneWriter(map, doorbells, lane, slot, exclusive);
     }
     shm::LaneReader reader(std::size_t lane, std::uint32_t slot) {
         auto start = shm::join_subscriber(map, slot, slot, 1);

@@ -119,6 +119,7 @@ private:
     // right), and the lane of the loan in flight.
     std::uint8_t closed_lanes_ = 0;
     std::uint8_t granted_lanes_ = 0xf;
+    std::uint8_t taken_lanes_ = 0;  // withheld: another publisher holds them alone
     bool loaned_ = false;
     std::uint32_t loan_lane_ = 0;
     std::uint32_t loan_len_ = 0;
