@@ -25,8 +25,8 @@
  *   shm/membarrier.hpp        membarrier_registered / membarrier_global
  *
  * Scale (README.md): a ring of C = 4 units (a unit stands for 64 bytes), records of 1 or 2 units,
- * 2 publisher slots, 1 or 2 subscribers, 3 or 4 records (4 for one publisher: MAXR 4 in CFG_EXCLUSIVE*),
- * one broker, at most one death. Every blocking
+ * 2 publisher slots, 1 or 2 subscribers, 3 or 4 records (4 for one publisher: MAXR 4 in CFG_EXCLUSIVE*
+ * and JOIN_LONG), one broker, at most one death. Every blocking
  * wait of the real code (futex, nap, "retry later", "full: retry later") is a guard here, and
  * positions and doorbells only grow (the tail goes back only by a give-back, once per short commit),
  * so every run is finite and ends in a state where nothing can move
@@ -44,10 +44,16 @@
  *                    EXCL_JOINS (CFG_EXCLUSIVE_DEATH) S0 joins through the broker instead
  *                    EXCL_FENCED  the publisher has no membarrier registration (fenced_): notify fences,
  *                              and the subscriber's membarrier does not reach it
+ *                    EXCL_LOAN (CFG_EXCLUSIVE) the first record is a loan committed short (fails without
+ *                              FIX_JOIN_BIT_FIRST: the open finding in README.md)
  *   exclusive-lane mutants (each must FAIL):
  *     MUT_EXCL_NO_MEMBARRIER     the parking subscriber skips the membarrier
  *     MUT_EXCL_MEMBARRIER_FIRST  it calls the membarrier before it sets its parked bit
  *     MUT_EXCL_NO_GATE_FENCE     the publisher refreshes its gate without the fence
+ *   the open finding (README.md), not part of check.sh:
+ *     JOIN_LONG (CFG_JOIN)   publisher 1 alone: a loan committed short, then enough records to lap the
+ *                            joiner's start: join_subscriber's first cursor store may be above its start
+ *     FIX_JOIN_BIT_FIRST     candidate fix, not in the code: join's first cursor is tail.fetch_or(join bit)
  *   EVICT_UNPROTECTED_OK   drop @P1-read-protected (for mutants that break the re-check on purpose)
  *   MUT_EVICT_NO_RECHECK   try_next hands out a peeked record without re-checking `evictions`
  *   eviction mutants (each must FAIL):
@@ -117,8 +123,15 @@
 #define GATE_SPLIT 1
 #define GIVE_BACK 1
 #define PROC_OF(p) (p)
+#ifdef JOIN_LONG
+/* the open finding (README): publisher 1 alone, a 2-unit loan committed short, a 2-unit record, then a
+   batch of a 2-unit and a 1-unit record: enough to lap the joiner's start */
+#define MAXR 4
+#define WORKLOAD ncl[0] = 0; ncl[1] = 3; WL(1, 0, 0) = 2; SH(1, 0) = 1; WL(1, 1, 0) = 2; WL(1, 2, 0) = 2; WL(1, 2, 1) = 1
+#else
 #define WORKLOAD ncl[0] = 1; WL(0, 0, 0) = 1; WL(0, 0, 1) = 1; \
                  ncl[1] = 2; WL(1, 0, 0) = 2; SH(1, 0) = 1; WL(1, 1, 0) = 2
+#endif
 #elif defined(CFG_PUBDEATH)
 /* one subscriber; either publisher process may die at any point. */
 #define NSUB_RUN 1
@@ -182,7 +195,8 @@
 /* an exclusive lane: publisher 0 holds it alone (XPub: claims by a plain store; its stores go through a
    TSO store buffer); publisher 1 does not run. S0 joins through the broker while publisher 0 publishes;
    nobody dies. Workload: a 1-unit record, a 2-unit record, then a batch of a 2-unit and a 1-unit record
-   (4 records: MAXR 4; the batch refreshes the gate). EXCL_TWO: S1 is subscribed from the start too. */
+   (4 records: MAXR 4; the batch refreshes the gate). EXCL_TWO: S1 is subscribed from the start too.
+   EXCL_LOAN: the first record is a 2-unit loan committed short (1 unit: give-back, or trailing padding). */
 #define EXCL 1
 #ifdef EXCL_TWO
 #define NSUB_RUN 2
@@ -192,7 +206,12 @@
 #define S0_JOINS 1
 #define MAXR 4
 #define PROC_OF(p) (p)
+#ifdef EXCL_LOAN
+#define WORKLOAD ncl[0] = 3; WL(0, 0, 0) = 2; SH(0, 0) = 1; WL(0, 1, 0) = 2; WL(0, 2, 0) = 2; WL(0, 2, 1) = 1; \
+                 ncl[1] = 0
+#else
 #define WORKLOAD ncl[0] = 3; WL(0, 0, 0) = 1; WL(0, 1, 0) = 2; WL(0, 2, 0) = 2; WL(0, 2, 1) = 1; ncl[1] = 0
+#endif
 #elif defined(CFG_EXCLUSIVE_DEATH)
 /* an exclusive lane (as CFG_EXCLUSIVE), with its intents in the store buffer; one subscriber from the
    start (EXCL_JOINS: it joins through the broker; EXCL_TWO: two from the start); publisher 0 may die at
@@ -947,7 +966,11 @@ end_idle:
   fi;
 
 join:                                                         /* join_subscriber */
+#ifdef FIX_JOIN_BIT_FIRST
+  atomic { scur[j] = tail; joinbit = 1 };                     /* candidate fix: tail.fetch_or(join bit) */
+#else
   scur[j] = tail;                                             /* hold the gate at the tail */
+#endif
   sst[j] = S_ACTIVE;                                          /* seq_cst */
 #if defined(MUT_JOIN_NO_REREAD)
   atomic { sstart[j] = scur[j]; spos[j] = sstart[j]; started[j] = 1; joinbit = 1 }
