@@ -18,9 +18,15 @@
  *   daemon/monitor.cpp, daemon/liveness.cpp   EvictionMonitor::scan_lane (when: any moment, up to
  *                             EVICT_MAX times, and again while a publisher waits on a full lane),
  *                             Broker::Impl::evict_stuck (rings a first eviction's doorbell)
+ * and, for exclusive lanes (configurations CFG_EXCLUSIVE*, XPub, Drain, the membarrier in Sub's park):
+ *   shm/lane.hpp              LaneWriter with exclusive_: try_claim's plain tail store, notify (no fence
+ *                             unless fenced_), gate() (a full fence before each refresh)
+ *   client/parking.hpp        Parking::announce (membarrier after the parked bit, before the re-read)
+ *   shm/membarrier.hpp        membarrier_registered / membarrier_global
  *
  * Scale (README.md): a ring of C = 4 units (a unit stands for 64 bytes), records of 1 or 2 units,
- * 2 publisher slots, 1 or 2 subscribers, 3 or 4 records, one broker, at most one death. Every blocking
+ * 2 publisher slots, 1 or 2 subscribers, 3 or 4 records (4 for one publisher: MAXR 4 in CFG_EXCLUSIVE*
+ * and JOIN_LONG), one broker, at most one death. Every blocking
  * wait of the real code (futex, nap, "retry later", "full: retry later") is a guard here, and
  * positions and doorbells only grow (the tail goes back only by a give-back, once per short commit),
  * so every run is finite and ends in a state where nothing can move
@@ -31,7 +37,23 @@
  * Build switches (check.sh passes them with -D):
  *   configuration (exactly one): CFG_BASIC, CFG_JOIN, CFG_PUBDEATH, CFG_GIVEBACK_DEATH, CFG_SUBDEATH,
  *                                CFG_MULTISLOT, CFG_EVICT (EVICT_ONEPUB: one publisher), CFG_EVICT_OTHER,
- *                                CFG_EVICT_DEATH; EVICT_MAX=n bounds the evictions
+ *                                CFG_EVICT_DEATH, CFG_EXCLUSIVE, CFG_EXCLUSIVE_DEATH; EVICT_MAX=n bounds
+ *                                the evictions
+ *   exclusive lanes: SBD=n     store buffer depth (2 or 3; default 3)
+ *                    EXCL_TWO  a second subscriber, subscribed from the start
+ *                    EXCL_JOINS (CFG_EXCLUSIVE_DEATH) S0 joins through the broker instead
+ *                    EXCL_FENCED  the publisher has no membarrier registration (fenced_): notify fences,
+ *                              and the subscriber's membarrier does not reach it
+ *                    EXCL_LOAN (CFG_EXCLUSIVE) the first record is a loan committed short (fails without
+ *                              FIX_JOIN_BIT_FIRST: the open finding in README.md)
+ *   exclusive-lane mutants (each must FAIL):
+ *     MUT_EXCL_NO_MEMBARRIER     the parking subscriber skips the membarrier
+ *     MUT_EXCL_MEMBARRIER_FIRST  it calls the membarrier before it sets its parked bit
+ *     MUT_EXCL_NO_GATE_FENCE     the publisher refreshes its gate without the fence
+ *   the open finding (README.md), not part of check.sh:
+ *     JOIN_LONG (CFG_JOIN)   publisher 1 alone: a loan committed short, then enough records to lap the
+ *                            joiner's start: join_subscriber's first cursor store may be above its start
+ *     FIX_JOIN_BIT_FIRST     candidate fix, not in the code: join's first cursor is tail.fetch_or(join bit)
  *   EVICT_UNPROTECTED_OK   drop @P1-read-protected (for mutants that break the re-check on purpose)
  *   MUT_EVICT_NO_RECHECK   try_next hands out a peeked record without re-checking `evictions`
  *   eviction mutants (each must FAIL):
@@ -68,7 +90,6 @@
 
 #define C      4      /* ring capacity in units */
 #define NONE   255    /* "no position": never equal to a real one (positions stay below 20) */
-#define MAXR   3      /* records per publisher, at most */
 
 #define P_ACTIVE 0
 #define P_DEAD   1
@@ -102,8 +123,15 @@
 #define GATE_SPLIT 1
 #define GIVE_BACK 1
 #define PROC_OF(p) (p)
+#ifdef JOIN_LONG
+/* the open finding (README): publisher 1 alone, a 2-unit loan committed short, a 2-unit record, then a
+   batch of a 2-unit and a 1-unit record: enough to lap the joiner's start */
+#define MAXR 4
+#define WORKLOAD ncl[0] = 0; ncl[1] = 3; WL(1, 0, 0) = 2; SH(1, 0) = 1; WL(1, 1, 0) = 2; WL(1, 2, 0) = 2; WL(1, 2, 1) = 1
+#else
 #define WORKLOAD ncl[0] = 1; WL(0, 0, 0) = 1; WL(0, 0, 1) = 1; \
                  ncl[1] = 2; WL(1, 0, 0) = 2; SH(1, 0) = 1; WL(1, 1, 0) = 2
+#endif
 #elif defined(CFG_PUBDEATH)
 /* one subscriber; either publisher process may die at any point. */
 #define NSUB_RUN 1
@@ -163,8 +191,56 @@
 #ifndef EVICT_MAX
 #define EVICT_MAX 1
 #endif
+#elif defined(CFG_EXCLUSIVE)
+/* an exclusive lane: publisher 0 holds it alone (XPub: claims by a plain store; its stores go through a
+   TSO store buffer); publisher 1 does not run. S0 joins through the broker while publisher 0 publishes;
+   nobody dies. Workload: a 1-unit record, a 2-unit record, then a batch of a 2-unit and a 1-unit record
+   (4 records: MAXR 4; the batch refreshes the gate). EXCL_TWO: S1 is subscribed from the start too.
+   EXCL_LOAN: the first record is a 2-unit loan committed short (1 unit: give-back, or trailing padding). */
+#define EXCL 1
+#ifdef EXCL_TWO
+#define NSUB_RUN 2
 #else
-#error "define one of CFG_BASIC, CFG_JOIN, CFG_PUBDEATH, CFG_GIVEBACK_DEATH, CFG_SUBDEATH, CFG_MULTISLOT, CFG_EVICT, CFG_EVICT_OTHER, CFG_EVICT_DEATH"
+#define NSUB_RUN 1
+#endif
+#define S0_JOINS 1
+#define MAXR 4
+#define PROC_OF(p) (p)
+#ifdef EXCL_LOAN
+#define WORKLOAD ncl[0] = 3; WL(0, 0, 0) = 2; SH(0, 0) = 1; WL(0, 1, 0) = 2; WL(0, 2, 0) = 2; WL(0, 2, 1) = 1; \
+                 ncl[1] = 0
+#else
+#define WORKLOAD ncl[0] = 3; WL(0, 0, 0) = 1; WL(0, 1, 0) = 2; WL(0, 2, 0) = 2; WL(0, 2, 1) = 1; ncl[1] = 0
+#endif
+#elif defined(CFG_EXCLUSIVE_DEATH)
+/* an exclusive lane (as CFG_EXCLUSIVE), with its intents in the store buffer; one subscriber from the
+   start (EXCL_JOINS: it joins through the broker; EXCL_TWO: two from the start); publisher 0 may die at
+   any point, with stores still buffered, and the broker recovers it. Workload: a batch of two 1-unit
+   records, a 2-unit record (it straddles the ring end: padding first), then a 1-unit record (4 records:
+   MAXR 4); with EXCL_TWO only the batch and the 2-unit record. */
+#define EXCL 1
+#define EXCL_INTENTS 1
+#ifdef EXCL_TWO
+#define NSUB_RUN 2
+#else
+#define NSUB_RUN 1
+#endif
+#define KILL_PUB 1
+#define PROC_OF(p) (p)
+#ifdef EXCL_JOINS
+#define S0_JOINS 1
+#endif
+#ifdef EXCL_TWO
+#define WORKLOAD ncl[0] = 2; WL(0, 0, 0) = 1; WL(0, 0, 1) = 1; WL(0, 1, 0) = 2; ncl[1] = 0
+#else
+#define MAXR 4
+#define WORKLOAD ncl[0] = 3; WL(0, 0, 0) = 1; WL(0, 0, 1) = 1; WL(0, 1, 0) = 2; WL(0, 2, 0) = 1; ncl[1] = 0
+#endif
+#else
+#error "define one of CFG_BASIC, CFG_JOIN, CFG_PUBDEATH, CFG_GIVEBACK_DEATH, CFG_SUBDEATH, CFG_MULTISLOT, CFG_EVICT, CFG_EVICT_OTHER, CFG_EVICT_DEATH, CFG_EXCLUSIVE, CFG_EXCLUSIVE_DEATH"
+#endif
+#ifndef MAXR
+#define MAXR 3            /* records per publisher, at most */
 #endif
 #ifdef EV
 #define EVICT 1
@@ -238,8 +314,8 @@ byte shortlen[6];          /* a loan claimed for WL(p, k, 0) units, committed as
 
 /* ghost state, for the properties only */
 byte upos[C];              /* position whose bytes occupy each unit (NONE: nothing yet) */
-byte recpos[6];            /* recpos[p*MAXR+s]: position of record s of publisher p */
-byte reclen[6];
+byte recpos[2 * MAXR];     /* recpos[p*MAXR+s]: position of record s of publisher p */
+byte reclen[2 * MAXR];
 byte ncommitted[2];        /* records of p whose marker is stored (in sequence order) */
 bool pdone[2];             /* publisher finished its workload */
 bool started[2];           /* subscriber's start position chosen (spos valid) */
@@ -326,6 +402,76 @@ inline write_header(y, l, pad, who, sq) {
   fi;
   hpos[IDX(y)] = y                                                  /* the marker, stored last */
 }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Store buffer of the exclusive publisher (configurations CFG_EXCLUSIVE*): x86-TSO                   */
+
+#ifdef EXCL
+/* Its stores to the tail, to the headers (fields and marker: one entry, as write_header is one step)
+ * and, with EXCL_INTENTS, to the intent and shrink_to enter a FIFO of SBD entries. Its own loads of the
+ * tail see the newest buffered tail (store-to-load forwarding); every other process sees memory only.
+ * Process Drain moves the oldest entry to memory at any moment. A locked RMW (the give-back CAS, a
+ * doorbell's CAS) or a full fence of the publisher waits until the buffer is empty (`sbn == 0`);
+ * membarrier(GLOBAL_EXPEDITED), called by a parking subscriber, empties it in one step (SB_DRAIN_ALL).
+ * A full buffer stalls the publisher's next store until a drain. A real buffer is deeper; the bound
+ * keeps the state space small (SBD 2 and 3 give the same verdicts; deeper is not checked). */
+#ifndef SBD
+#define SBD 3                    /* entries (2 or 3) */
+#endif
+#define SB_TAILK  1              /* tail.store(end): the whole word, so a join's bit set since is lost */
+#define SB_INTENT 2              /* intent position, then length (release); a length of 0 alone: cleared */
+#define SB_SHRINK 3              /* intent shrink_to */
+#define SB_PAD    4              /* a padding header */
+#define SB_DATA   5              /* a data record: fields and payload, then the marker */
+byte sbn;                        /* entries in the buffer */
+byte sbk[SBD];                   /* kind (0: unused) */
+byte sbx[SBD];                   /* tail value, or position */
+byte sbl[SBD];                   /* length */
+byte sbq[SBD];                   /* sequence (data) */
+#define SB_ROOM (sbn < SBD)
+#define SB_ADD(kind, x, l, q) sbk[sbn] = kind; sbx[sbn] = x; sbl[sbn] = l; sbq[sbn] = q; sbn++
+/* the publisher's own load of the tail: its newest buffered tail store, else memory (the join bit is
+   masked off by the load: LaneWriter uses word & ~kJoinBit) */
+#define SB_TAIL_AT(i) (sbn > (i) && sbk[i] == SB_TAILK)
+#define SB_TAIL_UP2   (SB_TAIL_AT(1) -> sbx[1] : (SB_TAIL_AT(0) -> sbx[0] : tail))
+#if SBD == 3
+#define SB_TAIL       (SB_TAIL_AT(2) -> sbx[2] : SB_TAIL_UP2)
+#elif SBD == 2
+#define SB_TAIL       SB_TAIL_UP2
+#else
+#error "SBD must be 2 or 3"
+#endif
+/* move the oldest entry to memory. A zero length entry of kind SB_INTENT is the length store of
+   finish() alone; otherwise position and length are one entry: the broker reads the length (acquire)
+   first and ignores the position while the length is 0, which it is since the previous finish(). */
+inline sb_drain() {
+  if
+  :: sbk[0] == SB_TAILK -> tail = sbx[0]; joinbit = 0
+  :: sbk[0] == SB_INTENT -> if :: sbl[0] != 0 -> ipos[0] = sbx[0] :: else fi; ilen[0] = sbl[0]
+  :: sbk[0] == SB_SHRINK -> ishr[0] = sbx[0]
+  :: sbk[0] == SB_PAD -> write_header(sbx[0], sbl[0], 1, 0, 0)
+  :: sbk[0] == SB_DATA -> write_header(sbx[0], sbl[0], 0, 0, sbq[0]); ncommitted[0]++
+  fi;
+  sbk[0] = sbk[1]; sbx[0] = sbx[1]; sbl[0] = sbl[1]; sbq[0] = sbq[1];
+#if SBD == 3
+  sbk[1] = sbk[2]; sbx[1] = sbx[2]; sbl[1] = sbl[2]; sbq[1] = sbq[2];
+#endif
+  sbk[SBD - 1] = 0; sbx[SBD - 1] = 0; sbl[SBD - 1] = 0; sbq[SBD - 1] = 0;
+  sbn--
+}
+#define SB_DRAIN_ALL do :: sbn > 0 -> sb_drain() :: else -> break od
+/* the broker learns of a death only after the dying thread entered the kernel, which drains its buffer */
+#define SB_QUIET (sbn == 0)
+
+proctype Drain() {
+end_drain:
+  do
+  :: atomic { sbn > 0 -> sb_drain() }
+  od
+}
+#else
+#define SB_QUIET 1
+#endif
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Publisher (LaneWriter::try_claim / commit / notify)                                              */
@@ -436,6 +582,119 @@ done:
     pdone[me] = 1
   } unless { pdead[PROC_OF(me)] }
 }
+
+#ifdef EXCL
+/* The exclusive publisher (LaneWriter with exclusive_, slot 0): the only publisher of the lane. Its
+ * stores go through the store buffer above. try_claim: load the tail (forwarded); if the claim's end is
+ * beyond the cached gate limit_, refresh it (gate(): a full fence, then gate_position: the tail, then
+ * each slot; no other publisher's intent exists); write the intent (EXCL_INTENTS); store the tail (no
+ * CAS; a join's bit set since the load is lost). commit / commit_in_place as Pub, each header one
+ * buffered store, the give-back CAS a locked RMW. finish() clears the intent. notify: a compiler
+ * barrier only, then a plain load of the parked mask (nothing drained); each doorbell's ring is a CAS. */
+#define XL          WL(0, k, r)
+#define XBUSY       (r != NREC(0, k))
+#ifdef EXCL_INTENTS
+#define SHR_ROOM    SB_ROOM
+#define SB_ADD_SHRINK(x) SB_ADD(SB_SHRINK, x, 0, 0)
+#else
+#define SHR_ROOM    1
+#define SB_ADD_SHRINK(x) skip            /* shrink_to is read by recovery only */
+#endif
+
+proctype XPub() {
+  byte k, r, t, e, g, lim, pos, s, ph, pm;
+  {
+    atomic { lim = GATE_NOW(0) + C };                         /* LaneWriter(): limit_ = gate() + capacity */
+claim:                                                        /* LaneWriter::try_claim */
+    atomic {
+      if
+      :: k == ncl[0] -> goto done
+      :: else -> t = SB_TAIL; e = END2(t, WL(0, k, 0), WL(0, k, 1))
+      fi
+    }
+#ifndef MUT_NO_GATE
+    if
+    :: e > lim ->                                             /* beyond the cached gate: gate() */
+#ifndef MUT_EXCL_NO_GATE_FENCE
+      sbn == 0;                                               /* the full fence: waits for the buffer */
+#endif
+      g = SB_TAIL;                                            /* gate_position: the tail (own view) ... */
+      atomic { if :: sst[0] == S_ACTIVE && scur[0] < g -> g = scur[0] :: else fi }   /* ... each slot */
+      atomic {
+        if :: sst[1] == S_ACTIVE && scur[1] < g -> g = scur[1] :: else fi;
+        lim = g + C; g = 0;
+        if
+        :: e > lim -> t = 0; e = 0; goto isfull
+        :: else
+        fi
+      }
+    :: else
+    fi;
+#endif
+#ifdef EXCL_INTENTS
+    atomic { SB_ROOM -> SB_ADD(SB_INTENT, t, e - t, 0) };     /* the intent: position, then length */
+#endif
+    atomic {                                                  /* tail.store(end, release): no CAS */
+      SB_ROOM -> SB_ADD(SB_TAILK, e, 0, 0);
+      pos = t + PADN(t, WL(0, k, 0));                         /* ghost: where the records go */
+      recpos[s] = pos; reclen[s] = (SH(0, k) != 0 -> SH(0, k) : WL(0, k, 0));
+      if
+      :: WL(0, k, 1) != 0 ->
+        pos = pos + WL(0, k, 0); pos = pos + PADN(pos, WL(0, k, 1));
+        recpos[s + 1] = pos; reclen[s + 1] = WL(0, k, 1)
+      :: else
+      fi;
+      pos = t; t = 0; e = 0
+    }
+    /* (won = position is not modelled here: recovery needs it only against another live publisher) */
+    do                                                        /* LaneWriter::commit / commit_in_place */
+    :: atomic { !XBUSY -> r = 0; pos = 0; break }
+    :: atomic { XBUSY && PADN(pos, XL) != 0 && SB_ROOM ->     /* padding to the ring end first */
+        SB_ADD(SB_PAD, pos, PADN(pos, XL), 0); pos = pos + PADN(pos, XL) }
+    :: atomic { XBUSY && PADN(pos, XL) == 0 && SH(0, k) == 0 && SB_ROOM ->
+        SB_ADD(SB_DATA, pos, XL, s); s++; pos = pos + XL; r++ }
+    :: atomic { XBUSY && PADN(pos, XL) == 0 && SH(0, k) != 0 && ph == 0 && SHR_ROOM ->
+        SB_ADD_SHRINK(pos + SH(0, k)); ph = 3 }               /* short: shrink_to first */
+    :: atomic { XBUSY && PADN(pos, XL) == 0 && SH(0, k) != 0 && ph == 3 && sbn == 0 ->
+        if                                                    /* then the give-back CAS (locked: the */
+        :: tail == pos + XL && !joinbit -> tail = pos + SH(0, k); ph = 2   /* buffer drained first) */
+        :: else -> ph = 1
+        fi }
+    :: atomic { XBUSY && PADN(pos, XL) == 0 && SH(0, k) != 0 && ph == 1 && SB_ROOM ->
+        SB_ADD(SB_PAD, pos + SH(0, k), XL - SH(0, k), 0); ph = 2 }   /* or trailing padding, first */
+    :: atomic { XBUSY && PADN(pos, XL) == 0 && SH(0, k) != 0 && ph == 2 && SB_ROOM ->
+        SB_ADD(SB_DATA, pos, SH(0, k), s); s++; pos = pos + XL; r++; ph = 0 }
+    od;
+#ifdef EXCL_INTENTS
+    atomic { SB_ROOM -> SB_ADD(SB_INTENT, 0, 0, 0) };         /* finish(): intent length 0 */
+#endif
+#ifdef EXCL_FENCED
+    sbn == 0;                                                 /* fenced_ (no membarrier): a full fence */
+#endif
+    pm = mask;                                                /* notify: a plain load, nothing drained */
+    atomic {
+      if
+      :: pm == 0 -> k++
+      :: pm != 0 && sbn == 0 ->                               /* wake_parked: each ring is a CAS (locked) */
+        if :: pm & BIT(0) -> bell[0]++ :: else fi;
+        if :: pm & BIT(1) -> bell[1]++ :: else fi;
+        pm = 0; k++
+      fi
+    }
+    goto claim;
+
+isfull:                                                       /* full (refuse's intent length store writes */
+    atomic {                                                  /* a 0 over a 0: not modelled); the caller */
+                                                              /* retries later; its fenced refresh finds room */
+      sbn == 0 && END2(tail, WL(0, k, 0), WL(0, k, 1)) <= GATE_NOW(0) + C -> lim = GATE_NOW(0) + C
+    }
+    goto claim;
+
+done:
+    pdone[0] = 1
+  } unless { pdead[0] }
+}
+#endif
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Subscriber (LaneReader::peek / consume / release, SubscriberCore::next_for)                       */
@@ -631,7 +890,13 @@ loop:
     fi;
     mask = mask | BIT(j);                                     /* announces itself only now */
 #else
+#ifdef MUT_EXCL_MEMBARRIER_FIRST
+    atomic { SB_DRAIN_ALL };                                  /* the membarrier before the announcement */
+#endif
     atomic { seen = bell[j]; mask = mask | BIT(j) };          /* seen = doorbell; announce (RMW, seq_cst) */
+#if defined(EXCL) && !defined(MUT_EXCL_NO_MEMBARRIER) && !defined(EXCL_FENCED) && !defined(MUT_EXCL_MEMBARRIER_FIRST)
+    atomic { SB_DRAIN_ALL };                                  /* exclusive lane: membarrier(GLOBAL_EXPEDITED) */
+#endif
     claimed = (tail != spos[j]);                              /* re-read the tail ... */
     FOLLOW                                                    /* ... and re-try the read (try_next) */
     read_lane(claimed);
@@ -677,12 +942,12 @@ end_idle:
   :: atomic { joinreq[1] && !joined[1] -> j = 1; goto join }
   :: atomic { sdead[0] && !left[0] && sst[0] == S_ACTIVE -> j = 0; left[0] = 1; goto leave }
   :: atomic { sdead[1] && !left[1] && sst[1] == S_ACTIVE -> j = 1; left[1] = 1; goto leave }
-  :: atomic { pdead[0] && !marked[0] ->                       /* mark all of the process's slots dead */
+  :: atomic { pdead[0] && !marked[0] && SB_QUIET ->           /* mark all of the process's slots dead */
       marked[0] = 1;                                          /* before recovering any of them */
       if :: PROC_OF(0) == 0 -> pst[0] = P_DEAD :: else fi;
       if :: PROC_OF(1) == 0 -> pst[1] = P_DEAD :: else fi;
       goto end_idle }
-  :: atomic { pdead[1] && !marked[1] ->
+  :: atomic { pdead[1] && !marked[1] && SB_QUIET ->
       marked[1] = 1;
       if :: PROC_OF(0) == 1 -> pst[0] = P_DEAD :: else fi;
       if :: PROC_OF(1) == 1 -> pst[1] = P_DEAD :: else fi;
@@ -701,7 +966,11 @@ end_idle:
   fi;
 
 join:                                                         /* join_subscriber */
+#ifdef FIX_JOIN_BIT_FIRST
+  atomic { scur[j] = tail; joinbit = 1 };                     /* candidate fix: tail.fetch_or(join bit) */
+#else
   scur[j] = tail;                                             /* hold the gate at the tail */
+#endif
   sst[j] = S_ACTIVE;                                          /* seq_cst */
 #if defined(MUT_JOIN_NO_REREAD)
   atomic { sstart[j] = scur[j]; spos[j] = sstart[j]; started[j] = 1; joinbit = 1 }
@@ -849,7 +1118,9 @@ proctype Killer() {
   if
 #ifdef KILL_PUB
   :: pdead[PROC_OF(0)] = 1
+#ifndef EXCL
   :: pdead[PROC_OF(1)] = 1
+#endif
 #endif
 #ifdef KILL_SUB
   :: sdead[0] = 1
@@ -908,7 +1179,12 @@ init {
 #ifdef S0_JOINS
     sst[0] = S_FREE; scur[0] = 0; spos[0] = 0; sstart[0] = 0; started[0] = 0; joined[0] = 0;
 #endif
+#ifdef EXCL
+    pst[1] = P_FREE; pdone[1] = 1;                            /* the lane's only publisher is slot 0 */
+    run XPub(); run Drain();
+#else
     run Pub(0); run Pub(1);
+#endif
     for (i : 0 .. NSUB_RUN - 1) { run Sub(i) }
     run Broker();
 #if defined(KILL_PUB) || defined(KILL_SUB)
