@@ -47,6 +47,8 @@ inline void (*after_commit)(void* ctx) = nullptr;  // PublisherCore::publish_n, 
 inline void* after_commit_ctx = nullptr;
 inline void (*at_recovery_hole)(void* ctx, std::uint64_t position) = nullptr;
 inline void* at_recovery_hole_ctx = nullptr;
+inline void (*inside_join)(void* ctx, std::uint32_t slot) = nullptr;  // join_subscriber, between its two steps
+inline void* inside_join_ctx = nullptr;
 }  // namespace test_hooks
 
 // Lowest position any active subscriber of `lane` still needs; the tail when there are none. Loads are

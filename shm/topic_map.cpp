@@ -225,13 +225,19 @@ std::array<std::uint64_t, kLanes> join_subscriber(TopicMap& t, std::uint32_t slo
     s.evictions.store(0, std::memory_order_relaxed);
     s.missed.store(0, std::memory_order_relaxed);
     for (auto& b : s.latency) b.store(0, std::memory_order_relaxed);
-    // 1. Hold the gate at the current tails and make the slot visible (seq_cst stores)...
-    for (std::size_t l = 0; l < kLanes; ++l) s.position[l].store(t.lanes[l].position());
+    // 1. Hold the gate at the current tails and make the slot visible (seq_cst stores)... The tail is
+    // taken with the join bit set: a short commit's give-back fails from here on, so the tail never
+    // drops below the position held. (A plain read here let a give-back between it and step 2 leave
+    // this first cursor above the start, and a gate refreshed in between lapped the joiner: found by
+    // the model, JOIN_LONG.)
+    for (std::size_t l = 0; l < kLanes; ++l) s.position[l].store(t.lanes[l].tail.fetch_or(kJoinBit) & ~kJoinBit);
     if (t.cursor_header->slot_limit.load() <= slot) t.cursor_header->slot_limit.store(slot + 1);
     s.state.store(static_cast<std::uint32_t>(SlotState::active));
+    if (test_hooks::inside_join) test_hooks::inside_join(test_hooks::inside_join_ctx, slot);
     // 2. ...then choose the start. A publisher that scanned before the slot became active read its tail
     // before our store above, so its gate is at most the tail we read now: it cannot lap `start`. The
-    // join bit makes a short commit's give-back fail from now on, so the tail never goes below `start`.
+    // join bit (set again: a claim since cleared it) makes a short commit's give-back fail from now on,
+    // so the tail never goes below `start`, which is at or past the first position held.
     std::array<std::uint64_t, kLanes> start{};
     for (std::size_t l = 0; l < kLanes; ++l) {
         start[l] = t.lanes[l].tail.fetch_or(kJoinBit) & ~kJoinBit;

@@ -122,6 +122,7 @@ run check evict           safety  -DCFG_EVICT -DEVICT_ONEPUB  # eviction: exactn
                                                       # nothing handed out that its cursor did not protect
 run check acyclic_basic   acyclic -DCFG_BASIC         # no cycles: the final-state checks see every run
 run check acyclic_join    acyclic -DCFG_JOIN
+run check join_long       safety  -DCFG_JOIN -DJOIN_LONG  # a short commit's give-back inside a join, then a lap
 # Exclusive lanes: one publisher, plain-store claims, its stores through an x86-TSO store buffer; the
 # parking subscriber's membarrier drains it (see README).
 run check exclusive               safety  -DCFG_EXCLUSIVE                # properties 1, 2, 4, 5: the joiner only
@@ -129,6 +130,8 @@ run check exclusive_two           safety  -DCFG_EXCLUSIVE -DEXCL_TWO     # and a
 run check exclusive_fenced        safety  -DCFG_EXCLUSIVE -DEXCL_FENCED -DEXCL_TWO  # no membarrier: notify fences
 run check exclusive_death         safety  -DCFG_EXCLUSIVE_DEATH          # properties 1-4: death with stores buffered
 run check exclusive_death_join    safety  -DCFG_EXCLUSIVE_DEATH -DEXCL_JOINS  # the same, the subscriber joins
+run check exclusive_loan          safety  -DCFG_EXCLUSIVE -DEXCL_LOAN    # a loan committed short first (the join's give-back case)
+run check exclusive_loan_two      safety  -DCFG_EXCLUSIVE -DEXCL_LOAN -DEXCL_TWO
 run check acyclic_exclusive       acyclic -DCFG_EXCLUSIVE
 run check acyclic_exclusive_death acyclic -DCFG_EXCLUSIVE_DEATH
 
@@ -140,6 +143,8 @@ run mutant loose_marker            safety  -DCFG_BASIC    -DMUT_LOOSE_MARKER
 run mutant polling_nap             acyclic -DCFG_BASIC    -DMUT_POLLING_NAP
 run mutant join_no_reread          safety  -DCFG_JOIN     -DMUT_JOIN_NO_REREAD
 run mutant join_no_bit             safety  -DCFG_JOIN     -DMUT_JOIN_NO_BIT
+run mutant join_plain_first        safety  -DCFG_JOIN     -DJOIN_LONG -DMUT_JOIN_PLAIN_FIRST  # the join the model found wanting
+run mutant excl_join_plain_first   safety  -DCFG_EXCLUSIVE -DEXCL_LOAN -DMUT_JOIN_PLAIN_FIRST
 run mutant excl_no_membarrier      safety  -DCFG_EXCLUSIVE -DMUT_EXCL_NO_MEMBARRIER
 run mutant excl_membarrier_first   safety  -DCFG_EXCLUSIVE -DMUT_EXCL_MEMBARRIER_FIRST
 run mutant excl_no_gate_fence      safety  -DCFG_EXCLUSIVE -DMUT_EXCL_NO_GATE_FENCE

@@ -44,16 +44,15 @@
  *                    EXCL_JOINS (CFG_EXCLUSIVE_DEATH) S0 joins through the broker instead
  *                    EXCL_FENCED  the publisher has no membarrier registration (fenced_): notify fences,
  *                              and the subscriber's membarrier does not reach it
- *                    EXCL_LOAN (CFG_EXCLUSIVE) the first record is a loan committed short (fails without
- *                              FIX_JOIN_BIT_FIRST: the open finding in README.md)
+ *                    EXCL_LOAN (CFG_EXCLUSIVE) the first record is a loan committed short
  *   exclusive-lane mutants (each must FAIL):
  *     MUT_EXCL_NO_MEMBARRIER     the parking subscriber skips the membarrier
  *     MUT_EXCL_MEMBARRIER_FIRST  it calls the membarrier before it sets its parked bit
  *     MUT_EXCL_NO_GATE_FENCE     the publisher refreshes its gate without the fence
- *   the open finding (README.md), not part of check.sh:
- *     JOIN_LONG (CFG_JOIN)   publisher 1 alone: a loan committed short, then enough records to lap the
- *                            joiner's start: join_subscriber's first cursor store may be above its start
- *     FIX_JOIN_BIT_FIRST     candidate fix, not in the code: join's first cursor is tail.fetch_or(join bit)
+ *   JOIN_LONG (CFG_JOIN)     publisher 1 alone: a loan committed short, then enough records to lap the
+ *                            joiner's start (README.md: a join's first cursor above its start, fixed)
+ *   MUT_JOIN_PLAIN_FIRST     join's first cursor is a plain read of the tail, not tail.fetch_or(join bit)
+ *                            (the code before the model found it; must FAIL with JOIN_LONG or EXCL_LOAN)
  *   EVICT_UNPROTECTED_OK   drop @P1-read-protected (for mutants that break the re-check on purpose)
  *   MUT_EVICT_NO_RECHECK   try_next hands out a peeked record without re-checking `evictions`
  *   eviction mutants (each must FAIL):
@@ -124,7 +123,7 @@
 #define GIVE_BACK 1
 #define PROC_OF(p) (p)
 #ifdef JOIN_LONG
-/* the open finding (README): publisher 1 alone, a 2-unit loan committed short, a 2-unit record, then a
+/* a join's first cursor above its start (README, fixed): publisher 1 alone, a 2-unit loan committed short, a 2-unit record, then a
    batch of a 2-unit and a 1-unit record: enough to lap the joiner's start */
 #define MAXR 4
 #define WORKLOAD ncl[0] = 0; ncl[1] = 3; WL(1, 0, 0) = 2; SH(1, 0) = 1; WL(1, 1, 0) = 2; WL(1, 2, 0) = 2; WL(1, 2, 1) = 1
@@ -966,10 +965,10 @@ end_idle:
   fi;
 
 join:                                                         /* join_subscriber */
-#ifdef FIX_JOIN_BIT_FIRST
-  atomic { scur[j] = tail; joinbit = 1 };                     /* candidate fix: tail.fetch_or(join bit) */
+#ifdef MUT_JOIN_PLAIN_FIRST
+  scur[j] = tail;                                             /* a plain read (the join before the fix) */
 #else
-  scur[j] = tail;                                             /* hold the gate at the tail */
+  atomic { scur[j] = tail; joinbit = 1 };                     /* hold the gate at tail.fetch_or(join bit) */
 #endif
   sst[j] = S_ACTIVE;                                          /* seq_cst */
 #if defined(MUT_JOIN_NO_REREAD)

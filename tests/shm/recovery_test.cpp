@@ -458,3 +458,36 @@ TEST_CASE("an exclusive publisher claims by plain store; one that dies between c
     REQUIRE(publish_u32(next, 99) == Errc::ok);
     CHECK(drain(r) == std::vector<std::uint32_t>{99});
 }
+
+TEST_CASE("a loan committed short while a subscriber joins cannot take the tail below the joiner's first cursor (found by the model)") {
+    TopicFixture t(8192, 1024);
+    auto w = t.writer(0, 0);
+    auto c = w.try_claim(1, [](std::uint32_t) { return 900u; });
+    REQUIRE(c.has_value());
+    std::uint64_t first_cursor = 0;
+    struct Ctx {
+        TopicFixture* t;
+        shm::LaneWriter* w;
+        shm::LaneWriter::Claim c;
+        std::uint64_t* first;
+    } ctx{&t, &w, *c, &first_cursor};
+    shm::test_hooks::inside_join_ctx = &ctx;
+    shm::test_hooks::inside_join = [](void* p, std::uint32_t slot) {
+        auto& x = *static_cast<Ctx*>(p);
+        *x.first = x.t->map.slots[slot].position[0].load();
+        // Between the join's two steps the publisher commits its loan short and tries to give back the rest.
+        std::uint32_t v = 7;
+        std::memcpy(x.w->payload_at(x.c.position, 900), &v, 4);
+        x.w->commit_in_place(x.c, 900, 4, 0);
+    };
+    auto r = t.reader(0, 0);
+    shm::test_hooks::inside_join = nullptr;
+    // The first cursor was taken with the join bit set, so the give-back failed (the rest is padding)
+    // and the start is not below it: a gate that read the first cursor cannot lap the joiner.
+    CHECK(first_cursor == c->end);
+    CHECK(t.map.lanes[0].position() == c->end);
+    CHECK(t.map.slots[0].position[0].load() >= first_cursor);
+    auto other = t.writer(0, 1);
+    for (std::uint32_t i = 0; i < 7; ++i) REQUIRE(publish_u32(other, 100 + i, 900) == Errc::ok);
+    CHECK(drain(r) == std::vector<std::uint32_t>{100, 101, 102, 103, 104, 105, 106});
+}
