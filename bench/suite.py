@@ -124,6 +124,11 @@ def plan(h):
                     cases.append(("throughput", peer, {"size": size, "batch": batch, "mode": mode},
                                   [h.peer_bin(peer), "throughput", "--size", str(size), "--batch", str(batch), "--mode", mode,
                                    "--seconds", secs, "--json"], 120))
+    # One publisher holding its lane alone (PublisherOptions::exclusive_lanes): plain-store claims.
+    for size in sizes:
+        for batch in [1, 64]:
+            cases.append(("exclusive", "rvoip-events", {"size": size, "batch": batch},
+                          [h.ours(), "throughput", "--exclusive", "--size", str(size), "--batch", str(batch), "--seconds", secs, "--json"], 120))
     # Fan-out runs more processes than cores, so its subscribers park: once with the library's default
     # wait (woken per event or few) and once with WaitOptions::batch_delay (woken once per batch). 1 -> 1
     # is the rate each fan-out subscriber is compared with, measured in the same run.
@@ -247,7 +252,7 @@ def summarize_entry(scenario, system, params, raw):
         left_out[why] = left_out.get(why, 0) + 1
     entry = {"scenario": scenario, "system": system, "params": params, "runs": len(ok), "left_out": left_out, "raw": rs}
     spread = {}
-    if scenario in ("throughput", "fanout"):
+    if scenario in ("throughput", "fanout", "exclusive"):
         keys = ["events_per_sec", "aggregate_events_per_sec"]
     elif scenario == "latency":
         keys = LATENCY_KEYS + RTT_KEYS
@@ -408,6 +413,26 @@ def tables(summary, peers, mach):
         lines.append("Ratios: our median over the peer's, measured on %s; they hold for that machine only (on two "
                      "2-vCPU VMs of the same kind they have differed by 1.6x)." % machine_line(mach))
     lines.append("")
+    # Exclusive publisher
+    excl = [e for e in summary if e["scenario"] == "exclusive" and e["runs"]]
+    if excl:
+        lines.append("### One publisher holding its lane alone (exclusive), 1 -> 1 (M events/s as received)")
+        lines.append("")
+        lines.append(where + spread_said)
+        lines.append("")
+        lines.append("| size | batch | shared lane (CAS claim) | exclusive lane (plain store) | exclusive / shared |")
+        lines.append("|---|---|---|---|---|")
+        for e in sorted(excl, key=lambda x: (x["params"]["size"], x["params"]["batch"])):
+            shared = idx.best("throughput", "rvoip-events", e["params"], "events_per_sec")
+            sp, ss = e["spread"].get("events_per_sec"), shared and shared["spread"].get("events_per_sec")
+            lines.append("| %d | %d | %s | %s | %s |" % (e["params"]["size"], e["params"]["batch"], fmt_spread(ss, 1e6, ""),
+                                                       fmt_spread(sp, 1e6, ""), "%.2fx" % (sp[1] / ss[1]) if sp and ss else "-"))
+        lines.append("")
+        lines.append("An exclusive publisher (`PublisherOptions::exclusive_lanes`) claims with a plain store of the "
+                     "lane's tail instead of a CAS, and its wake-up check costs no barrier: a consumer parking on the "
+                     "lane issues a membarrier for it (docs/architecture.md). Shared: the throughput table's figure, "
+                     "measured in the same run.")
+        lines.append("")
     # Fan-in / fan-out
     fan = [e for e in summary if e["scenario"] == "fanout"]
     if fan:
