@@ -29,7 +29,7 @@ Broker::Impl::~Impl() {
     for (auto& s : orphans) close_session_fds(*s);
     for (int fd : {listen_fd, epoll_fd, stop_fd, signal_fd, timer_fd, accept_timer_fd, heartbeat_fd, status_fd, report_fd, reload_fd})
         if (fd >= 0) ::close(fd);
-    if (listen_fd >= 0) ::unlink(cfg.socket_path.c_str());
+    if (!bound_path.empty()) ::unlink(bound_path.c_str());
     for (auto& [name, fd] : kept) ::close(fd);
     if (cfg.cleanup_on_exit) {
         for (auto& t : topics) {
@@ -63,26 +63,32 @@ Status Broker::Impl::open() {
     shm_limit = effective_shm_limit(cfg.limits);
     if (auto ok = prepare_socket_dir(); !ok) return ok;
 
-    listen_fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (listen_fd < 0) return fail(Errc::internal, std::string("socket: ") + std::strerror(errno));
+    // The socket appears at its path only once the broker serves: it is bound, secured and listening
+    // under a staging name in the same directory, and renamed into place at the end of open(). A client
+    // (or a script) that sees the path can connect at once, never into the refusal window between
+    // bind() and listen(), nor into a broker still adopting segments.
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     std::strncpy(addr.sun_path, cfg.socket_path.c_str(), sizeof addr.sun_path - 1);
-    if (::bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-        if (errno != EADDRINUSE) return bind_error();
-        // A socket file is there: a live broker answers, a stale file refuses.
+    {
+        // A socket file already there: a live broker answers, a stale file refuses and is replaced.
         int probe = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-        bool live = ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+        const bool live = ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
         ::close(probe);
-        if (live) {
-            ::close(listen_fd);
-            listen_fd = -1;
-            return fail(Errc::limit_reached, "another rvoip-eventd is already listening on '" + cfg.socket_path + "'");
-        }
-        ::unlink(cfg.socket_path.c_str());
-        if (::bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return bind_error();
+        if (live) return fail(Errc::limit_reached, "another rvoip-eventd is already listening on '" + cfg.socket_path + "'");
     }
-    if (auto ok = secure_socket(); !ok) return ok;
+    listen_fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (listen_fd < 0) return fail(Errc::internal, std::string("socket: ") + std::strerror(errno));
+    bound_path = staging_socket_path();
+    sockaddr_un staged{};
+    staged.sun_family = AF_UNIX;
+    std::strncpy(staged.sun_path, bound_path.c_str(), sizeof staged.sun_path - 1);
+    ::unlink(bound_path.c_str());  // a staging file left by a crashed broker that had our pid
+    if (::bind(listen_fd, reinterpret_cast<sockaddr*>(&staged), sizeof staged) != 0) {
+        bound_path.clear();
+        return bind_error();
+    }
+    if (auto ok = secure_socket(bound_path); !ok) return ok;
     if (::listen(listen_fd, 128) != 0) return fail(Errc::internal, std::string("listen: ") + std::strerror(errno));
 
     // A previous broker's segments are adopted, never replaced while their headers validate: clients
@@ -122,6 +128,11 @@ Status Broker::Impl::open() {
     if (auto ok = open_service_timers(); !ok) return ok;
     if (cfg.access.enforced()) log->info("access rules from {}: {} rule(s)", cfg.access.origin(), cfg.access.rule_count());
     if (!cfg.topics.empty()) log->info("lane settings fixed for {} topic pattern(s)", cfg.topics.size());
+    if (bound_path != cfg.socket_path) {
+        if (::rename(bound_path.c_str(), cfg.socket_path.c_str()) != 0)
+            return fail(Errc::internal, "cannot move the socket into place at '" + cfg.socket_path + "': " + std::strerror(errno));
+        bound_path = cfg.socket_path;
+    }
     log->info("listening on {} (shm prefix '{}', {} segments{}, {} doorbells, timestamps from {})", cfg.socket_path,
               cfg.shm_prefix, cfg.segments == shm::Backing::sealed ? "sealed" : "named",
               cfg.segments == shm::Backing::sealed && !cfg.keeper ? " not kept across restarts" : "", cfg.doorbells,
@@ -428,13 +439,20 @@ Status Broker::Impl::prepare_socket_dir() {
 }
 
 // The socket's mode and group: who may connect at all. What they may then do, the access rules say.
-Status Broker::Impl::secure_socket() {
+// Where the socket is bound before it is renamed into place: next to it, so the rename is atomic. A
+// path too long for a suffix is bound in place (the refusal window before listen() stays for it).
+std::string Broker::Impl::staging_socket_path() const {
+    auto staged = cfg.socket_path + ".starting-" + std::to_string(::getpid());
+    return staged.size() < sizeof(sockaddr_un::sun_path) ? staged : cfg.socket_path;
+}
+
+Status Broker::Impl::secure_socket(const std::string& path) {
     std::string error;
     const auto g = socket_gid(cfg.socket_group, error);
     if (!error.empty()) return fail(Errc::invalid_argument, error);
-    if (g && ::chown(cfg.socket_path.c_str(), uid_t(-1), *g) != 0 && !cfg.socket_group.empty())
+    if (g && ::chown(path.c_str(), uid_t(-1), *g) != 0 && !cfg.socket_group.empty())
         return fail(Errc::permission_denied, "cannot give socket '" + cfg.socket_path + "' to group '" + cfg.socket_group + "': " + std::strerror(errno));
-    if (::chmod(cfg.socket_path.c_str(), cfg.socket_mode & 0777) != 0)
+    if (::chmod(path.c_str(), cfg.socket_mode & 0777) != 0)
         return fail(Errc::internal, "chmod of socket '" + cfg.socket_path + "': " + std::strerror(errno));
     return {};
 }

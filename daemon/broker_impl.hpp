@@ -168,6 +168,7 @@ struct Broker::Impl {
     BrokerConfig cfg;
     std::shared_ptr<spdlog::logger> log;
     int listen_fd = -1;
+    std::string bound_path;    // where listen_fd is bound: unlinked at exit
     int epoll_fd = -1;
     int stop_fd = -1;
     int signal_fd = -1;
@@ -260,7 +261,8 @@ struct Broker::Impl {
     void handle(Session& s, const Message& m);
     Status on_hello(Session& s, std::uint64_t corr, const proto::Hello& h);
     Status prepare_socket_dir();
-    Status secure_socket();
+    Status secure_socket(const std::string& path);
+    std::string staging_socket_path() const;
 
     // adopt.cpp: the segments' lifecycle (sealed or named) and the re-adoption of a previous broker's
     // segments (same prefix).

@@ -83,6 +83,27 @@ TEST_CASE("without --cleanup a stopped broker keeps the segments, so a restart l
     std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("the socket path appears only once the broker serves: a client connecting the moment it appears is never refused") {
+    const std::string prefix = "rvoip-test-appear-" + std::to_string(::getpid());
+    const std::string dir = std::filesystem::temp_directory_path() / ("rvoip-appear-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const std::string sock = dir + "/broker.sock";
+    for (int round = 0; round < 10; ++round) {
+        CAPTURE(round);
+        Process d({RVOIP_EVENTD_PATH, "--foreground", "--socket", sock, "--shm-prefix", prefix, "--cleanup", "--log-level", "warn"});
+        for (int i = 0; i < 3000 && !std::filesystem::exists(sock); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        {
+            auto bus = EventSystemBuilder().socket_path(sock).client_name("ops").build();
+            REQUIRE_MESSAGE(bus.has_value(), (bus ? std::string() : bus.error().what()));
+        }
+        d.kill(SIGTERM);
+        CHECK(d.exit_code() == 0);
+        CHECK_FALSE(std::filesystem::exists(sock));
+    }
+    CHECK(std::filesystem::is_empty(dir));  // no staging name left behind
+    std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("a second broker on the same socket is refused and the first keeps serving") {
     Broker b;
     Process second({RVOIP_EVENTD_PATH, "--foreground", "--socket", b.socket(), "--shm-prefix", b.prefix() + "-2"});
