@@ -6,10 +6,12 @@
 //   rvoip-bench flood | idle | memory | callstorm | rtp    (scenarios.hpp)
 //   rvoip-bench soak --seconds 60 --json                   (soak.hpp: kills and replaces processes, checks)
 //   rvoip-bench scale --topics 1000 --subscribers 8 --json (scale.hpp: many topics on the broker's defaults)
+//   rvoip-bench limit --size 64 --seconds 2 --json         (limit.hpp: the fastest transfer between two processes)
 //
 // The benchmark runs its peers as separate processes (this binary again, under the hidden `_child`
 // subcommand; see roles.hpp), never as threads, because the product's whole point is crossing processes.
 // Without --socket it starts a private rvoip-eventd and stops it afterwards. Methodology: bench/README.md.
+#include "bench/limit.hpp"
 #include "bench/processes.hpp"
 #include "bench/roles.hpp"
 #include "bench/scale.hpp"
@@ -231,6 +233,7 @@ int main(int argc, char** argv) {
     ScenarioCommands scenarios(app);
     SoakCommand soak(app);
     ScaleCommand scale(app);
+    LimitCommand limit(app);
 
     // The hidden subcommand of the role processes; spawn_role (processes.cpp) writes these arguments.
     RoleOptions role;
@@ -263,6 +266,7 @@ int main(int argc, char** argv) {
     install_signal_handlers();
     if (soak.parsed()) return soak.run();
     if (scale.parsed()) return scale.run();
+    if (limit.parsed()) return limit.run();
     if (throughput->parsed()) return run_throughput(tp);
     if (latency->parsed()) return run_latency(lt);
     return scenarios.run_parsed();

@@ -44,6 +44,8 @@ PEER_MODES = {
 # Peers with a batch form of their own (bench/peers/README.md); the others show "no batching", with no ratio.
 BATCHING_PEERS = {"iceoryx", "uds", "zmq"}
 PEER_BATCH = 64
+# The system name of `rvoip-bench limit` runs: no product, the fastest transfer between two processes here.
+LIMIT = "spsc-ring"
 
 
 def log(msg):
@@ -114,6 +116,9 @@ def plan(h):
     sizes = [64, 1024] if s else SIZES
     batches = [1, 64] if s else [1, 16, 64]
     for size in sizes:
+        # The ceiling at this size (a minimal SPSC ring between two processes), among the throughput cases it is
+        # read against, so a slow phase of the machine hits both.
+        cases.append(("limit", LIMIT, {"size": size}, [h.ours(), "limit", "--size", str(size), "--seconds", secs, "--json"], 120))
         for batch in batches:
             cases.append(("throughput", "rvoip-events", {"size": size, "batch": batch},
                           [h.ours(), "throughput", "--size", str(size), "--batch", str(batch), "--seconds", secs, "--json"], 120))
@@ -252,7 +257,7 @@ def summarize_entry(scenario, system, params, raw):
         left_out[why] = left_out.get(why, 0) + 1
     entry = {"scenario": scenario, "system": system, "params": params, "runs": len(ok), "left_out": left_out, "raw": rs}
     spread = {}
-    if scenario in ("throughput", "fanout", "exclusive"):
+    if scenario in ("throughput", "fanout", "exclusive", "limit"):
         keys = ["events_per_sec", "aggregate_events_per_sec"]
     elif scenario == "latency":
         keys = LATENCY_KEYS + RTT_KEYS
@@ -290,6 +295,11 @@ def summarize(cases, results):
 
 def fmt_rate(v):
     return "-" if v is None else "%.2f M/s" % (v / 1e6)
+
+
+def fmt_ratio(r):
+    """'0.23x'; three decimals below 0.1, so a small ratio keeps two figures."""
+    return ("%.2fx" if r >= 0.1 else "%.3fx") % r
 
 
 def fmt_ns(v):
@@ -362,11 +372,12 @@ def tables(summary, peers, mach):
     lines.append(where + spread_said)
     lines.append("")
     ratios = (["iceoryx"] if "iceoryx" in peers else []) + (["best peer"] if peers else [])
-    header = "| size | batch | " + " | ".join(systems) + "".join(" | ours / %s" % r for r in ratios) + " |"
+    header = "| size | batch | " + " | ".join(systems) + "".join(" | ours / %s" % r for r in ratios) + " | limit | ours / limit |"
     lines.append(header)
-    lines.append("|" + "---|" * (len(systems) + 2 + len(ratios)))
+    lines.append("|" + "---|" * (len(systems) + 2 + len(ratios) + 2))
     params = sorted({(e["params"]["size"], e["params"]["batch"]) for e in summary if e["scenario"] == "throughput"})
     handicaps = {}
+    limits = False  # whether any row has a limit figure (results files from before it have none)
     for size, batch in params:
         p = {"size": size, "batch": batch}
         ours = idx.best("throughput", "rvoip-events", p, "events_per_sec")
@@ -397,6 +408,12 @@ def tables(summary, peers, mach):
         if peers:
             top = max(best, key=best.get) if best else None
             row.append("%.1fx (%s)" % (o / best[top], top) if o and top else "-")
+        # The limit is a per-record rate, so a batch row is divided by the same figure as batch 1.
+        lim = next(iter(idx.all("limit", LIMIT, {"size": size})), None)
+        lim_rate = lim and lim.get("events_per_sec")
+        row.append(fmt_spread(lim["spread"]["events_per_sec"], 1e6, "") if lim_rate else "-")
+        row.append(fmt_ratio(o / lim_rate) if o and lim_rate else "-")
+        limits = limits or bool(lim_rate)
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append("Peers: each cell names how the receiver waited (spin: it polls; block: it sleeps in the system's own wait). "
@@ -408,6 +425,12 @@ def tables(summary, peers, mach):
         lines.append("")
         lines.append("¹ Handicap: %s ran with a shallower queue than its default of %s messages, as deep as %s allows "
                      "(bench/peers/README.md)." % (" and ".join(sorted({p for p, _ in who})), " / ".join(sorted({str(w) for _, w in who})), why))
+    if limits:
+        lines.append("")
+        lines.append("limit: `rvoip-bench limit`, records of the same size through a minimal single-producer single-consumer ring "
+                     "in shared memory between two processes, both busy-polling, no broker and no library (bench/README.md, limit): "
+                     "the fastest transfer this machine allows. ours / limit is our median over its median; it is a per-record rate, "
+                     "so batch rows are divided by the same figure.")
     if peers:
         lines.append("")
         lines.append("Ratios: our median over the peer's, measured on %s; they hold for that machine only (on two "
@@ -420,13 +443,17 @@ def tables(summary, peers, mach):
         lines.append("")
         lines.append(where + spread_said)
         lines.append("")
-        lines.append("| size | batch | shared lane (CAS claim) | exclusive lane (plain store) | exclusive / shared |")
-        lines.append("|---|---|---|---|---|")
+        lines.append("| size | batch | shared lane (CAS claim) | exclusive lane (plain store) | exclusive / shared | limit | exclusive / limit |")
+        lines.append("|---|---|---|---|---|---|---|")
         for e in sorted(excl, key=lambda x: (x["params"]["size"], x["params"]["batch"])):
             shared = idx.best("throughput", "rvoip-events", e["params"], "events_per_sec")
             sp, ss = e["spread"].get("events_per_sec"), shared and shared["spread"].get("events_per_sec")
-            lines.append("| %d | %d | %s | %s | %s |" % (e["params"]["size"], e["params"]["batch"], fmt_spread(ss, 1e6, ""),
-                                                       fmt_spread(sp, 1e6, ""), "%.2fx" % (sp[1] / ss[1]) if sp and ss else "-"))
+            lim = next(iter(idx.all("limit", LIMIT, {"size": e["params"]["size"]})), None)
+            lp = lim and lim["spread"].get("events_per_sec")
+            lines.append("| %d | %d | %s | %s | %s | %s | %s |" % (
+                e["params"]["size"], e["params"]["batch"], fmt_spread(ss, 1e6, ""), fmt_spread(sp, 1e6, ""),
+                "%.2fx" % (sp[1] / ss[1]) if sp and ss else "-", fmt_spread(lp, 1e6, "") if lp else "-",
+                fmt_ratio(sp[1] / lp[1]) if sp and lp else "-"))
         lines.append("")
         lines.append("An exclusive publisher (`PublisherOptions::exclusive_lanes`) claims with a plain store of the "
                      "lane's tail instead of a CAS, and its wake-up check costs no barrier: a consumer parking on the "
@@ -706,7 +733,7 @@ def main():
             saved = json.load(f)
         # Summarized again from the raw runs, so a file written before a rule changed is read by today's rules.
         summary = [summarize_entry(e["scenario"], e["system"], e["params"], e.get("raw", [])) for e in saved["results"]]
-        built = sorted({e["system"] for e in summary} - {"rvoip-events"}, key=PEERS.index)
+        built = [p for p in PEERS if p in {e["system"] for e in summary}]
         text = tables(summary, built, saved["machine"])
         print(text)
         plots = plot(summary, built, os.path.dirname(os.path.abspath(a.from_file)), saved["machine"])
