@@ -131,7 +131,7 @@ public:
     // gate passes and is cleared on every return but success, so a live publisher's intent never names a
     // position it is not about to take (recovery would wait on it for good).
     template <class SizeOf>
-    Result<Claim> try_claim(std::uint32_t n, SizeOf&& size_of) noexcept {
+    [[gnu::always_inline]] Result<Claim> try_claim(std::uint32_t n, SizeOf&& size_of) noexcept {
         std::uint64_t word = tail_->load(std::memory_order_relaxed);  // relaxed: the CAS below validates it
         for (;;) {
             const std::uint64_t t = word & ~layout::kJoinBit;  // our claim clears a join's bit: see commit_in_place
@@ -177,16 +177,27 @@ public:
     // position is stored last with release. fill(i, dst) writes payload i.
     template <class SizeOf, class Fill>
     void commit(const Claim& c, std::uint32_t n, SizeOf&& size_of, Fill&& fill, std::int64_t ts) noexcept {
+        // The writer's fields in locals: a store into the ring may alias any member, so the compiler
+        // would read them again after each record's stores.
+        std::byte* const ring = ring_;
+        const std::uint64_t mask = mask_, capacity = capacity_, key = key_;
+        const std::uint16_t publisher = publisher_;
+        std::uint64_t sequence = sequence_;
         std::uint64_t pos = c.position;
         for (std::uint32_t i = 0; i < n; ++i) {
             const std::uint32_t len = size_of(i);
-            const std::uint64_t at = skip_padding(pos, len);
-            if (at != pos) write_padding(pos, at - pos);
-            auto* h = header_at(at);
+            const std::uint64_t size = layout::record_size(len);
+            std::uint64_t at = pos;
+            if ((at & mask) + size > capacity) [[unlikely]] {  // skip_padding: the record wraps
+                at = skip_padding(pos, len);
+                write_padding(pos, at - pos);
+            }
+            auto* h = reinterpret_cast<layout::RecordHeader*>(ring + (at & mask));
             fill(i, reinterpret_cast<std::byte*>(h + 1));
-            publish_header(h, at, len, ts);
-            pos = at + layout::record_size(len);
+            write_header(h, at ^ key, len, layout::kRecordData, publisher, sequence++, ts);
+            pos = at + size;
         }
+        sequence_ = sequence;
         finish(n);
     }
 
@@ -270,21 +281,20 @@ private:
         return reinterpret_cast<layout::RecordHeader*>(ring_ + (pos & mask_));
     }
     void write_padding(std::uint64_t pos, std::uint64_t bytes) noexcept {
-        auto* h = header_at(pos);
-        h->length = static_cast<std::uint32_t>(bytes);
-        h->flags = layout::kRecordPadding;
-        h->publisher = publisher_;
-        h->sequence = 0;
-        h->timestamp_ns = 0;
-        h->position.store(pos ^ key_, std::memory_order_release);  // release: pairs with the acquire in LaneReader::peek
+        write_header(header_at(pos), pos ^ key_, static_cast<std::uint32_t>(bytes), layout::kRecordPadding, publisher_, 0, 0);
     }
     void publish_header(layout::RecordHeader* h, std::uint64_t pos, std::uint32_t len, std::int64_t ts) noexcept {
+        write_header(h, pos ^ key_, len, layout::kRecordData, publisher_, sequence_++, ts);
+    }
+    // The fields first, the keyed position marker last: a reader takes the record once the marker matches.
+    static void write_header(layout::RecordHeader* h, std::uint64_t marker, std::uint32_t len, std::uint16_t flags,
+                             std::uint16_t publisher, std::uint64_t sequence, std::int64_t ts) noexcept {
         h->length = len;
-        h->flags = layout::kRecordData;
-        h->publisher = publisher_;
-        h->sequence = sequence_++;
+        h->flags = flags;
+        h->publisher = publisher;
+        h->sequence = sequence;
         h->timestamp_ns = ts;
-        h->position.store(pos ^ key_, std::memory_order_release);  // release: pairs with the acquire in LaneReader::peek
+        h->position.store(marker, std::memory_order_release);  // release: pairs with the acquire in LaneReader::peek
     }
     // A claim that did not happen: no intent may stay behind (see try_claim).
     Result<Claim> refuse(Error e) noexcept {

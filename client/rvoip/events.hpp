@@ -172,7 +172,7 @@ public:
     Status publish(const T& ev, Priority p = default_priority) noexcept {
         return core_->publish_n(
             1, [](std::uint32_t) { return std::uint32_t(sizeof(T)); },
-            [&](std::uint32_t, std::byte* dst) { std::memcpy(dst, &ev, sizeof(T)); }, p);
+            [src = &ev](std::uint32_t, std::byte* dst) { std::memcpy(dst, src, sizeof(T)); }, p);
     }
 
     // Claims room for many events with one CAS per chunk (chunks keep a claim within a quarter of the
@@ -180,7 +180,7 @@ public:
     Status publish_batch(std::span<const T> evs, Priority p = default_priority, std::size_t* published = nullptr) noexcept {
         return core_->publish_chunked(
             evs.size(), [](std::size_t) { return std::uint32_t(sizeof(T)); },
-            [&](std::size_t i, std::byte* dst) { std::memcpy(dst, &evs[i], sizeof(T)); }, p, published);
+            [src = evs.data()](std::size_t i, std::byte* dst) { std::memcpy(dst, src + i, sizeof(T)); }, p, published);
     }
 
     // A value-initialised T in the ring, to fill in place and commit.
@@ -365,7 +365,7 @@ public:
         const auto len = static_cast<std::uint32_t>(payload.size());
         return core_->publish_n(
             1, [len](std::uint32_t) { return len; },
-            [&](std::uint32_t, std::byte* dst) { std::memcpy(dst, payload.data(), len); }, p);
+            [src = payload.data(), len](std::uint32_t, std::byte* dst) { std::memcpy(dst, src, len); }, p);
     }
     Status publish(std::string_view text, Priority p = Priority::normal) noexcept {
         return publish(std::as_bytes(std::span(text.data(), text.size())), p);
@@ -376,8 +376,8 @@ public:
                          std::size_t* published = nullptr) noexcept {
         return core_->publish_chunked(
             payloads.size(),
-            [&](std::size_t i) { return static_cast<std::uint32_t>(std::min<std::size_t>(payloads[i].size(), 0xffffffffu)); },
-            [&](std::size_t i, std::byte* dst) { std::memcpy(dst, payloads[i].data(), payloads[i].size()); }, p, published);
+            [src = payloads.data()](std::size_t i) { return static_cast<std::uint32_t>(std::min<std::size_t>(src[i].size(), 0xffffffffu)); },
+            [src = payloads.data()](std::size_t i, std::byte* dst) { std::memcpy(dst, src[i].data(), src[i].size()); }, p, published);
     }
     Result<RawLoan> loan(std::size_t max_size, Priority p = Priority::normal) noexcept;
 

@@ -82,10 +82,12 @@ public:
                 bytes += layout::record_size(size_of(done + n));
                 if (bytes > budget) break;
             }
+            // By value: closures the compiler can keep in registers across the ring stores, which may
+            // alias anything reached through a reference.
             const std::size_t first = done;
             auto st = publish_n(
-                static_cast<std::uint32_t>(n), [&](std::uint32_t i) { return size_of(first + i); },
-                [&](std::uint32_t i, std::byte* dst) { fill(first + i, dst); }, p);
+                static_cast<std::uint32_t>(n), [size_of, first](std::uint32_t i) { return size_of(first + i); },
+                [fill, first](std::uint32_t i, std::byte* dst) { fill(first + i, dst); }, p);
             if (!st) {
                 if (published) *published = done;
                 return st;
