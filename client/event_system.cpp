@@ -279,7 +279,7 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::from(std::shared_ptr<Con
     const auto& fp_in_force = s->fingerprint_;
     const std::uint32_t exact = fp_in_force.kind == layout::Kind::typed ? fp_in_force.size : 0;
     for (std::size_t l = 0; l < layout::kLanes; ++l) {
-        if (start[l] % layout::kRecordAlign != 0) return fail(Errc::malformed, "broker gave a start position that is not 32-byte aligned");
+        if (start[l] % layout::kLine != 0) return fail(Errc::malformed, "broker gave a start position that is not 64-byte aligned");
         s->readers_[l] = shm::LaneReader(s->map_, l, slot, start[l], exact);
     }
     // Zeroed by the broker at join; read anyway (acquire: pairs with evict_subscriber's closing store).

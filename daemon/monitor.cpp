@@ -72,7 +72,7 @@ void EvictionMonitor::scan_lane(TopicWatch& w, shm::TopicMap& map, std::size_t l
     const auto& set = map.settings[lane];
     const std::int64_t after_ns = std::int64_t(w.evict_after_ms[lane]) * kMs;
     // Room below which a claim of one max_event record may fail: the record plus padding before it.
-    const std::uint64_t worst_claim = 2 * layout::record_size(set.max_event) - layout::kRecordAlign;
+    const std::uint64_t worst_claim = 2 * layout::record_size(set.max_event) - layout::kLine;
     const std::uint64_t tail = map.lanes[lane].position();
     const std::uint64_t lowest = shm::min_cursor(map.lanes[lane], map.cursor_header, map.slots, map.max_subscribers, lane);
     std::uint64_t full = 0;

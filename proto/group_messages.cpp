@@ -85,7 +85,7 @@ Result<Body> decode_group_body(MsgType t, Reader& r) {
             for (auto& x : *positions) {
                 auto v = r.get<std::uint64_t>("position");
                 if (!v) return std::unexpected(v.error());
-                if (*v % layout::kRecordAlign != 0) return fail(Errc::malformed, "group_assign: position " + std::to_string(*v) + " is not 32-byte aligned");
+                if (*v % layout::kLine != 0) return fail(Errc::malformed, "group_assign: position " + std::to_string(*v) + " is not 64-byte aligned");
                 x = *v;
             }
         return m;

@@ -75,8 +75,7 @@ constexpr std::size_t kLine = 64;  // fixed, not hardware_destructive_interferen
 // 5: a sampled one-way latency histogram per subscriber slot
 // 7: exclusive lanes (LaneControl::exclusive): their publisher claims with a plain store, and a consumer
 //    parking on such a lane issues a membarrier for it
-// 8: records on 32-byte boundaries (kRecordAlign), not 64: a 64-byte event takes 96 bytes of ring
-constexpr std::uint32_t kAbiVersion = 8;
+constexpr std::uint32_t kAbiVersion = 7;
 constexpr std::size_t kLanes = 4;
 constexpr std::uint32_t kMaxPublishers = 64;    // per topic
 constexpr std::uint32_t kMaxSubscribers = 64;   // per topic: one bit each in CursorHeader::parked
@@ -95,11 +94,6 @@ constexpr std::uint64_t kMaxCapacity = 1ull << 30;
 constexpr std::uint32_t kMaxEventLimit = 16u << 20;  // no lane may allow more than 16 MiB per event
 
 constexpr std::uint64_t align_line(std::uint64_t n) noexcept { return (n + kLine - 1) & ~std::uint64_t(kLine - 1); }
-// Records (and so every ring position) start on multiples of the record header's size. A header never
-// straddles a cache line (32 divides 64), a payload is aligned for any Event (alignof <= 32), and a
-// 64-byte event takes 96 bytes of ring instead of the 128 a line per record would cost.
-constexpr std::size_t kRecordAlign = 32;
-constexpr std::uint64_t align_record(std::uint64_t n) noexcept { return (n + kRecordAlign - 1) & ~std::uint64_t(kRecordAlign - 1); }
 constexpr bool is_pow2(std::uint64_t v) noexcept { return v && !(v & (v - 1)); }
 
 // ---------------------------------------------------------------------------------------------------
@@ -147,14 +141,14 @@ struct RecordHeader {
     std::uint64_t sequence;               // the publisher's own sequence on this lane, from 0
     std::int64_t timestamp_ns;            // at publish, raw: TSC ticks or CLOCK_MONOTONIC ns (see DoorbellHeader)
 };
-static_assert(sizeof(RecordHeader) == kRecordAlign);  // the smallest record (padding) is a bare header
+static_assert(sizeof(RecordHeader) == 32);
 static_assert(offsetof(RecordHeader, length) == 8);
 static_assert(offsetof(RecordHeader, timestamp_ns) == 24);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
 constexpr std::uint16_t kBrokerPublisher = 0xffff;
-constexpr std::uint64_t record_size(std::uint64_t payload) noexcept { return align_record(sizeof(RecordHeader) + payload); }
+constexpr std::uint64_t record_size(std::uint64_t payload) noexcept { return align_line(sizeof(RecordHeader) + payload); }
 
 // ---------------------------------------------------------------------------------------------------
 // Topic data segment.

@@ -17,7 +17,7 @@
 // The protocol is modelled in tests/model/ring.pml (checked by spin in `make test`): a change to the
 // claim, commit, read, padding or parking steps here must change the model with it, and the other way round.
 //
-// Nothing read from shared memory is trusted: a position that is not 32-byte aligned, a header whose
+// Nothing read from shared memory is trusted: a position that is not 64-byte aligned, a header whose
 // flags, length or publisher index is out of range, a padding chain longer than the ring, are reported as
 // corrupt (Errc::corrupt) and never used to index the ring.
 #pragma once
@@ -135,8 +135,8 @@ public:
         std::uint64_t word = tail_->load(std::memory_order_relaxed);  // relaxed: the CAS below validates it
         for (;;) {
             const std::uint64_t t = word & ~layout::kJoinBit;  // our claim clears a join's bit: see commit_in_place
-            if (t % layout::kRecordAlign != 0) [[unlikely]]
-                return refuse(Error(Errc::corrupt, "lane tail " + std::to_string(t) + " is not 32-byte aligned"));
+            if (t % layout::kLine != 0) [[unlikely]]
+                return refuse(Error(Errc::corrupt, "lane tail " + std::to_string(t) + " is not 64-byte aligned"));
             const std::uint64_t end = layout_end(t, n, size_of);
             if (end - t > capacity_) return refuse(Error(Errc::event_too_large));
             if (end > limit_) {
@@ -363,7 +363,7 @@ public:
         : ring_(t.rings[lane]),
           tail_(&t.lanes[lane].tail),
           capacity_(t.settings[lane].capacity),
-          mask_((t.settings[lane].capacity - 1) & ~std::uint64_t(layout::kRecordAlign - 1)),
+          mask_((t.settings[lane].capacity - 1) & ~std::uint64_t(layout::kLine - 1)),
           key_(t.record_key),
           max_event_(t.settings[lane].max_event),
           min_len_(exact_size),
@@ -387,11 +387,11 @@ public:
     // the ring's size. A corrupt header leaves the reader where it is: describe() says what was wrong,
     // resync() moves on. No allocation, no syscall.
     //
-    // The read position only ever moves by validated multiples of kRecordAlign from a start the client
-    // checked (SubscriberCore::open), and the ring index is masked to such a boundary as well, so even a wrong
+    // The read position only ever moves by validated multiples of 64 from a start the client checked
+    // (SubscriberCore::open), and the ring index is masked to a line boundary as well, so even a wrong
     // start can never make a header read cross the ring's end: its marker would simply never match.
     [[gnu::always_inline]] Peek peek() noexcept {
-        for (std::uint64_t hops = 0; hops <= capacity_ / layout::kRecordAlign; ++hops) {
+        for (std::uint64_t hops = 0; hops <= capacity_ / layout::kLine; ++hops) {
             const std::uint64_t idx = position_ & mask_;
             auto* h = reinterpret_cast<const layout::RecordHeader*>(ring_ + idx);
             // acquire: pairs with the release in LaneWriter::publish_header / write_padding. Anything but
@@ -400,7 +400,7 @@ public:
             const std::uint32_t len = h->length;
             const std::uint16_t flags = h->flags;
             if (flags == layout::kRecordPadding) {
-                if (len < layout::kRecordAlign || len % layout::kRecordAlign != 0 || idx + len > capacity_) [[unlikely]]
+                if (len < layout::kLine || len % layout::kLine != 0 || idx + len > capacity_) [[unlikely]]
                     return fault(Fault::padding_length, len);
                 position_ += len;
                 continue;
@@ -437,9 +437,9 @@ public:
     // After a corrupt record: jump to the lane's tail (records claimed from then on are read as usual)
     // and return how many ring bytes were skipped. The lane's events in between are lost to this reader.
     std::uint64_t resync() noexcept {
-        const std::uint64_t t = tail_->load(std::memory_order_acquire) & ~layout::kJoinBit & ~std::uint64_t(layout::kRecordAlign - 1);  // acquire: pairs with the claim CAS
-        if (t <= position_) {  // the tail itself is behind us (corrupt): step over one record unit at least
-            const std::uint64_t next = (position_ | (layout::kRecordAlign - 1)) + 1;
+        const std::uint64_t t = tail_->load(std::memory_order_acquire) & ~layout::kJoinBit & ~std::uint64_t(layout::kLine - 1);  // acquire: pairs with the claim CAS
+        if (t <= position_) {  // the tail itself is behind us (corrupt): step over one line at least
+            const std::uint64_t next = (position_ | (layout::kLine - 1)) + 1;
             const std::uint64_t skipped = next - position_;
             position_ = next;
             return skipped;
@@ -505,14 +505,14 @@ private:
     // Data records in [from, to), all committed and read by us already; stops at anything else.
     [[gnu::cold, gnu::noinline]] std::uint64_t count_data(std::uint64_t from, std::uint64_t to) const noexcept {
         std::uint64_t n = 0;
-        for (std::uint64_t hops = 0; from < to && hops <= capacity_ / layout::kRecordAlign; ++hops) {
+        for (std::uint64_t hops = 0; from < to && hops <= capacity_ / layout::kLine; ++hops) {
             const std::uint64_t idx = from & mask_;
             auto* h = reinterpret_cast<const layout::RecordHeader*>(ring_ + idx);
             if (h->position.load(std::memory_order_acquire) != (from ^ key_)) break;  // acquire: pairs with publish_header
             const std::uint32_t len = h->length;
             const bool padding = h->flags == layout::kRecordPadding;
             const std::uint64_t step = padding ? len : layout::record_size(len);
-            if (step < layout::kRecordAlign || step % layout::kRecordAlign != 0 || idx + step > capacity_) break;
+            if (step < layout::kLine || step % layout::kLine != 0 || idx + step > capacity_) break;
             n += !padding;
             from += step;
         }

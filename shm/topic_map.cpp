@@ -24,7 +24,7 @@ std::uint64_t new_record_key() noexcept {
         k = (std::uint64_t(ts.tv_nsec) << 32) ^ std::uint64_t(ts.tv_sec) ^ (std::uint64_t(::getpid()) << 48) ^ __rdtsc();
         k *= 0x9e3779b97f4a7c15ull;
     }
-    if ((k & (kRecordAlign - 1)) == 0) k |= 1;
+    if ((k & (kLine - 1)) == 0) k |= 1;
     return k;
 }
 
@@ -168,7 +168,7 @@ Result<TopicMap> attach(std::span<std::byte> data, std::span<std::byte> cursors)
             t.rings[l] = data.data() + off;
             off += s.capacity;
         }
-        if ((h->record_key & (kRecordAlign - 1)) == 0) return fail(Errc::corrupt, "topic data segment has an invalid record key");
+        if ((h->record_key & (kLine - 1)) == 0) return fail(Errc::corrupt, "topic data segment has an invalid record key");
         t.record_key = h->record_key;
         t.header = h;
         t.lanes = reinterpret_cast<LaneControl*>(data.data() + kLaneControlOffset);
@@ -311,12 +311,12 @@ void pad(TopicMap& t, std::size_t lane, std::uint64_t pos, std::uint64_t bytes) 
     h->position.store(pos ^ t.record_key, std::memory_order_release);  // release: pairs with the acquire in LaneReader::peek
 }
 
-// An intent is the publisher's to write: its position, length and shrink point must be kRecordAlign-aligned
-// (every padding the broker writes starts and ends on a record boundary, inside the ring) and its length within one
+// An intent is the publisher's to write: its position, length and shrink point must be line-aligned
+// (every padding the broker writes starts and ends on a line, inside the ring) and its length within one
 // lap, before any of them steps through the ring.
 bool valid_intent(const Intent& in, std::uint64_t capacity) noexcept {
-    return in.position % kRecordAlign == 0 && in.length % kRecordAlign == 0 && in.length <= capacity &&
-           (!in.shrunk() || in.shrink_to % kRecordAlign == 0);
+    return in.position % kLine == 0 && in.length % kLine == 0 && in.length <= capacity &&
+           (!in.shrunk() || in.shrink_to % kLine == 0);
 }
 
 // One lane of recover_publisher.
@@ -337,25 +337,25 @@ Recovery recover_lane(TopicMap& t, std::uint32_t dead, std::size_t lane, Recover
     }
     // seq_cst: every claim below this tail happened before this load, and so did its claimant's intent.
     const std::uint64_t tail = t.lanes[lane].position();
-    if (tail % kRecordAlign != 0) {
-        r.corrupt = where() + "tail " + std::to_string(tail) + " is not 32-byte aligned";
+    if (tail % kLine != 0) {
+        r.corrupt = where() + "tail " + std::to_string(tail) + " is not 64-byte aligned";
         return finish();
     }
     if (tail <= mine.position) return finish();  // its CAS never happened, and never will
     // Readers cannot pass a hole, so the lowest active cursor is at or before any hole a reader waits at.
     // Below it the bytes may already hold a later lap: never write there.
-    // Cursors are the subscribers' to write: rounded down to kRecordAlign, an unaligned one can never make
-    // us read or pad off a record boundary (and no later lap can start in the unit it points into, since a
-    // record is at least kRecordAlign long).
+    // Cursors are the subscribers' to write: rounded down to a line, an unaligned one can never make us
+    // read or pad off a record boundary (and no later lap can start in the line it points into, since a
+    // record is at least a line long).
     const std::uint64_t waiting =
-        min_cursor(t.lanes[lane], t.cursor_header, t.slots, t.max_subscribers, lane) & ~std::uint64_t(kRecordAlign - 1);
+        min_cursor(t.lanes[lane], t.cursor_header, t.slots, t.max_subscribers, lane) & ~std::uint64_t(kLine - 1);
     const std::uint64_t stop = std::min(mine.end(), tail);
     std::uint64_t y = mine.position;
     while (y < stop) {
         if (committed_at(t, lane, y)) {
             const RecordHeader* h = header_at(t, lane, y);
             const std::uint64_t step = h->flags == kRecordPadding ? std::uint64_t(h->length) : record_size(h->length);
-            if (step == 0 || step % kRecordAlign != 0 || step > cap) {
+            if (step == 0 || step % kLine != 0 || step > cap) {
                 r.corrupt = where() + "committed record at position " + std::to_string(y) + " has an impossible length";
                 return finish();
             }
@@ -395,8 +395,8 @@ Recovery recover_lane(TopicMap& t, std::uint32_t dead, std::size_t lane, Recover
         if (live && !proven) return Recovery::retry;
         if (committed_at(t, lane, y)) continue;  // a live publisher committed meanwhile
         hole_end = std::min(hole_end, tail);
-        if (hole_end % kRecordAlign != 0) {  // unreachable with the checks above: never write off a record boundary
-            r.corrupt = where() + "hole end " + std::to_string(hole_end) + " is not 32-byte aligned";
+        if (hole_end % kLine != 0) {  // unreachable with the checks above: never write off a line
+            r.corrupt = where() + "hole end " + std::to_string(hole_end) + " is not 64-byte aligned";
             return finish();
         }
         while (y < hole_end) {
@@ -418,7 +418,7 @@ std::uint64_t committed_step(const TopicMap& t, std::size_t lane, std::uint64_t 
     const std::uint32_t len = h->length;
     const std::uint16_t flags = h->flags;
     data = flags == kRecordData;
-    if (flags == kRecordPadding) return len >= kRecordAlign && len % kRecordAlign == 0 && idx + len <= cap ? len : 0;
+    if (flags == kRecordPadding) return len >= kLine && len % kLine == 0 && idx + len <= cap ? len : 0;
     if (!data || len > t.settings[lane].max_event || idx + record_size(len) > cap) return 0;
     return record_size(len);
 }
@@ -427,12 +427,12 @@ std::uint64_t committed_step(const TopicMap& t, std::size_t lane, std::uint64_t 
 
 EvictReport evict_subscriber(TopicMap& t, std::uint32_t slot, std::size_t lane, std::uint64_t expected) noexcept {
     EvictReport r;
-    if (slot >= t.max_subscribers || lane >= kLanes || expected % kRecordAlign != 0) return r;
+    if (slot >= t.max_subscribers || lane >= kLanes || expected % kLine != 0) return r;
     auto& s = t.slots[slot];
     const std::uint64_t cap = t.settings[lane].capacity;
     const std::uint64_t tail = t.lanes[lane].position();
     std::uint64_t q = expected;
-    for (std::uint64_t hops = 0; hops < cap / kRecordAlign && q < tail; ++hops) {
+    for (std::uint64_t hops = 0; hops < cap / kLine && q < tail; ++hops) {
         bool data = false;
         const std::uint64_t step = committed_step(t, lane, q, data);
         if (step == 0 || q + step > tail) break;

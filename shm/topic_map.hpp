@@ -120,7 +120,7 @@ RecoveryReport recover_publisher(TopicMap& t, std::uint32_t slot);
 // Broker: evicts subscriber `slot` from `lane` (DESIGN §4, slow subscribers) by moving its cursor forward
 // over the committed records from `expected`, the stuck cursor it read, counting the data records among
 // them exactly. The walk stops at the first record that is not committed (or fails the checks a reader
-// makes), at the tail, and after at most capacity / 32 records. The records walked cannot be overwritten
+// makes), at the tail, and after at most capacity / 64 records. The records walked cannot be overwritten
 // meanwhile: the stuck cursor itself holds every publisher back from them.
 //
 // Writes, in this order: evictions made odd; missed += M; cursor CAS expected -> Q; evictions made even.

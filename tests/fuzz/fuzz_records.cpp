@@ -10,7 +10,7 @@
 //
 // Promises checked: every record peek() returns lies inside its ring, carries its position's marker,
 // is data, names a publisher slot in range and has a length the reader allows; evict_subscriber moves a
-// cursor only forward, to a record boundary at or below the tail; attach() returns only views inside the
+// cursor only forward, to a line boundary at or below the tail; attach() returns only views inside the
 // segments. Reads or writes outside the segments are ASan's to find; misaligned header access UBSan's.
 #include "shm/lane.hpp"
 #include "shm/topic_map.hpp"
@@ -83,7 +83,7 @@ void read_lane(const shm::TopicMap& t, std::size_t lane, std::uint64_t start, st
         if (p.record) {
             const auto* b = reinterpret_cast<const std::byte*>(p.record);
             check(b >= ring && b + record_size(p.length) <= ring + cap, "peek returned a record outside its ring");
-            check(std::uint64_t(b - ring) % kRecordAlign == 0, "peek returned a record off a record boundary");
+            check(std::uint64_t(b - ring) % kLine == 0, "peek returned a record off a line boundary");
             check(p.record->position.load() == (r.position() ^ t.record_key), "peek returned a record without its marker");
             check(p.record->flags == kRecordData, "peek returned a record that is not data");
             check(p.record->publisher < t.max_publishers, "peek returned a record of a publisher out of range");
@@ -104,7 +104,7 @@ void read_lane(const shm::TopicMap& t, std::size_t lane, std::uint64_t start, st
             check(r.position() >= at, "peek moved the reader backwards");
             if (in.take<std::uint8_t>() & 1) break;
             // A broker eviction moved our cursor (or not): follow it and go on.
-            const std::uint64_t to = r.position() + std::uint64_t(in.take<std::uint8_t>()) * kRecordAlign;
+            const std::uint64_t to = r.position() + std::uint64_t(in.take<std::uint8_t>()) * kLine;
             r.follow_eviction(to);
             check(r.position() >= std::min(to, at), "follow_eviction moved the reader backwards");
         }
@@ -128,7 +128,7 @@ void fuzz_ring_program(Input& in) {
     shm::format_topic(data.bytes(), "fuzz", 1, fp, lanes, maxp);
     shm::format_cursors(cursors.bytes(), 1, maxs);
     std::uint64_t key = in.take<std::uint64_t>();
-    if ((key & (kRecordAlign - 1)) == 0) key |= 1;
+    if ((key & (kLine - 1)) == 0) key |= 1;
     reinterpret_cast<TopicHeader*>(data.p)->record_key = key;
     auto m = shm::attach(data.bytes(), cursors.bytes());
     check(m.has_value(), "attach refused a freshly formatted topic");
@@ -136,7 +136,7 @@ void fuzz_ring_program(Input& in) {
 
     std::array<std::uint64_t, kLanes> start{}, w{};
     std::array<bool, kLanes> tail_set{};
-    for (std::size_t l = 0; l < kLanes; ++l) start[l] = w[l] = std::uint64_t(in.take<std::uint32_t>()) & ~std::uint64_t(kRecordAlign - 1);
+    for (std::size_t l = 0; l < kLanes; ++l) start[l] = w[l] = std::uint64_t(in.take<std::uint32_t>()) & ~std::uint64_t(kLine - 1);
     for (std::uint32_t s = 0; s < maxs; ++s)
         for (std::size_t l = 0; l < kLanes; ++l) t.slots[s].position[l] = start[l];
     t.slots[0].state = std::uint32_t(SlotState::active);
@@ -166,7 +166,7 @@ void fuzz_ring_program(Input& in) {
             h->flags = kRecordPadding;
             h->publisher = kBrokerPublisher;
             h->position = w[l] ^ key;
-            w[l] += std::max<std::uint64_t>(kRecordAlign, align_record(len));
+            w[l] += std::max<std::uint64_t>(kLine, align_line(len));
             break;
         }
         case 2: {  // any header fields under a valid marker
@@ -174,23 +174,23 @@ void fuzz_ring_program(Input& in) {
             h->flags = in.take<std::uint16_t>();
             h->publisher = in.take<std::uint16_t>();
             h->position = w[l] ^ key;
-            w[l] += kRecordAlign * (1 + in.take<std::uint8_t>() % 64);
+            w[l] += kLine * (1 + in.take<std::uint8_t>() % 64);
             break;
         }
         case 3:  // an earlier lap's record: not ready
             h->length = in.take<std::uint16_t>();
             h->flags = kRecordData;
             h->position = (w[l] - kMinCapacity) ^ key;
-            w[l] += kRecordAlign;
+            w[l] += kLine;
             break;
         case 4:  // a hole: claimed, never committed
-            w[l] += kRecordAlign * (1 + in.take<std::uint8_t>() % 64);
+            w[l] += kLine * (1 + in.take<std::uint8_t>() % 64);
             break;
         case 5:  // a marker that is off by a few bits
             h->length = in.take<std::uint16_t>();
             h->flags = kRecordData;
             h->position = w[l] ^ key ^ in.take<std::uint64_t>();
-            w[l] += kRecordAlign;
+            w[l] += kLine;
             break;
         case 6: {  // the lane's tail, maybe with the join bit, maybe not on a record boundary
             const auto d = in.take<std::uint16_t>();
@@ -232,8 +232,8 @@ void fuzz_ring_program(Input& in) {
             const auto e = shm::evict_subscriber(t, s, l, from);
             if (!e.evicted) continue;
             check(e.to > from && e.to - from == e.bytes, "eviction moved a cursor backwards or miscounted");
-            check(e.to <= tail && e.to % kRecordAlign == 0, "eviction moved a cursor past the tail or off a record boundary");
-            check(e.missed <= e.bytes / kRecordAlign, "eviction counted more records than record units");
+            check(e.to <= tail && e.to % kLine == 0, "eviction moved a cursor past the tail or off a line");
+            check(e.missed <= e.bytes / kLine, "eviction counted more records than lines");
             check(t.slots[s].position[l].load() == e.to, "eviction reported a cursor it did not store");
         }
     }
@@ -293,7 +293,7 @@ void fuzz_attach(Input& in) {
                 check(t.rings[l] >= reinterpret_cast<const std::byte*>(t.publishers + t.max_publishers), "attach: ring over the table");
                 sink = std::uint8_t(t.rings[l][t.settings[l].capacity - 1]);
             }
-            check((t.record_key & (kRecordAlign - 1)) != 0, "attach: record key");
+            check((t.record_key & (kLine - 1)) != 0, "attach: record key");
             sink = t.publishers[t.max_publishers - 1].state.load();
             for (std::size_t l = 0; l < kLanes; ++l) sink = t.lanes[l].tail.load();
         }

@@ -81,7 +81,7 @@ TEST_CASE("status, topics, topic and clients report the counts, lag and slots of
     CHECK(t["published_events"] == 1010);
     CHECK(t["lanes"][0]["published_events"] == 10);
     CHECK(t["lanes"][2]["published_events"] == 1000);
-    CHECK(t["worst_lag_bytes"] == 1000 * 96);  // 64-byte payloads take 96-byte records
+    CHECK(t["worst_lag_bytes"] == 1000 * 128);  // 64-byte payloads take 128-byte records
 
     // Lag is what publishers see: the position the subscriber last stored, which it stores every
     // sixteenth of the ring and whenever the lane runs empty. So: read everything, then 610 more come.
@@ -93,7 +93,7 @@ TEST_CASE("status, topics, topic and clients report the counts, lag and slots of
     REQUIRE(d["subscriber_slots"].size() == 1);
     const auto& s = d["subscriber_slots"][0];
     CHECK(s["lag_bytes"]["critical"] == 0);
-    CHECK(s["lag_bytes"]["normal"] == 610 * 96);
+    CHECK(s["lag_bytes"]["normal"] == 610 * 128);
     CHECK(s["lag_events_estimate"]["normal"] == 610);
     CHECK(s["received"]["critical"] == 10);
     CHECK(s["received"]["normal"] == 1000);
@@ -134,7 +134,7 @@ TEST_CASE("status, topics, topic and clients report the counts, lag and slots of
     auto td = ctl(b, {"topic", "ctl.media"});
     CHECK(td.code == 0);
     CHECK(td.out.find("subscribers: 1") != std::string::npos);
-    CHECK(td.out.find("57.2 KiB") != std::string::npos);  // 610 x 96 bytes of lag on Normal
+    CHECK(td.out.find("76.2 KiB") != std::string::npos);  // 610 x 128 bytes of lag on Normal
     CHECK(td.out.find("LATENCY P50/P99/P99.9") != std::string::npos);
     auto tc = ctl(b, {"clients"});
     CHECK(tc.out.find("ctl-test") != std::string::npos);

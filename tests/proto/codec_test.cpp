@@ -250,7 +250,7 @@ TEST_CASE("consumer-group messages round-trip; bad partitions, slots and positio
     };
     refused(GroupRevoke{1, kMaxPartitions}, "partition 128");
     refused(GroupAssign{1, 0, 1, layout::kMaxSubscribers, {}, {}}, "slot 64");
-    refused(GroupAssign{1, 0, 1, 0, {8, 0, 0, 0}, {}}, "not 32-byte aligned");
+    refused(GroupAssign{1, 0, 1, 0, {8, 0, 0, 0}, {}}, "not 64-byte aligned");
     refused(GroupOk{1, 0}, "partitions 0");
 
     auto f = encode(Message{3, a});

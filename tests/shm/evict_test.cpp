@@ -52,10 +52,10 @@ TEST_CASE("an eviction moves a stuck cursor over exactly the committed events, p
     auto r = t.reader(kLane, 0);
     auto w = t.writer(kLane, 0);
     std::uint32_t next = 0;
-    while (publish_u32(w, next, 352) == Errc::ok) ++next;  // 384-byte records: ten fill the ring
+    while (publish_u32(w, next, 300) == Errc::ok) ++next;  // 384-byte records: ten fill the ring
     REQUIRE(next == 10);
     REQUIRE(read(r, 5).size() == 5);
-    while (publish_u32(w, next, 352) == Errc::ok) ++next;  // padding at the ring's end, then five more
+    while (publish_u32(w, next, 300) == Errc::ok) ++next;  // padding at the ring's end, then five more
     REQUIRE(next == 15);
 
     const std::uint64_t stuck = r.stored();
@@ -66,7 +66,7 @@ TEST_CASE("an eviction moves a stuck cursor over exactly the committed events, p
     CHECK(rep.bytes == rep.to - stuck);
     CHECK(t.map.slots[0].missed.load() == 10);
     CHECK(t.map.slots[0].evictions.load() == 2);  // even: no eviction being written
-    CHECK(publish_u32(w, next, 352) == Errc::ok);  // the publisher proceeds at once
+    CHECK(publish_u32(w, next, 300) == Errc::ok);  // the publisher proceeds at once
 
     std::uint64_t seen = 0;
     CHECK(follow(t, r, seen) == 10);

@@ -89,8 +89,8 @@ TEST_CASE("an earlier lap's payload holding a future record's position is never 
     std::memcpy(a.data() + 64 - sizeof(layout::RecordHeader) + 8, &len, 4);
     REQUIRE(publish(w, a.data(), 4000) == Errc::ok);  // [0, 4032)
     std::vector<std::byte> b(3000);
-    REQUIRE(publish(w, b.data(), 3000) == Errc::ok);  // [4032, 7072)
-    REQUIRE(publish(w, b.data(), 1088) == Errc::ok);  // [7072, 8192)
+    REQUIRE(publish(w, b.data(), 3000) == Errc::ok);  // [4032, 7104)
+    REQUIRE(publish(w, b.data(), 1056) == Errc::ok);  // [7104, 8192)
     for (int i = 0; i < 3; ++i) {
         auto p = r.peek();
         REQUIRE(p.record);

@@ -261,7 +261,7 @@ TEST_CASE("recovery never steps off a line for an unaligned subscriber cursor or
     in.length.store(std::uint32_t(cap));
     auto rep = shm::recover_publisher(t.map, 0);
     CHECK(rep.corrupt.empty());
-    CHECK(rep.padded_bytes == layout::kRecordAlign);  // from the cursor's record unit to the ring's end, not a byte past it
+    CHECK(rep.padded_bytes == 64);  // from the cursor's line to the ring's end, and not a byte past it
     // A dead publisher's shrink point off a line: the piece before it would end there, and the next
     // padding header start 8 bytes short of the end.
     t.map.slots[0].position[3].store(0);
