@@ -438,7 +438,6 @@ Status Broker::Impl::prepare_socket_dir() {
     return {};
 }
 
-// The socket's mode and group: who may connect at all. What they may then do, the access rules say.
 // Where the socket is bound before it is renamed into place: next to it, so the rename is atomic. A
 // path too long for a suffix is bound in place (the refusal window before listen() stays for it).
 std::string Broker::Impl::staging_socket_path() const {
@@ -446,6 +445,8 @@ std::string Broker::Impl::staging_socket_path() const {
     return staged.size() < sizeof(sockaddr_un::sun_path) ? staged : cfg.socket_path;
 }
 
+// The socket's mode and group (set on `path`, where it is bound): who may connect at all. What they may
+// then do, the access rules say.
 Status Broker::Impl::secure_socket(const std::string& path) {
     std::string error;
     const auto g = socket_gid(cfg.socket_group, error);
